@@ -1,0 +1,214 @@
+//! Traced generation: KV-cached decoding that, at every step, computes the
+//! exact query-row gradients of every traced layer by the local backward and
+//! hands a [`StepTrace`] to the caller as soon as the token is known.
+
+use candle_core::{DType, IndexOp, Tensor};
+use dexar_core::{PositionKind, StepTrace};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::decoder::{Capture, KvCache};
+use crate::error::{ModelError, Result};
+use crate::llava::Checkpoint;
+use crate::prompt::PreparedPrompt;
+
+/// Decoding settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationSettings {
+    pub max_tokens: usize,
+    /// 0 means greedy.
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    /// Decoder layers whose gradients are traced (see `dexar_core::layer_range`).
+    pub layers: Range<usize>,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        Self { max_tokens: 64, temperature: 0.0, top_p: 1.0, seed: 0, layers: 0..0 }
+    }
+}
+
+/// Generate freely, or explain a given answer by teacher forcing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Generate,
+    TeacherForced(Vec<u32>),
+}
+
+/// One step as it streams out.
+#[derive(Debug, Clone)]
+pub struct TracedStep {
+    pub trace: StepTrace,
+    /// Logits at the query position.
+    pub logits: Vec<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+    TargetEnd,
+    ContextFull,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub stop: StopReason,
+}
+
+/// Picks the next token: argmax at temperature 0, else top-p sampling.
+pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut StdRng) -> u32 {
+    let argmax = || {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    };
+    if temperature <= 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let mut probs: Vec<(usize, f64)> =
+        logits.iter().enumerate().map(|(i, &v)| (i, ((v as f64 - max) / temperature).exp())).collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut kept = 0.0;
+    let mut cut = probs.len();
+    for (k, p) in probs.iter().enumerate() {
+        kept += p.1 / total;
+        if kept >= top_p {
+            cut = k + 1;
+            break;
+        }
+    }
+    probs.truncate(cut.max(1));
+    let mass: f64 = probs.iter().map(|p| p.1).sum();
+    let mut draw = rng.random::<f64>() * mass;
+    for (i, p) in &probs {
+        draw -= p;
+        if draw <= 0.0 {
+            return *i as u32;
+        }
+    }
+    probs.last().map_or_else(argmax, |p| p.0 as u32)
+}
+
+/// Runs traced generation. `on_step` returns `false` to stop early.
+pub fn generate_traced(
+    ckpt: &Checkpoint,
+    prompt: &PreparedPrompt,
+    image_features: &Tensor,
+    settings: &GenerationSettings,
+    mode: &Mode,
+    cancel: &AtomicBool,
+    on_step: &mut dyn FnMut(TracedStep) -> bool,
+) -> Result<Generation> {
+    let model = &ckpt.model;
+    let cfg = &ckpt.config;
+    let decoder = &model.decoder;
+    let max_pos = cfg.text.max_position_embeddings;
+    let p0 = prompt.input_ids.len();
+    let budget = match mode {
+        Mode::Generate => settings.max_tokens,
+        Mode::TeacherForced(target) => target.len(),
+    };
+    // The last explained token is placed at p0 + budget - 1; its query at p0 + budget - 2.
+    let needed = match mode {
+        Mode::Generate => p0 + 1,
+        Mode::TeacherForced(_) => p0 + budget.saturating_sub(1),
+    };
+    if needed > max_pos {
+        return Err(ModelError::ContextOverflow { len: needed, max: max_pos });
+    }
+    if settings.layers.end > decoder.layers.len() || settings.layers.is_empty() {
+        return Err(ModelError::Setting(format!(
+            "traced layers {:?} are not within the model's {} layers",
+            settings.layers,
+            decoder.layers.len()
+        )));
+    }
+    let eos = cfg.eos_token_id.or_else(|| ckpt.tokenizer.token_to_id("</s>"));
+    let mut rng = StdRng::seed_from_u64(settings.seed);
+    let capture = Capture { probes: settings.layers.clone(), full: false };
+    let mut cache = KvCache::default();
+    let embeds = model.embed_with_image(&prompt.input_ids, prompt.image_span, image_features)?;
+    let mut out = decoder.forward(&embeds, 0, Some(&mut cache), &capture)?;
+    let mut tokens: Vec<u32> = Vec::new();
+    let grid = cfg.grid();
+    let stop = loop {
+        let t = tokens.len();
+        if t == budget {
+            break if matches!(mode, Mode::Generate) { StopReason::MaxTokens } else { StopReason::TargetEnd };
+        }
+        if cancel.load(Ordering::Relaxed) {
+            break StopReason::Cancelled;
+        }
+        let q = p0 + t - 1;
+        let hidden = out.hidden.as_ref().ok_or_else(|| ModelError::Setting("decoder returned no hidden state".into()))?;
+        let last = hidden.i((0, hidden.dim(1)? - 1))?;
+        let logits: Vec<f32> = decoder.logits(&last.unsqueeze(0)?)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?;
+        let token = match mode {
+            Mode::Generate => sample_token(&logits, settings.temperature, settings.top_p, &mut rng),
+            Mode::TeacherForced(target) => target[t],
+        };
+        if matches!(mode, Mode::Generate) && Some(token) == eos {
+            break StopReason::Eos;
+        }
+        let num_positions = q + 1;
+        let heads = cfg.text.num_attention_heads;
+        let mut grads = Vec::with_capacity(out.probes.len() * heads * num_positions);
+        let mut attn = Vec::with_capacity(grads.capacity());
+        for (l, probe) in &out.probes {
+            grads.extend(decoder.local_backward(*l, probe, token)?.flatten_all()?.to_vec1::<f32>()?);
+            attn.extend(probe.attn.flatten_all()?.to_vec1::<f32>()?);
+        }
+        let kinds = (0..num_positions)
+            .map(|j| {
+                if j >= prompt.image_span.0 && j < prompt.image_span.1 {
+                    PositionKind::Image
+                } else if j < p0 {
+                    PositionKind::Prompt
+                } else {
+                    PositionKind::Generated
+                }
+            })
+            .collect();
+        let trace = StepTrace {
+            step: t,
+            token_id: token,
+            token_text: ckpt.tokenizer.token_text(&tokens, token),
+            query_position: q,
+            layers: out.probes.iter().map(|(l, _)| *l).collect(),
+            num_heads: heads,
+            num_positions,
+            grads,
+            attn,
+            kinds,
+            image_span: prompt.image_span,
+            grid,
+        };
+        tokens.push(token);
+        if !on_step(TracedStep { trace, logits }) {
+            break StopReason::Cancelled;
+        }
+        if tokens.len() == budget {
+            continue;
+        }
+        let pos = p0 + t;
+        if pos >= max_pos {
+            break StopReason::ContextFull;
+        }
+        let x = decoder.embed(&Tensor::new(&[token], &model.device)?)?.unsqueeze(0)?;
+        out = decoder.forward(&x, pos, Some(&mut cache), &capture)?;
+    };
+    Ok(Generation { text: ckpt.tokenizer.decode(&tokens), tokens, stop })
+}

@@ -1,0 +1,72 @@
+//! The exact incremental computation of DEXAR.md: with keys and values of
+//! earlier positions held constant, `∂ o^{l,t}[y_t] / ∂ A^{l,i}[q, :]` only
+//! needs layer l's MLP, its output projection and the cached values at q.
+//! Vectors stay in f32 whatever the model dtype; weights are used in their own
+//! dtype for the matrix-vector products and the results are brought back to f32.
+
+use candle_core::{DType, IndexOp, Result, Tensor};
+
+use crate::decoder::{Decoder, LayerProbe};
+use crate::nn::sigmoid;
+
+/// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model dtype: `[M]` f32.
+fn vec_mat(v: &Tensor, w: &Tensor) -> Result<Tensor> {
+    v.to_dtype(w.dtype())?.unsqueeze(0)?.matmul(w)?.squeeze(0)?.to_dtype(DType::F32)
+}
+
+/// Backward of `y = w ⊙ x / sqrt(mean(x²) + eps)`:
+/// `dx = (w⊙dy)/rms − x · Σ(w⊙dy⊙x) / (n · rms³)`.
+fn rms_norm_vjp(x: &Tensor, weight: &Tensor, eps: f64, dy: &Tensor) -> Result<Tensor> {
+    let n = x.dim(0)? as f64;
+    let w = weight.to_dtype(DType::F32)?;
+    let inv_rms = (x.sqr()?.mean_all()? + eps)?.sqrt()?.recip()?;
+    let wdy = (&w * dy)?;
+    let dot = (&wdy * x)?.sum_all()?;
+    let first = wdy.broadcast_mul(&inv_rms)?;
+    let coef = (dot * inv_rms.powf(3.0)?)? / n;
+    first - x.broadcast_mul(&coef?)?
+}
+
+impl Decoder {
+    /// `u = ∂ o^{l}[y] / ∂ h`, the logit lens `o = W_lm · FinalNorm(h)` differentiated
+    /// at `h` (`[D]`): FinalNorm backward applied to row y of `W_lm`.
+    pub fn lens_vjp(&self, h: &Tensor, token: u32) -> Result<Tensor> {
+        let row = self.lm_head.i(token as usize)?.to_dtype(DType::F32)?;
+        rms_norm_vjp(&h.to_dtype(DType::F32)?, &self.norm.weight, self.norm.eps, &row)
+    }
+
+    /// The query-row gradients `g^{l,t,i}[j]`, `[H, P]` f32, for layer `l` and token `y`.
+    pub fn local_backward(&self, l: usize, probe: &LayerProbe, token: u32) -> Result<Tensor> {
+        let layer = &self.layers[l];
+        let cfg = &self.cfg;
+        let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        // u = ∂o/∂h^l_q
+        let u = self.lens_vjp(&probe.output, token)?;
+        // ∂o/∂r = u + (∂ MLP(PostNorm(r)) / ∂r)^T u
+        let r = probe.resid_mid.to_dtype(DType::F32)?;
+        let x = rms_norm_forward(&r, &layer.post_norm.weight, layer.post_norm.eps)?;
+        let a = vec_mat(&x, &layer.gate_proj.weight.t()?)?;
+        let b = vec_mat(&x, &layer.up_proj.weight.t()?)?;
+        let sig = sigmoid(&a)?;
+        let silu = (&a * &sig)?;
+        let dsilu = (&sig * ((&a * sig.affine(-1.0, 1.0)?)? + 1.0)?)?;
+        let dm = vec_mat(&u, &layer.down_proj.weight)?;
+        let da = ((&dm * &b)? * dsilu)?;
+        let db = (&dm * silu)?;
+        let dx = (vec_mat(&da, &layer.gate_proj.weight)? + vec_mat(&db, &layer.up_proj.weight)?)?;
+        let dr = (&u + rms_norm_vjp(&r, &layer.post_norm.weight, layer.post_norm.eps, &dx)?)?;
+        // ∂o/∂c = W_o^T ∂o/∂r, split per head
+        let dc = vec_mat(&dr, &layer.o_proj.weight)?.reshape((h, 1, hd))?;
+        // g[i, j] = <∂o/∂c_i, v_{kv(i), j}>
+        let values = probe.values.to_dtype(DType::F32)?;
+        let p = values.dim(1)?;
+        let n_rep = h / kv;
+        let values = values.unsqueeze(1)?.broadcast_as((kv, n_rep, p, hd))?.reshape((h, p, hd))?;
+        dc.matmul(&values.t()?)?.squeeze(1)
+    }
+}
+
+fn rms_norm_forward(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let inv_rms = (x.sqr()?.mean_all()? + eps)?.sqrt()?.recip()?;
+    x.broadcast_mul(&inv_rms)?.mul(&weight.to_dtype(DType::F32)?)
+}

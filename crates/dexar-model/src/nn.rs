@@ -1,0 +1,131 @@
+//! Differentiable building blocks. Everything here is composed from candle
+//! primitives that have a backward pass (candle-nn's fused softmax / norms do
+//! not), so one model definition serves inference, the naive autograd
+//! reference and training.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+
+/// `y = x W^T (+ b)`, weights in the checkpoint's `[out, in]` layout.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = self.weight.t()?;
+        let y = match x.dims() {
+            [b, t, _] => x.reshape((b * t, ()))?.matmul(&w)?.reshape((*b, *t, ()))?,
+            _ => x.matmul(&w)?,
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// RMSNorm: `w ⊙ x / sqrt(mean(x²) + eps)`, computed in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        normed.to_dtype(dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// LayerNorm with affine weight and bias, computed in f32.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let centred = xf.broadcast_sub(&xf.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Activation functions named as in transformers' configs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact (erf) GELU, transformers' "gelu".
+    Gelu,
+    /// Tanh-approximated GELU ("gelu_new", "gelu_pytorch_tanh").
+    GeluTanh,
+    /// `x · σ(1.702 x)`, CLIP's "quick_gelu".
+    QuickGelu,
+    Silu,
+}
+
+impl Activation {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "quick_gelu" => Self::QuickGelu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Gelu => x.gelu_erf(),
+            Self::GeluTanh => x.gelu(),
+            Self::QuickGelu => x.mul(&sigmoid(&(x * 1.702)?)?),
+            Self::Silu => x.mul(&sigmoid(x)?),
+        }
+    }
+}
+
+/// Logistic sigmoid composed from differentiable primitives.
+pub fn sigmoid(x: &Tensor) -> Result<Tensor> {
+    (x.neg()?.exp()? + 1.0)?.recip()
+}
+
+/// Softmax over the last dimension, composed (has a backward pass), in f32.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let max = xf.max_keepdim(D::Minus1)?.detach();
+    let e = xf.broadcast_sub(&max)?.exp()?;
+    e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(dtype)
+}

@@ -1,0 +1,124 @@
+//! Tokenizer, chat template and `<image>` expansion, reproducing the input
+//! ids transformers' LlavaProcessor builds.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ModelError, Result};
+
+/// The marker a prompt uses for the image.
+pub const IMAGE_MARKER: &str = "<image>";
+/// LLaVA-1.5's single-turn chat template; `{prompt}` is replaced by the user text.
+pub const DEFAULT_TEMPLATE: &str = "USER: <image>\n{prompt} ASSISTANT:";
+
+/// A prompt after tokenisation and image expansion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedPrompt {
+    /// The text before `<image>` expansion.
+    pub text: String,
+    pub input_ids: Vec<u32>,
+    /// Half-open span of the image tokens in `input_ids`.
+    pub image_span: (usize, usize),
+}
+
+/// A Hugging Face `tokenizer.json` with what dexar needs of it.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer").field("path", &self.path).finish()
+    }
+}
+
+impl TextTokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ModelError::MissingFile { path: path.into(), what: "no tokenizer.json" })
+            }
+            Err(e) => return Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
+        };
+        Self::from_bytes(&bytes, path)
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| ModelError::bad_file(path, format!("not a valid tokenizer.json ({e})")))?;
+        Ok(Self { inner, path: path.into() })
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encodes text; `special` adds BOS and the like as the tokenizer's post-processor says.
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, special)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Prompt(format!("cannot tokenize: {e}")))
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, true).unwrap_or_default()
+    }
+
+    /// The text a new token adds to an answer: decode(answer) minus decode(previous).
+    pub fn token_text(&self, previous: &[u32], token: u32) -> String {
+        let before = self.decode(previous);
+        let mut all = previous.to_vec();
+        all.push(token);
+        let after = self.decode(&all);
+        match after.strip_prefix(&before) {
+            Some(rest) => rest.to_string(),
+            None => self.inner.decode(&[token], false).unwrap_or_default(),
+        }
+    }
+
+    /// Tokenises `text`, which must hold exactly one `<image>` marker, expanding
+    /// it into `num_image_tokens` image tokens first as LlavaProcessor does.
+    pub fn prepare(&self, text: &str, image_token: u32, num_image_tokens: usize) -> Result<PreparedPrompt> {
+        let markers = text.matches(IMAGE_MARKER).count();
+        if markers != 1 {
+            return Err(ModelError::Prompt(if markers == 0 {
+                format!("the prompt has no {IMAGE_MARKER} marker; a raw prompt must contain exactly one")
+            } else {
+                format!("the prompt has {markers} {IMAGE_MARKER} markers; dexar explains one image per prompt, use exactly one")
+            }));
+        }
+        if self.inner.id_to_token(image_token).as_deref() != Some(IMAGE_MARKER) {
+            return Err(ModelError::bad_file(
+                &self.path,
+                format!("token id {image_token} (the config's image_token_index) is not {IMAGE_MARKER} in this tokenizer"),
+            ));
+        }
+        let expanded = text.replacen(IMAGE_MARKER, &IMAGE_MARKER.repeat(num_image_tokens), 1);
+        let input_ids = self.encode(&expanded, true)?;
+        let start = input_ids.iter().position(|&t| t == image_token);
+        let count = input_ids.iter().filter(|&&t| t == image_token).count();
+        match start {
+            Some(s) if count == num_image_tokens && input_ids[s..s + count].iter().all(|&t| t == image_token) => {
+                Ok(PreparedPrompt { text: text.to_string(), input_ids, image_span: (s, s + count) })
+            }
+            _ => Err(ModelError::Prompt(format!(
+                "the tokenizer produced {count} image tokens where {num_image_tokens} contiguous ones were expected"
+            ))),
+        }
+    }
+}
+
+/// Applies a chat template (`{prompt}` is replaced by the user text).
+pub fn apply_template(template: &str, prompt: &str) -> Result<String> {
+    if !template.contains("{prompt}") {
+        return Err(ModelError::Setting("the chat template must contain {prompt}".into()));
+    }
+    Ok(template.replace("{prompt}", prompt))
+}
