@@ -2,7 +2,7 @@
 //! for chosen layers, what the local backward of DEXAR.md needs at the query
 //! position (attention row, mid-layer residual, layer output, cached values).
 
-use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, D};
+use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
 use std::ops::Range;
 
@@ -76,8 +76,10 @@ pub struct LayerProbe {
 pub struct Capture {
     /// Layers whose [`LayerProbe`] at the last position (batch item 0) is returned.
     pub probes: Range<usize>,
-    /// Return every layer's full attention probabilities and outputs (graph kept,
-    /// for autograd; memory heavy, only for the naive reference and tests).
+    /// Return every layer's full attention probabilities and outputs, the
+    /// probabilities made autograd leaves (`Var`s) so that `∂o/∂A` can be read
+    /// from a backward pass (candle keeps gradients of leaves only). Memory
+    /// heavy; for the naive reference path.
     pub full: bool,
 }
 
@@ -207,7 +209,10 @@ impl Decoder {
             if let Some(m) = &mask {
                 scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
             }
-            let probs = softmax_last(&scores)?;
+            let mut probs = softmax_last(&scores)?;
+            if capture.full {
+                probs = Var::from_tensor(&probs.detach())?.as_tensor().clone();
+            }
             let ctx = probs.matmul(&v_rep)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
             let resid_mid = (&x + layer.o_proj.forward(&ctx)?)?;
             let mlp_in = layer.post_norm.forward(&resid_mid)?;

@@ -4,7 +4,7 @@
 //! used by tests and as the benchmark baseline (it is what the reference
 //! wrapper does for every generated token).
 
-use candle_core::{DType, IndexOp, Tensor, Var};
+use candle_core::{DType, IndexOp, Tensor};
 use std::ops::Range;
 
 use crate::decoder::Capture;
@@ -34,8 +34,8 @@ pub fn naive_step(
         return Err(ModelError::Setting("the naive reference path needs an f32 model".into()));
     }
     let decoder = &model.decoder;
-    let embeds = Var::from_tensor(&model.embed_with_image(ids, image_span, image_features)?)?;
-    let out = decoder.forward(embeds.as_tensor(), 0, None, &Capture { probes: 0..0, full: true })?;
+    let embeds = model.embed_with_image(ids, image_span, image_features)?;
+    let out = decoder.forward(&embeds, 0, None, &Capture { probes: 0..0, full: true })?;
     let q = ids.len() - 1;
     let hidden = out.hidden.as_ref().ok_or_else(|| ModelError::Setting("no hidden state".into()))?;
     let logits: Vec<f32> = decoder.logits(&hidden.i((0, q))?.unsqueeze(0)?)?.squeeze(0)?.detach().to_vec1()?;
