@@ -146,13 +146,23 @@ impl ImageProcessor {
         }
     }
 
-    /// Channel-first normalised pixels `[3, H, W]`, flattened.
-    pub fn preprocess(&self, image: &DynamicImage) -> (Vec<f32>, (u32, u32)) {
+    /// The RGB pixels the model sees (resized and cropped, not yet normalised):
+    /// the picture heatmaps are drawn over.
+    pub fn model_view(&self, image: &DynamicImage) -> RgbImage {
         let rgb: RgbImage = image.to_rgb8();
         let (w, h) = rgb.dimensions();
         let (rw, rh) = self.resized_size(w, h);
         let resized = if (rw, rh) != (w, h) { image::imageops::resize(&rgb, rw, rh, self.filter) } else { rgb };
-        let cropped = if self.do_center_crop { center_crop(&resized, self.crop) } else { resized };
+        if self.do_center_crop {
+            center_crop(&resized, self.crop)
+        } else {
+            resized
+        }
+    }
+
+    /// Channel-first normalised pixels `[3, H, W]`, flattened, and their (height, width).
+    pub fn preprocess(&self, image: &DynamicImage) -> (Vec<f32>, (u32, u32)) {
+        let cropped = self.model_view(image);
         let (cw, ch) = cropped.dimensions();
         let plane = (cw * ch) as usize;
         let mut out = vec![0f32; 3 * plane];

@@ -1,0 +1,44 @@
+//! Errors of the `dexar` binary and the exit codes they map to: 2 for bad
+//! input a user can fix (a file, a flag, a prompt), 1 for anything else.
+
+use dexar_model::ModelError;
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    /// Bad input: exit code 2.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self { code: 2, message: message.into() }
+    }
+
+    /// Anything else: exit code 1.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self { code: 1, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<ModelError> for CliError {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Candle(_) => Self::internal(e.to_string()),
+            _ => Self::usage(e.to_string()),
+        }
+    }
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+/// One line: newlines and runs of whitespace in nested messages collapsed.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,45 @@
+//! `dexar`: see where a vision-language model looks while it talks.
+//!
+//! The binary: subcommands over dexar-model (models and traced generation),
+//! dexar-core (DEX-AR and baseline strategies) and dexar-render (pictures).
+
+mod error;
+mod explain;
+mod output;
+mod strategies;
+
+use clap::{Parser, Subcommand};
+
+use error::{one_line, CliResult};
+
+#[derive(Debug, Parser)]
+#[command(name = "dexar", version, about = "See where a vision-language model looks while it talks (DEX-AR attribution)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate (or teacher-force) an answer about an image and write per-token
+    /// DEX-AR heatmaps as explain.json and PNG overlays.
+    Explain(explain::ExplainArgs),
+}
+
+fn run(cli: Cli) -> CliResult<()> {
+    match cli.command {
+        Command::Explain(args) => explain::run(&args),
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("DEXAR_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {}", one_line(&e.message));
+        std::process::exit(e.code);
+    }
+}

@@ -1,0 +1,83 @@
+//! Choosing strategies by name, with suggestions for typos.
+
+use dexar_core::{builtin_strategy, Strategy, BUILTIN_NAMES};
+
+use crate::error::{CliError, CliResult};
+
+/// The strategies to run: DEX-AR and its unfiltered form always, then the
+/// requested ones (all built-ins when none is named), without duplicates.
+pub fn select(names: &[String], topk: usize) -> CliResult<Vec<Box<dyn Strategy>>> {
+    let mut wanted: Vec<String> = vec!["dexar".into(), "dexar-unfiltered".into()];
+    let requested: Vec<String> = if names.is_empty() { BUILTIN_NAMES.iter().map(|s| s.to_string()).collect() } else { names.to_vec() };
+    for n in requested {
+        if !wanted.contains(&n) {
+            wanted.push(n);
+        }
+    }
+    wanted
+        .iter()
+        .map(|n| {
+            builtin_strategy(n, topk).ok_or_else(|| {
+                let hint = nearest(n, &BUILTIN_NAMES).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                CliError::usage(format!("--strategy: unknown strategy `{n}`{hint}; available: {}", BUILTIN_NAMES.join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// The closest candidate by edit distance, if reasonably close.
+pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // A shared prefix of 3+ characters beats edit distance ("raw-attn").
+    let prefix = |c: &str| word.chars().zip(c.chars()).take_while(|(a, b)| a == b).count();
+    if let Some((_, _, best)) = candidates
+        .iter()
+        .filter(|c| prefix(c) >= 3)
+        .map(|c| (std::cmp::Reverse(prefix(c)), levenshtein(word, c), *c))
+        .min()
+    {
+        return Some(best);
+    }
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len() / 2).max(2))
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names() {
+        assert_eq!(nearest("dexr", &BUILTIN_NAMES), Some("dexar"));
+        assert_eq!(nearest("raw-attn", &BUILTIN_NAMES), Some("raw-attention"));
+        assert_eq!(nearest("zzzzzzzzzz", &BUILTIN_NAMES), None);
+    }
+
+    #[test]
+    fn always_includes_dexar_and_refuses_unknown() {
+        let s = select(&["raw-attention".into()], 1).unwrap();
+        let names: Vec<&str> = s.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["dexar", "dexar-unfiltered", "raw-attention"]);
+        let e = select(&["nope".into()], 1).err().unwrap();
+        assert_eq!(e.code, 2);
+        assert!(e.message.contains("unknown strategy `nope`"));
+    }
+}

@@ -1,0 +1,194 @@
+//! End-to-end tests of `dexar explain`: the real binary on the fixture
+//! checkpoints, its explain.json contract and its handling of bad input.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dexar-model/tests/fixtures")
+}
+
+fn model() -> PathBuf {
+    fixtures().join("tiny-llava")
+}
+
+fn image() -> PathBuf {
+    fixtures().join("images/square.png")
+}
+
+fn dexar(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dexar")).args(args).output().expect("dexar runs")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs explain with the fixture model, overriding some flags.
+fn explain(model: &Path, image: &Path, extra: &[&str], out: &Path) -> Output {
+    let mut args = vec!["explain", "--model", s(model), "--image", s(image), "--out", s(out), "--max-tokens", "4"];
+    if !extra.iter().any(|a| *a == "--raw-prompt" || *a == "--prompt") {
+        args.extend(["--prompt", "What is in the image?"]);
+    }
+    args.extend(extra);
+    dexar(&args)
+}
+
+#[test]
+fn explain_writes_the_documented_json_and_overlays() {
+    let out = tempfile::tempdir().unwrap();
+    let o = explain(&model(), &image(), &["--layer-index", "-2"], out.path());
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("explain.json")).unwrap()).unwrap();
+    assert_eq!(doc["schema"], "dexar.explain/1");
+    assert_eq!(doc["model"]["grid"], serde_json::json!([4, 4]));
+    assert_eq!(doc["settings"]["mode"], "generate");
+    assert_eq!(doc["settings"]["layers_used"], serde_json::json!([2, 3]));
+    assert_eq!(doc["prompt"]["image_span"], serde_json::json!([3, 19]));
+    let tokens = doc["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 4);
+    let prompt_len = doc["prompt"]["input_ids"].as_array().unwrap().len() as u64;
+    for (i, t) in tokens.iter().enumerate() {
+        assert_eq!(t["index"], i as u64);
+        assert_eq!(t["position"], prompt_len + i as u64);
+    }
+    for name in ["dexar", "dexar-unfiltered", "raw-attention", "grad-x-attn"] {
+        let st = &doc["strategies"][name];
+        let per_token = st["per_token"].as_array().unwrap();
+        assert_eq!(per_token.len(), 4, "{name}");
+        for m in per_token {
+            let m = m.as_array().unwrap();
+            assert_eq!(m.len(), 16);
+            assert!(m.iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())));
+        }
+        assert_eq!(st["sentence"].as_array().unwrap().len(), 16);
+        assert_eq!(st["token_weights"].as_array().unwrap().len(), 4);
+        assert!(out.path().join(name).join("token_000.png").exists());
+        assert!(out.path().join(name).join("sentence.png").exists());
+        if name != "dexar" {
+            assert!(st["token_weights"].as_array().unwrap().iter().all(|w| w == 1.0), "{name} weights are 1");
+        }
+    }
+    // δ_t of the tokens equals the dexar strategy's token weights.
+    let weights = doc["strategies"]["dexar"]["token_weights"].as_array().unwrap();
+    for (t, w) in tokens.iter().zip(weights) {
+        assert_eq!(&t["weight"], w);
+    }
+    let hw = doc["head_weights"].as_array().unwrap();
+    assert_eq!(hw.len(), 4);
+    assert_eq!(hw[0].as_array().unwrap().len(), 2 * 4);
+}
+
+#[test]
+fn teacher_forced_explain_and_json_to_stdout() {
+    let out = tempfile::tempdir().unwrap();
+    let o = explain(&model(), &image(), &["--target", "a red circle", "--json", "-", "--no-png", "--strategy", "raw-attention"], out.path());
+    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let doc: Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
+    assert_eq!(doc["settings"]["mode"], "teacher-forced");
+    let texts: Vec<&str> = doc["tokens"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.concat(), "a red circle");
+    let names: Vec<&String> = doc["strategies"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["dexar", "dexar-unfiltered", "raw-attention"]);
+    assert!(!out.path().join("dexar").exists(), "--no-png writes no overlays");
+}
+
+#[test]
+fn help_documents_every_flag() {
+    let o = dexar(&["explain", "--help"]);
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout);
+    for flag in [
+        "--model", "--image", "--prompt", "--raw-prompt", "--target", "--max-tokens", "--layer-index", "--strategy", "--out", "--json",
+        "--template", "--topk", "--temperature", "--top-p", "--seed", "--dtype", "--device", "--colormap", "--alpha",
+    ] {
+        assert!(help.contains(flag), "help lacks {flag}");
+    }
+}
+
+/// Asserts exit code 2, a single `error:` line on stderr mentioning `needle`.
+fn assert_user_error(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "exit code for {needle}; stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line for {needle}: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "`{needle}` not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A copy of the fixture checkpoint to break.
+fn broken_model(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(model()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
+    }
+    edit(dir.path());
+    dir
+}
+
+#[test]
+fn bad_model_directories_are_refused_with_one_line() {
+    let out = tempfile::tempdir().unwrap();
+    let o = explain(Path::new("/nonexistent/model"), &image(), &[], out.path());
+    assert_user_error(&o, "/nonexistent/model");
+
+    let cases: Vec<(&str, Box<dyn FnOnce(&Path)>)> = vec![
+        ("config.json", Box::new(|d: &Path| std::fs::remove_file(d.join("config.json")).unwrap())),
+        ("config.json", Box::new(|d: &Path| std::fs::write(d.join("config.json"), "{ not json").unwrap())),
+        ("unsupported model_type `blip`", Box::new(|d: &Path| std::fs::write(d.join("config.json"), r#"{"model_type": "blip"}"#).unwrap())),
+        ("model.safetensors", Box::new(|d: &Path| std::fs::remove_file(d.join("model.safetensors")).unwrap())),
+        (
+            "model.safetensors",
+            Box::new(|d: &Path| {
+                let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+                std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+            }),
+        ),
+        ("model.safetensors", Box::new(|d: &Path| std::fs::write(d.join("model.safetensors"), b"garbage").unwrap())),
+        ("tokenizer.json", Box::new(|d: &Path| std::fs::remove_file(d.join("tokenizer.json")).unwrap())),
+        ("tokenizer.json", Box::new(|d: &Path| std::fs::write(d.join("tokenizer.json"), "{}").unwrap())),
+        ("preprocessor_config.json", Box::new(|d: &Path| std::fs::write(d.join("preprocessor_config.json"), "[1,").unwrap())),
+        (
+            "weights do not match config.json",
+            Box::new(|d: &Path| {
+                let p = d.join("config.json");
+                let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                v["text_config"]["hidden_size"] = serde_json::json!(96);
+                std::fs::write(&p, v.to_string()).unwrap();
+            }),
+        ),
+    ];
+    for (needle, edit) in cases {
+        let dir = broken_model(edit);
+        let o = explain(dir.path(), &image(), &[], out.path());
+        assert_user_error(&o, needle);
+    }
+}
+
+#[test]
+fn bad_images_prompts_and_flags_are_refused_with_one_line() {
+    let out = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let garbage = tmp.path().join("garbage.png");
+    std::fs::write(&garbage, b"this is not an image").unwrap();
+    assert_user_error(&explain(&model(), &garbage, &[], out.path()), "garbage.png");
+    let empty = tmp.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    assert_user_error(&explain(&model(), &empty, &[], out.path()), "empty");
+    assert_user_error(&explain(&model(), Path::new("/nonexistent.png"), &[], out.path()), "/nonexistent.png");
+
+    assert_user_error(&explain(&model(), &image(), &["--raw-prompt", "no marker here"], out.path()), "no <image> marker");
+    assert_user_error(&explain(&model(), &image(), &["--raw-prompt", "<image> and <image>"], out.path()), "2 <image> markers");
+    let long = "What is in the image? ".repeat(40);
+    assert_user_error(&explain(&model(), &image(), &["--prompt", &long], out.path()), "exceeds the model's context of 128");
+    assert_user_error(&explain(&model(), &image(), &["--strategy", "dexr"], out.path()), "did you mean `dexar`");
+    assert_user_error(&explain(&model(), &image(), &["--dtype", "f64"], out.path()), "--dtype");
+
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let o = explain(&model(), &image(), &[], &file.join("sub"));
+    assert_user_error(&o, "--out");
+}
