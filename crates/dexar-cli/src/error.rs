@@ -12,12 +12,18 @@ pub struct CliError {
 impl CliError {
     /// Bad input: exit code 2.
     pub fn usage(message: impl Into<String>) -> Self {
-        Self { code: 2, message: message.into() }
+        Self {
+            code: 2,
+            message: message.into(),
+        }
     }
 
     /// Anything else: exit code 1.
     pub fn internal(message: impl Into<String>) -> Self {
-        Self { code: 1, message: message.into() }
+        Self {
+            code: 1,
+            message: message.into(),
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 use candle_core::{DType, Device};
 use clap::{ArgGroup, Args};
 use dexar_core::{layer_range, HeadScores, TokenMap};
-use dexar_model::{apply_template, generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, TracedStep, DEFAULT_TEMPLATE};
+use dexar_model::{
+    apply_template, generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, TracedStep,
+    DEFAULT_TEMPLATE,
+};
 use dexar_render::Colormap;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeMap;
@@ -14,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{CliError, CliResult};
-use crate::output::{write_atomic, ExplainJson, ModelInfo, PromptInfo, Settings, StrategyOutput, TokenInfo, SCHEMA};
+use crate::output::{
+    write_atomic, ExplainJson, ModelInfo, PromptInfo, Settings, StrategyOutput, TokenInfo, SCHEMA,
+};
 use crate::strategies;
 
 #[derive(Debug, Args)]
@@ -89,7 +94,9 @@ pub fn parse_dtype(s: &str) -> CliResult<DType> {
         "f32" => Ok(DType::F32),
         "f16" => Ok(DType::F16),
         "bf16" => Ok(DType::BF16),
-        _ => Err(CliError::usage(format!("--dtype: unknown dtype `{s}`; use f32, f16 or bf16"))),
+        _ => Err(CliError::usage(format!(
+            "--dtype: unknown dtype `{s}`; use f32, f16 or bf16"
+        ))),
     }
 }
 
@@ -97,9 +104,16 @@ pub fn parse_device(s: &str) -> CliResult<Device> {
     let ordinal = match s {
         "cpu" => return Ok(Device::Cpu),
         "cuda" => 0,
-        _ => match s.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        _ => match s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => n,
-            None => return Err(CliError::usage(format!("--device: unknown device `{s}`; use cpu, cuda or cuda:N"))),
+            None => {
+                return Err(CliError::usage(format!(
+                    "--device: unknown device `{s}`; use cpu, cuda or cuda:N"
+                )))
+            }
         },
     };
     Device::new_cuda(ordinal).map_err(|e| {
@@ -109,7 +123,12 @@ pub fn parse_device(s: &str) -> CliResult<Device> {
 
 /// Makes sure `dir` exists and is writable before any work is done.
 pub fn prepare_out_dir(dir: &Path) -> CliResult<()> {
-    let fail = |e: std::io::Error| CliError::usage(format!("--out {}: cannot write there ({e}); choose a writable directory", dir.display()));
+    let fail = |e: std::io::Error| {
+        CliError::usage(format!(
+            "--out {}: cannot write there ({e}); choose a writable directory",
+            dir.display()
+        ))
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     let probe = dir.join(format!(".dexar-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"").map_err(fail)?;
@@ -119,7 +138,11 @@ pub fn prepare_out_dir(dir: &Path) -> CliResult<()> {
 
 pub fn run(args: &ExplainArgs) -> CliResult<()> {
     let colormap: Colormap = args.colormap.parse().map_err(|_| {
-        CliError::usage(format!("--colormap: unknown colormap `{}`; use {}", args.colormap, Colormap::NAMES.join(", ")))
+        CliError::usage(format!(
+            "--colormap: unknown colormap `{}`; use {}",
+            args.colormap,
+            Colormap::NAMES.join(", ")
+        ))
     })?;
     if !(0.0..=1.0).contains(&args.alpha) {
         return Err(CliError::usage("--alpha must be between 0 and 1"));
@@ -131,10 +154,15 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         return Err(CliError::usage("--max-tokens must be at least 1"));
     }
     if !(args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(CliError::usage("--temperature must be >= 0 and --top-p in (0, 1]"));
+        return Err(CliError::usage(
+            "--temperature must be >= 0 and --top-p in (0, 1]",
+        ));
     }
     let strategies = strategies::select(&args.strategies, args.topk)?;
-    let opts = LoadOptions { device: parse_device(&args.device)?, dtype: parse_dtype(&args.dtype)? };
+    let opts = LoadOptions {
+        device: parse_device(&args.device)?,
+        dtype: parse_dtype(&args.dtype)?,
+    };
     prepare_out_dir(&args.out)?;
 
     let ckpt = Checkpoint::load(&args.model, &opts)?;
@@ -146,17 +174,22 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             if p.contains(dexar_model::IMAGE_MARKER) {
                 return Err(CliError::usage("--prompt must not contain <image>; the template places the image (use --raw-prompt for full control)"));
             }
-            apply_template(&args.template, p).map_err(|e| CliError::usage(format!("--template: {e}")))?
+            apply_template(&args.template, p)
+                .map_err(|e| CliError::usage(format!("--template: {e}")))?
         }
         (None, Some(raw)) => raw.clone(),
         (None, None) => return Err(CliError::usage("give --prompt or --raw-prompt")),
     };
-    let prompt = ckpt.tokenizer.prepare(&text, cfg.image_token_index, cfg.num_image_tokens())?;
+    let prompt = ckpt
+        .tokenizer
+        .prepare(&text, cfg.image_token_index, cfg.num_image_tokens())?;
     let mode = match &args.target {
         Some(t) => {
             let ids = ckpt.tokenizer.encode(t, false)?;
             if ids.is_empty() {
-                return Err(CliError::usage("--target tokenizes to nothing; give a non-empty answer"));
+                return Err(CliError::usage(
+                    "--target tokenizes to nothing; give a non-empty answer",
+                ));
             }
             Mode::TeacherForced(ids)
         }
@@ -178,13 +211,21 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     let bar = progress_bar(total as u64);
     let mut steps: Vec<TracedStep> = Vec::new();
     let mut answer = String::new();
-    let generation = generate_traced(&ckpt, &prompt, &features, &settings, &mode, &AtomicBool::new(false), &mut |step| {
-        answer.push_str(&step.trace.token_text);
-        bar.set_message(answer.replace('\n', " "));
-        bar.inc(1);
-        steps.push(step);
-        true
-    })?;
+    let generation = generate_traced(
+        &ckpt,
+        &prompt,
+        &features,
+        &settings,
+        &mode,
+        &AtomicBool::new(false),
+        &mut |step| {
+            answer.push_str(&step.trace.token_text);
+            bar.set_message(answer.replace('\n', " "));
+            bar.inc(1);
+            steps.push(step);
+            true
+        },
+    )?;
     bar.finish_and_clear();
 
     // Strategies over the traces.
@@ -196,7 +237,9 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             .map(|st| s.token_map(&st.trace))
             .collect::<Result<_, _>>()
             .map_err(|e| CliError::internal(e.to_string()))?;
-        let sentence = s.sentence_map(&maps).map_err(|e| CliError::internal(e.to_string()))?;
+        let sentence = s
+            .sentence_map(&maps)
+            .map_err(|e| CliError::internal(e.to_string()))?;
         outputs.insert(
             s.name().to_string(),
             StrategyOutput {
@@ -220,7 +263,10 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             no_visual_evidence: m.is_degenerate(),
         })
         .collect();
-    let head_weights = steps.iter().map(|st| HeadScores::compute(&st.trace, args.topk).weights).collect();
+    let head_weights = steps
+        .iter()
+        .map(|st| HeadScores::compute(&st.trace, args.topk).weights)
+        .collect();
     let doc = ExplainJson {
         schema: SCHEMA,
         model: ModelInfo {
@@ -232,7 +278,11 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             grid: [cfg.grid().height, cfg.grid().width],
         },
         settings: Settings {
-            mode: if args.target.is_some() { "teacher-forced" } else { "generate" },
+            mode: if args.target.is_some() {
+                "teacher-forced"
+            } else {
+                "generate"
+            },
             layer_index: args.layer_index,
             layers_used: layers.collect(),
             topk: args.topk,
@@ -256,22 +306,40 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     };
     let json = serde_json::to_string_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?;
     let json_path = args.out.join("explain.json");
-    write_atomic(&json_path, json.as_bytes())
-        .map_err(|e| CliError::usage(format!("--out: cannot write {} ({e})", json_path.display())))?;
+    write_atomic(&json_path, json.as_bytes()).map_err(|e| {
+        CliError::usage(format!("--out: cannot write {} ({e})", json_path.display()))
+    })?;
     match args.json.as_deref() {
         Some("-") => println!("{json}"),
-        Some(p) => write_atomic(Path::new(p), json.as_bytes()).map_err(|e| CliError::usage(format!("--json {p}: cannot write ({e})")))?,
+        Some(p) => write_atomic(Path::new(p), json.as_bytes())
+            .map_err(|e| CliError::usage(format!("--json {p}: cannot write ({e})")))?,
         None => {}
     }
     if !args.no_png {
         let view = display_view(&ckpt, &img);
         for (name, maps, sentence) in &maps_by_strategy {
             let dir = args.out.join(name);
-            std::fs::create_dir_all(&dir).map_err(|e| CliError::usage(format!("--out: cannot create {} ({e})", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                CliError::usage(format!("--out: cannot create {} ({e})", dir.display()))
+            })?;
             for (i, m) in maps.iter().enumerate() {
-                save_overlay(&view, &m.normalized(), m.grid, colormap, args.alpha, &dir.join(format!("token_{i:03}.png")))?;
+                save_overlay(
+                    &view,
+                    &m.normalized(),
+                    m.grid,
+                    colormap,
+                    args.alpha,
+                    &dir.join(format!("token_{i:03}.png")),
+                )?;
             }
-            save_overlay(&view, sentence, cfg.grid(), colormap, args.alpha, &dir.join("sentence.png"))?;
+            save_overlay(
+                &view,
+                sentence,
+                cfg.grid(),
+                colormap,
+                args.alpha,
+                &dir.join("sentence.png"),
+            )?;
         }
     }
     if args.json.as_deref() != Some("-") {
@@ -288,11 +356,24 @@ fn display_view(ckpt: &Checkpoint, img: &image::DynamicImage) -> image::RgbImage
         return view;
     }
     let scale = 256u32.div_ceil(side);
-    image::imageops::resize(&view, view.width() * scale, view.height() * scale, image::imageops::FilterType::CatmullRom)
+    image::imageops::resize(
+        &view,
+        view.width() * scale,
+        view.height() * scale,
+        image::imageops::FilterType::CatmullRom,
+    )
 }
 
-fn save_overlay(view: &image::RgbImage, map: &[f32], grid: dexar_core::Grid, colormap: Colormap, alpha: f32, path: &Path) -> CliResult<()> {
-    let img = dexar_render::overlay(view, map, grid, colormap, alpha).map_err(|e| CliError::internal(e.to_string()))?;
+fn save_overlay(
+    view: &image::RgbImage,
+    map: &[f32],
+    grid: dexar_core::Grid,
+    colormap: Colormap,
+    alpha: f32,
+    path: &Path,
+) -> CliResult<()> {
+    let img = dexar_render::overlay(view, map, grid, colormap, alpha)
+        .map_err(|e| CliError::internal(e.to_string()))?;
     dexar_render::save_png_atomic(path, &img).map_err(|e| CliError::usage(format!("--out: {e}")))
 }
 
@@ -301,7 +382,9 @@ fn progress_bar(total: u64) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos}/{len} tokens [{elapsed}] {wide_msg}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {pos}/{len} tokens [{elapsed}] {wide_msg}")
+    {
         bar.set_style(style);
     }
     bar
@@ -312,7 +395,16 @@ fn print_summary(doc: &ExplainJson, answer: &str, out: &Path) {
     println!("tokens (δ = DEX-AR token weight; * = no visual evidence):");
     for t in &doc.tokens {
         let flag = if t.no_visual_evidence { " *" } else { "" };
-        println!("  {:>3} {:<16} δ={:.4}{flag}", t.index, format!("{:?}", t.text), t.weight);
+        println!(
+            "  {:>3} {:<16} δ={:.4}{flag}",
+            t.index,
+            format!("{:?}", t.text),
+            t.weight
+        );
     }
-    println!("wrote {} and overlays per strategy under {}", out.join("explain.json").display(), out.display());
+    println!(
+        "wrote {} and overlays per strategy under {}",
+        out.join("explain.json").display(),
+        out.display()
+    );
 }

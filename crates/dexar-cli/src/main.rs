@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use error::{one_line, CliResult};
 
 #[derive(Debug, Parser)]
-#[command(name = "dexar", version, about = "See where a vision-language model looks while it talks (DEX-AR attribution)")]
+#[command(
+    name = "dexar",
+    version,
+    about = "See where a vision-language model looks while it talks (DEX-AR attribution)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -8,7 +8,11 @@ use crate::error::{CliError, CliResult};
 /// requested ones (all built-ins when none is named), without duplicates.
 pub fn select(names: &[String], topk: usize) -> CliResult<Vec<Box<dyn Strategy>>> {
     let mut wanted: Vec<String> = vec!["dexar".into(), "dexar-unfiltered".into()];
-    let requested: Vec<String> = if names.is_empty() { BUILTIN_NAMES.iter().map(|s| s.to_string()).collect() } else { names.to_vec() };
+    let requested: Vec<String> = if names.is_empty() {
+        BUILTIN_NAMES.iter().map(|s| s.to_string()).collect()
+    } else {
+        names.to_vec()
+    };
     for n in requested {
         if !wanted.contains(&n) {
             wanted.push(n);
@@ -18,8 +22,13 @@ pub fn select(names: &[String], topk: usize) -> CliResult<Vec<Box<dyn Strategy>>
         .iter()
         .map(|n| {
             builtin_strategy(n, topk).ok_or_else(|| {
-                let hint = nearest(n, &BUILTIN_NAMES).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
-                CliError::usage(format!("--strategy: unknown strategy `{n}`{hint}; available: {}", BUILTIN_NAMES.join(", ")))
+                let hint = nearest(n, &BUILTIN_NAMES)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                CliError::usage(format!(
+                    "--strategy: unknown strategy `{n}`{hint}; available: {}",
+                    BUILTIN_NAMES.join(", ")
+                ))
             })
         })
         .collect()
@@ -28,7 +37,12 @@ pub fn select(names: &[String], topk: usize) -> CliResult<Vec<Box<dyn Strategy>>
 /// The closest candidate by edit distance, if reasonably close.
 pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     // A shared prefix of 3+ characters beats edit distance ("raw-attn").
-    let prefix = |c: &str| word.chars().zip(c.chars()).take_while(|(a, b)| a == b).count();
+    let prefix = |c: &str| {
+        word.chars()
+            .zip(c.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
     if let Some((_, _, best)) = candidates
         .iter()
         .filter(|c| prefix(c) >= 3)

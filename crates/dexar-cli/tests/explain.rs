@@ -18,7 +18,10 @@ fn image() -> PathBuf {
 }
 
 fn dexar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dexar")).args(args).output().expect("dexar runs")
+    Command::new(env!("CARGO_BIN_EXE_dexar"))
+        .args(args)
+        .output()
+        .expect("dexar runs")
 }
 
 fn s(p: &Path) -> &str {
@@ -27,8 +30,21 @@ fn s(p: &Path) -> &str {
 
 /// Runs explain with the fixture model, overriding some flags.
 fn explain(model: &Path, image: &Path, extra: &[&str], out: &Path) -> Output {
-    let mut args = vec!["explain", "--model", s(model), "--image", s(image), "--out", s(out), "--max-tokens", "4"];
-    if !extra.iter().any(|a| *a == "--raw-prompt" || *a == "--prompt") {
+    let mut args = vec![
+        "explain",
+        "--model",
+        s(model),
+        "--image",
+        s(image),
+        "--out",
+        s(out),
+        "--max-tokens",
+        "4",
+    ];
+    if !extra
+        .iter()
+        .any(|a| *a == "--raw-prompt" || *a == "--prompt")
+    {
         args.extend(["--prompt", "What is in the image?"]);
     }
     args.extend(extra);
@@ -39,8 +55,14 @@ fn explain(model: &Path, image: &Path, extra: &[&str], out: &Path) -> Output {
 fn explain_writes_the_documented_json_and_overlays() {
     let out = tempfile::tempdir().unwrap();
     let o = explain(&model(), &image(), &["--layer-index", "-2"], out.path());
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("explain.json")).unwrap()).unwrap();
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("explain.json")).unwrap())
+            .unwrap();
     assert_eq!(doc["schema"], "dexar.explain/1");
     assert_eq!(doc["model"]["grid"], serde_json::json!([4, 4]));
     assert_eq!(doc["settings"]["mode"], "generate");
@@ -67,11 +89,20 @@ fn explain_writes_the_documented_json_and_overlays() {
         assert!(out.path().join(name).join("token_000.png").exists());
         assert!(out.path().join(name).join("sentence.png").exists());
         if name != "dexar" {
-            assert!(st["token_weights"].as_array().unwrap().iter().all(|w| w == 1.0), "{name} weights are 1");
+            assert!(
+                st["token_weights"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|w| w == 1.0),
+                "{name} weights are 1"
+            );
         }
     }
     // δ_t of the tokens equals the dexar strategy's token weights.
-    let weights = doc["strategies"]["dexar"]["token_weights"].as_array().unwrap();
+    let weights = doc["strategies"]["dexar"]["token_weights"]
+        .as_array()
+        .unwrap();
     for (t, w) in tokens.iter().zip(weights) {
         assert_eq!(&t["weight"], w);
     }
@@ -83,15 +114,40 @@ fn explain_writes_the_documented_json_and_overlays() {
 #[test]
 fn teacher_forced_explain_and_json_to_stdout() {
     let out = tempfile::tempdir().unwrap();
-    let o = explain(&model(), &image(), &["--target", "a red circle", "--json", "-", "--no-png", "--strategy", "raw-attention"], out.path());
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    let o = explain(
+        &model(),
+        &image(),
+        &[
+            "--target",
+            "a red circle",
+            "--json",
+            "-",
+            "--no-png",
+            "--strategy",
+            "raw-attention",
+        ],
+        out.path(),
+    );
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let doc: Value = serde_json::from_slice(&o.stdout).expect("stdout is the JSON");
     assert_eq!(doc["settings"]["mode"], "teacher-forced");
-    let texts: Vec<&str> = doc["tokens"].as_array().unwrap().iter().map(|t| t["text"].as_str().unwrap()).collect();
+    let texts: Vec<&str> = doc["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
     assert_eq!(texts.concat(), "a red circle");
     let names: Vec<&String> = doc["strategies"].as_object().unwrap().keys().collect();
     assert_eq!(names, ["dexar", "dexar-unfiltered", "raw-attention"]);
-    assert!(!out.path().join("dexar").exists(), "--no-png writes no overlays");
+    assert!(
+        !out.path().join("dexar").exists(),
+        "--no-png writes no overlays"
+    );
 }
 
 #[test]
@@ -100,8 +156,25 @@ fn help_documents_every_flag() {
     assert!(o.status.success());
     let help = String::from_utf8_lossy(&o.stdout);
     for flag in [
-        "--model", "--image", "--prompt", "--raw-prompt", "--target", "--max-tokens", "--layer-index", "--strategy", "--out", "--json",
-        "--template", "--topk", "--temperature", "--top-p", "--seed", "--dtype", "--device", "--colormap", "--alpha",
+        "--model",
+        "--image",
+        "--prompt",
+        "--raw-prompt",
+        "--target",
+        "--max-tokens",
+        "--layer-index",
+        "--strategy",
+        "--out",
+        "--json",
+        "--template",
+        "--topk",
+        "--temperature",
+        "--top-p",
+        "--seed",
+        "--dtype",
+        "--device",
+        "--colormap",
+        "--alpha",
     ] {
         assert!(help.contains(flag), "help lacks {flag}");
     }
@@ -110,13 +183,20 @@ fn help_documents_every_flag() {
 /// Asserts exit code 2, a single `error:` line on stderr mentioning `needle`.
 fn assert_user_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "exit code for {needle}; stderr: {err}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "exit code for {needle}; stderr: {err}"
+    );
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line for {needle}: {err}");
     assert!(lines[0].starts_with("error: "), "{err}");
     assert!(lines[0].contains(needle), "`{needle}` not in: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A way to break a checkpoint directory.
+type Breakage = Box<dyn FnOnce(&Path)>;
 
 /// A copy of the fixture checkpoint to break.
 fn broken_model(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
@@ -135,11 +215,25 @@ fn bad_model_directories_are_refused_with_one_line() {
     let o = explain(Path::new("/nonexistent/model"), &image(), &[], out.path());
     assert_user_error(&o, "/nonexistent/model");
 
-    let cases: Vec<(&str, Box<dyn FnOnce(&Path)>)> = vec![
-        ("config.json", Box::new(|d: &Path| std::fs::remove_file(d.join("config.json")).unwrap())),
-        ("config.json", Box::new(|d: &Path| std::fs::write(d.join("config.json"), "{ not json").unwrap())),
-        ("unsupported model_type `blip`", Box::new(|d: &Path| std::fs::write(d.join("config.json"), r#"{"model_type": "blip"}"#).unwrap())),
-        ("model.safetensors", Box::new(|d: &Path| std::fs::remove_file(d.join("model.safetensors")).unwrap())),
+    let cases: Vec<(&str, Breakage)> = vec![
+        (
+            "config.json",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("config.json")).unwrap()),
+        ),
+        (
+            "config.json",
+            Box::new(|d: &Path| std::fs::write(d.join("config.json"), "{ not json").unwrap()),
+        ),
+        (
+            "unsupported model_type `blip`",
+            Box::new(|d: &Path| {
+                std::fs::write(d.join("config.json"), r#"{"model_type": "blip"}"#).unwrap()
+            }),
+        ),
+        (
+            "model.safetensors",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("model.safetensors")).unwrap()),
+        ),
         (
             "model.safetensors",
             Box::new(|d: &Path| {
@@ -147,15 +241,28 @@ fn bad_model_directories_are_refused_with_one_line() {
                 std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
             }),
         ),
-        ("model.safetensors", Box::new(|d: &Path| std::fs::write(d.join("model.safetensors"), b"garbage").unwrap())),
-        ("tokenizer.json", Box::new(|d: &Path| std::fs::remove_file(d.join("tokenizer.json")).unwrap())),
-        ("tokenizer.json", Box::new(|d: &Path| std::fs::write(d.join("tokenizer.json"), "{}").unwrap())),
-        ("preprocessor_config.json", Box::new(|d: &Path| std::fs::write(d.join("preprocessor_config.json"), "[1,").unwrap())),
+        (
+            "model.safetensors",
+            Box::new(|d: &Path| std::fs::write(d.join("model.safetensors"), b"garbage").unwrap()),
+        ),
+        (
+            "tokenizer.json",
+            Box::new(|d: &Path| std::fs::remove_file(d.join("tokenizer.json")).unwrap()),
+        ),
+        (
+            "tokenizer.json",
+            Box::new(|d: &Path| std::fs::write(d.join("tokenizer.json"), "{}").unwrap()),
+        ),
+        (
+            "preprocessor_config.json",
+            Box::new(|d: &Path| std::fs::write(d.join("preprocessor_config.json"), "[1,").unwrap()),
+        ),
         (
             "weights do not match config.json",
             Box::new(|d: &Path| {
                 let p = d.join("config.json");
-                let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+                let mut v: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
                 v["text_config"]["hidden_size"] = serde_json::json!(96);
                 std::fs::write(&p, v.to_string()).unwrap();
             }),
@@ -178,14 +285,42 @@ fn bad_images_prompts_and_flags_are_refused_with_one_line() {
     let empty = tmp.path().join("empty.jpg");
     std::fs::write(&empty, b"").unwrap();
     assert_user_error(&explain(&model(), &empty, &[], out.path()), "empty");
-    assert_user_error(&explain(&model(), Path::new("/nonexistent.png"), &[], out.path()), "/nonexistent.png");
+    assert_user_error(
+        &explain(&model(), Path::new("/nonexistent.png"), &[], out.path()),
+        "/nonexistent.png",
+    );
 
-    assert_user_error(&explain(&model(), &image(), &["--raw-prompt", "no marker here"], out.path()), "no <image> marker");
-    assert_user_error(&explain(&model(), &image(), &["--raw-prompt", "<image> and <image>"], out.path()), "2 <image> markers");
+    assert_user_error(
+        &explain(
+            &model(),
+            &image(),
+            &["--raw-prompt", "no marker here"],
+            out.path(),
+        ),
+        "no <image> marker",
+    );
+    assert_user_error(
+        &explain(
+            &model(),
+            &image(),
+            &["--raw-prompt", "<image> and <image>"],
+            out.path(),
+        ),
+        "2 <image> markers",
+    );
     let long = "What is in the image? ".repeat(40);
-    assert_user_error(&explain(&model(), &image(), &["--prompt", &long], out.path()), "exceeds the model's context of 128");
-    assert_user_error(&explain(&model(), &image(), &["--strategy", "dexr"], out.path()), "did you mean `dexar`");
-    assert_user_error(&explain(&model(), &image(), &["--dtype", "f64"], out.path()), "--dtype");
+    assert_user_error(
+        &explain(&model(), &image(), &["--prompt", &long], out.path()),
+        "exceeds the model's context of 128",
+    );
+    assert_user_error(
+        &explain(&model(), &image(), &["--strategy", "dexr"], out.path()),
+        "did you mean `dexar`",
+    );
+    assert_user_error(
+        &explain(&model(), &image(), &["--dtype", "f64"], out.path()),
+        "--dtype",
+    );
 
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();

@@ -103,13 +103,23 @@ impl LlavaConfig {
 
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModelError::MissingFile { path: path.into(), what: "no config.json" },
+            std::io::ErrorKind::NotFound => ModelError::MissingFile {
+                path: path.into(),
+                what: "no config.json",
+            },
             _ => ModelError::bad_file(path, format!("cannot read: {e}")),
         })?;
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| ModelError::bad_file(path, format!("not valid JSON ({e}); re-download or re-export the checkpoint")))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            ModelError::bad_file(
+                path,
+                format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
+            )
+        })?;
         Self::from_value(&value).map_err(|e| match e {
-            ParseError::Unsupported(model_type) => ModelError::Unsupported { path: path.into(), model_type },
+            ParseError::Unsupported(model_type) => ModelError::Unsupported {
+                path: path.into(),
+                model_type,
+            },
             ParseError::Field(message) => ModelError::bad_file(path, message),
         })
     }
@@ -117,7 +127,11 @@ impl LlavaConfig {
     pub fn from_value(v: &Value) -> std::result::Result<Self, ParseError> {
         let model_type = str_field(v, "model_type").unwrap_or_default();
         if model_type != "llava" {
-            return Err(ParseError::Unsupported(if model_type.is_empty() { "<missing>".into() } else { model_type }));
+            return Err(ParseError::Unsupported(if model_type.is_empty() {
+                "<missing>".into()
+            } else {
+                model_type
+            }));
         }
         let empty = Value::Object(Default::default());
         let vc = v.get("vision_config").unwrap_or(&empty);
@@ -149,7 +163,9 @@ impl LlavaConfig {
         let heads = usize_field(tc, "num_attention_heads", 32)?;
         let kv_heads = usize_field(tc, "num_key_value_heads", if mistral { 8 } else { heads })?;
         let head_dim = match tc.get("head_dim") {
-            Some(Value::Number(n)) => n.as_u64().ok_or(ParseError::Field("text_config.head_dim must be a positive integer".into()))? as usize,
+            Some(Value::Number(n)) => n.as_u64().ok_or(ParseError::Field(
+                "text_config.head_dim must be a positive integer".into(),
+            ))? as usize,
             _ => hidden_size / heads.max(1),
         };
         let sliding_window = match tc.get("sliding_window") {
@@ -161,26 +177,44 @@ impl LlavaConfig {
         let text = TextConfig {
             model_type: tt,
             hidden_size,
-            intermediate_size: usize_field(tc, "intermediate_size", if mistral { 14336 } else { 11008 })?,
+            intermediate_size: usize_field(
+                tc,
+                "intermediate_size",
+                if mistral { 14336 } else { 11008 },
+            )?,
             num_hidden_layers: usize_field(tc, "num_hidden_layers", 32)?,
             num_attention_heads: heads,
             num_key_value_heads: kv_heads,
             head_dim,
             vocab_size: usize_field(tc, "vocab_size", 32000)?,
-            max_position_embeddings: usize_field(tc, "max_position_embeddings", if mistral { 32768 } else { 2048 })?,
+            max_position_embeddings: usize_field(
+                tc,
+                "max_position_embeddings",
+                if mistral { 32768 } else { 2048 },
+            )?,
             rms_norm_eps: f64_field(tc, "rms_norm_eps", 1e-6)?,
             rope_theta: match tc.get("rope_parameters").and_then(|r| r.get("rope_theta")) {
-                Some(x) => x.as_f64().ok_or(ParseError::Field("rope_parameters.rope_theta must be a number".into()))?,
+                Some(x) => x.as_f64().ok_or(ParseError::Field(
+                    "rope_parameters.rope_theta must be a number".into(),
+                ))?,
                 None => f64_field(tc, "rope_theta", 10000.0)?,
             },
             hidden_act: str_field(tc, "hidden_act").unwrap_or_else(|| "silu".into()),
-            tie_word_embeddings: tc.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            tie_word_embeddings: tc
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             sliding_window,
         };
         for key in ["rope_parameters", "rope_scaling"] {
-            let kind = tc.get(key).and_then(|r| r.get("rope_type").or_else(|| r.get("type"))).and_then(Value::as_str);
+            let kind = tc
+                .get(key)
+                .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+                .and_then(Value::as_str);
             if let Some(kind) = kind.filter(|k| *k != "default") {
-                return Err(ParseError::Field(format!("text_config.{key}: rope type `{kind}` is not supported")));
+                return Err(ParseError::Field(format!(
+                    "text_config.{key}: rope type `{kind}` is not supported"
+                )));
             }
         }
         if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
@@ -189,40 +223,68 @@ impl LlavaConfig {
             )));
         }
         if text.hidden_act != "silu" {
-            return Err(ParseError::Field(format!("text_config.hidden_act `{}` is not supported (silu only)", text.hidden_act)));
+            return Err(ParseError::Field(format!(
+                "text_config.hidden_act `{}` is not supported (silu only)",
+                text.hidden_act
+            )));
         }
-        if vision.patch_size == 0 || vision.image_size % vision.patch_size != 0 || vision.num_attention_heads == 0 {
-            return Err(ParseError::Field("vision_config: image_size must be a multiple of patch_size".into()));
+        if vision.patch_size == 0
+            || !vision.image_size.is_multiple_of(vision.patch_size)
+            || vision.num_attention_heads == 0
+        {
+            return Err(ParseError::Field(
+                "vision_config: image_size must be a multiple of patch_size".into(),
+            ));
         }
         let vision_feature_layers = match v.get("vision_feature_layer") {
             None => vec![-2],
-            Some(Value::Number(n)) => vec![n.as_i64().ok_or(ParseError::Field("vision_feature_layer must be an integer".into()))?],
+            Some(Value::Number(n)) => vec![n.as_i64().ok_or(ParseError::Field(
+                "vision_feature_layer must be an integer".into(),
+            ))?],
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|x| x.as_i64().ok_or(ParseError::Field("vision_feature_layer must hold integers".into())))
+                .map(|x| {
+                    x.as_i64().ok_or(ParseError::Field(
+                        "vision_feature_layer must hold integers".into(),
+                    ))
+                })
                 .collect::<std::result::Result<_, _>>()?,
-            Some(_) => return Err(ParseError::Field("vision_feature_layer must be an integer or a list".into())),
+            Some(_) => {
+                return Err(ParseError::Field(
+                    "vision_feature_layer must be an integer or a list".into(),
+                ))
+            }
         };
         let nl = vision.num_hidden_layers as i64;
         for &k in &vision_feature_layers {
             if k > nl || k < -(nl + 1) {
-                return Err(ParseError::Field(format!("vision_feature_layer {k} is out of range for {nl} vision layers")));
+                return Err(ParseError::Field(format!(
+                    "vision_feature_layer {k} is out of range for {nl} vision layers"
+                )));
             }
         }
-        let vision_feature_select = match str_field(v, "vision_feature_select_strategy").as_deref() {
-            None | Some("default") => FeatureSelect::Default,
-            Some("full") => FeatureSelect::Full,
-            Some(other) => return Err(ParseError::Field(format!("vision_feature_select_strategy `{other}` is not supported (default or full)"))),
-        };
+        let vision_feature_select =
+            match str_field(v, "vision_feature_select_strategy").as_deref() {
+                None | Some("default") => FeatureSelect::Default,
+                Some("full") => FeatureSelect::Full,
+                Some(other) => return Err(ParseError::Field(format!(
+                    "vision_feature_select_strategy `{other}` is not supported (default or full)"
+                ))),
+            };
         let id = |key: &str| -> Option<u32> {
             let x = v.get(key).or_else(|| tc.get(key))?;
-            x.as_u64().or_else(|| x.as_array()?.first()?.as_u64()).map(|n| n as u32)
+            x.as_u64()
+                .or_else(|| x.as_array()?.first()?.as_u64())
+                .map(|n| n as u32)
         };
         Ok(Self {
             vision,
             text,
-            image_token_index: id("image_token_index").or_else(|| id("image_token_id")).unwrap_or(32000),
-            projector_hidden_act: str_field(v, "projector_hidden_act").unwrap_or_else(|| "gelu".into()),
+            image_token_index: id("image_token_index")
+                .or_else(|| id("image_token_id"))
+                .unwrap_or(32000),
+            projector_hidden_act: str_field(v, "projector_hidden_act")
+                .unwrap_or_else(|| "gelu".into()),
             vision_feature_layers,
             vision_feature_select,
             eos_token_id: id("eos_token_id"),
@@ -244,13 +306,18 @@ fn str_field(v: &Value, key: &str) -> Option<String> {
 fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
-        Some(x) => x.as_u64().map(|n| n as usize).ok_or_else(|| ParseError::Field(format!("`{key}` must be a non-negative integer"))),
+        Some(x) => x
+            .as_u64()
+            .map(|n| n as usize)
+            .ok_or_else(|| ParseError::Field(format!("`{key}` must be a non-negative integer"))),
     }
 }
 
 fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
-        Some(x) => x.as_f64().ok_or_else(|| ParseError::Field(format!("`{key}` must be a number"))),
+        Some(x) => x
+            .as_f64()
+            .ok_or_else(|| ParseError::Field(format!("`{key}` must be a number"))),
     }
 }

@@ -28,7 +28,10 @@ impl Rope {
             .reshape((cfg.max_position_embeddings, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
         let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
-        Ok(Self { cos: freqs.cos()?, sin: freqs.sin()? })
+        Ok(Self {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+        })
     }
 
     /// `x * cos + rotate_half(x) * sin` for x `[B, H, T, hd]` at positions `start..start+T`.
@@ -91,7 +94,10 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -126,7 +132,12 @@ impl Decoder {
     /// `head_vb` at the LM head (`None` ties it to the embeddings).
     pub fn load(vb: VarBuilder, head_vb: Option<VarBuilder>, cfg: &TextConfig) -> Result<Self> {
         let d = cfg.hidden_size;
-        let (h, kv, hd, i) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.intermediate_size);
+        let (h, kv, hd, i) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+            cfg.intermediate_size,
+        );
         let embed_tokens = vb.pp("embed_tokens").get((cfg.vocab_size, d), "weight")?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
@@ -142,7 +153,11 @@ impl Decoder {
                     up_proj: Linear::load(m.pp("up_proj"), d, i, false)?,
                     down_proj: Linear::load(m.pp("down_proj"), i, d, false)?,
                     input_norm: RmsNorm::load(lv.pp("input_layernorm"), d, cfg.rms_norm_eps)?,
-                    post_norm: RmsNorm::load(lv.pp("post_attention_layernorm"), d, cfg.rms_norm_eps)?,
+                    post_norm: RmsNorm::load(
+                        lv.pp("post_attention_layernorm"),
+                        d,
+                        cfg.rms_norm_eps,
+                    )?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -173,17 +188,30 @@ impl Decoder {
         let normed = self.norm.forward(hidden)?;
         let w = self.lm_head.t()?;
         match normed.dims() {
-            [b, t, _] => normed.reshape((b * t, ()))?.matmul(&w)?.reshape((*b, *t, ())),
+            [b, t, _] => normed
+                .reshape((b * t, ()))?
+                .matmul(&w)?
+                .reshape((*b, *t, ())),
             _ => normed.matmul(&w),
         }
     }
 
     /// Runs the decoder on `x` `[B, T, D]` placed at positions `start..start+T`,
     /// extending `cache` when given.
-    pub fn forward(&self, x: &Tensor, start: usize, mut cache: Option<&mut KvCache>, capture: &Capture) -> Result<DecoderOutput> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        start: usize,
+        mut cache: Option<&mut KvCache>,
+        capture: &Capture,
+    ) -> Result<DecoderOutput> {
         let (b, t, _) = x.dims3()?;
         let cfg = &self.cfg;
-        let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (h, kv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         if let Some(c) = cache.as_deref_mut() {
             c.layers.resize(self.layers.len(), None);
         }
@@ -193,9 +221,15 @@ impl Decoder {
         let mut x = x.clone();
         for (l, layer) in self.layers.iter().enumerate() {
             let normed = layer.input_norm.forward(&x)?;
-            let split = |y: Tensor, heads: usize| y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous();
-            let q = self.rope.apply(&split(layer.q_proj.forward(&normed)?, h)?, start)?;
-            let mut k = self.rope.apply(&split(layer.k_proj.forward(&normed)?, kv)?, start)?;
+            let split = |y: Tensor, heads: usize| {
+                y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = self
+                .rope
+                .apply(&split(layer.q_proj.forward(&normed)?, h)?, start)?;
+            let mut k = self
+                .rope
+                .apply(&split(layer.k_proj.forward(&normed)?, kv)?, start)?;
             let mut v = split(layer.v_proj.forward(&normed)?, kv)?;
             if let Some(c) = cache.as_deref_mut() {
                 if let Some((pk, pv)) = &c.layers[l] {
@@ -213,11 +247,16 @@ impl Decoder {
             if capture.full {
                 probs = Var::from_tensor(&probs.detach())?.as_tensor().clone();
             }
-            let ctx = probs.matmul(&v_rep)?.transpose(1, 2)?.reshape((b, t, h * hd))?;
+            let ctx = probs
+                .matmul(&v_rep)?
+                .transpose(1, 2)?
+                .reshape((b, t, h * hd))?;
             let resid_mid = (&x + layer.o_proj.forward(&ctx)?)?;
             let mlp_in = layer.post_norm.forward(&resid_mid)?;
             let act = Activation::Silu.apply(&layer.gate_proj.forward(&mlp_in)?)?;
-            let mlp = layer.down_proj.forward(&(act * layer.up_proj.forward(&mlp_in)?)?)?;
+            let mlp = layer
+                .down_proj
+                .forward(&(act * layer.up_proj.forward(&mlp_in)?)?)?;
             x = (&resid_mid + mlp)?;
             if capture.probes.contains(&l) {
                 out.probes.push((
@@ -251,7 +290,13 @@ impl Decoder {
         let data: Vec<f32> = (0..t)
             .flat_map(|i| {
                 let qpos = start + i;
-                (0..total).map(move |j| if j <= qpos && qpos - j < window { 0.0 } else { f32::NEG_INFINITY })
+                (0..total).map(move |j| {
+                    if j <= qpos && qpos - j < window {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
             })
             .collect();
         Tensor::from_vec(data, (t, total), device).map(Some)
@@ -264,5 +309,7 @@ fn repeat_kv(x: &Tensor, n_rep: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv, t, hd) = x.dims4()?;
-    x.unsqueeze(2)?.broadcast_as((b, kv, n_rep, t, hd))?.reshape((b, kv * n_rep, t, hd))
+    x.unsqueeze(2)?
+        .broadcast_as((b, kv, n_rep, t, hd))?
+        .reshape((b, kv * n_rep, t, hd))
 }

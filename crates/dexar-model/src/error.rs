@@ -27,6 +27,9 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 impl ModelError {
     pub(crate) fn bad_file(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Self::BadFile { path: path.into(), message: message.to_string() }
+        Self::BadFile {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 }

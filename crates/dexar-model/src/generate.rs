@@ -27,7 +27,13 @@ pub struct GenerationSettings {
 
 impl Default for GenerationSettings {
     fn default() -> Self {
-        Self { max_tokens: 64, temperature: 0.0, top_p: 1.0, seed: 0, layers: 0..0 }
+        Self {
+            max_tokens: 64,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            layers: 0..0,
+        }
     }
 }
 
@@ -77,8 +83,11 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut StdR
         return argmax();
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let mut probs: Vec<(usize, f64)> =
-        logits.iter().enumerate().map(|(i, &v)| (i, ((v as f64 - max) / temperature).exp())).collect();
+    let mut probs: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i, ((v as f64 - max) / temperature).exp()))
+        .collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     probs.sort_by(|a, b| b.1.total_cmp(&a.1));
     let mut kept = 0.0;
@@ -127,7 +136,10 @@ pub fn generate_traced(
         Mode::TeacherForced(_) => p0 + budget.saturating_sub(1),
     };
     if needed > max_pos {
-        return Err(ModelError::ContextOverflow { len: needed, max: max_pos });
+        return Err(ModelError::ContextOverflow {
+            len: needed,
+            max: max_pos,
+        });
     }
     if settings.layers.end > decoder.layers.len() || settings.layers.is_empty() {
         return Err(ModelError::Setting(format!(
@@ -136,9 +148,14 @@ pub fn generate_traced(
             decoder.layers.len()
         )));
     }
-    let eos = cfg.eos_token_id.or_else(|| ckpt.tokenizer.token_to_id("</s>"));
+    let eos = cfg
+        .eos_token_id
+        .or_else(|| ckpt.tokenizer.token_to_id("</s>"));
     let mut rng = StdRng::seed_from_u64(settings.seed);
-    let capture = Capture { probes: settings.layers.clone(), full: false };
+    let capture = Capture {
+        probes: settings.layers.clone(),
+        full: false,
+    };
     let mut cache = KvCache::default();
     let embeds = model.embed_with_image(&prompt.input_ids, prompt.image_span, image_features)?;
     let mut out = decoder.forward(&embeds, 0, Some(&mut cache), &capture)?;
@@ -147,15 +164,26 @@ pub fn generate_traced(
     let stop = loop {
         let t = tokens.len();
         if t == budget {
-            break if matches!(mode, Mode::Generate) { StopReason::MaxTokens } else { StopReason::TargetEnd };
+            break if matches!(mode, Mode::Generate) {
+                StopReason::MaxTokens
+            } else {
+                StopReason::TargetEnd
+            };
         }
         if cancel.load(Ordering::Relaxed) {
             break StopReason::Cancelled;
         }
         let q = p0 + t - 1;
-        let hidden = out.hidden.as_ref().ok_or_else(|| ModelError::Setting("decoder returned no hidden state".into()))?;
+        let hidden = out
+            .hidden
+            .as_ref()
+            .ok_or_else(|| ModelError::Setting("decoder returned no hidden state".into()))?;
         let last = hidden.i((0, hidden.dim(1)? - 1))?;
-        let logits: Vec<f32> = decoder.logits(&last.unsqueeze(0)?)?.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?;
+        let logits: Vec<f32> = decoder
+            .logits(&last.unsqueeze(0)?)?
+            .squeeze(0)?
+            .to_dtype(DType::F32)?
+            .to_vec1()?;
         let token = match mode {
             Mode::Generate => sample_token(&logits, settings.temperature, settings.top_p, &mut rng),
             Mode::TeacherForced(target) => target[t],
@@ -168,7 +196,12 @@ pub fn generate_traced(
         let mut grads = Vec::with_capacity(out.probes.len() * heads * num_positions);
         let mut attn = Vec::with_capacity(grads.capacity());
         for (l, probe) in &out.probes {
-            grads.extend(decoder.local_backward(*l, probe, token)?.flatten_all()?.to_vec1::<f32>()?);
+            grads.extend(
+                decoder
+                    .local_backward(*l, probe, token)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
             attn.extend(probe.attn.flatten_all()?.to_vec1::<f32>()?);
         }
         let kinds = (0..num_positions)
@@ -207,8 +240,14 @@ pub fn generate_traced(
         if pos >= max_pos {
             break StopReason::ContextFull;
         }
-        let x = decoder.embed(&Tensor::new(&[token], &model.device)?)?.unsqueeze(0)?;
+        let x = decoder
+            .embed(&Tensor::new(&[token], &model.device)?)?
+            .unsqueeze(0)?;
         out = decoder.forward(&x, pos, Some(&mut cache), &capture)?;
     };
-    Ok(Generation { text: ckpt.tokenizer.decode(&tokens), tokens, stop })
+    Ok(Generation {
+        text: ckpt.tokenizer.decode(&tokens),
+        tokens,
+        stop,
+    })
 }

@@ -21,7 +21,9 @@ pub mod vision;
 
 pub use config::{FeatureSelect, LlavaConfig, TextConfig, VisionConfig};
 pub use error::{ModelError, Result};
-pub use generate::{generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep};
+pub use generate::{
+    generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep,
+};
 pub use llava::{Checkpoint, LlavaModel, LoadOptions, WeightLayout};
 pub use naive::{naive_step, NaiveStep};
 pub use preprocess::{decode_image, load_image, ImageProcessor};

@@ -34,8 +34,18 @@ pub enum WeightLayout {
 impl WeightLayout {
     fn prefixes(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
-            Self::Classic => ("vision_tower", "multi_modal_projector", "language_model.model", "language_model.lm_head"),
-            Self::Modern => ("model.vision_tower", "model.multi_modal_projector", "model.language_model", "lm_head"),
+            Self::Classic => (
+                "vision_tower",
+                "multi_modal_projector",
+                "language_model.model",
+                "language_model.lm_head",
+            ),
+            Self::Modern => (
+                "model.vision_tower",
+                "model.multi_modal_projector",
+                "model.language_model",
+                "lm_head",
+            ),
         }
     }
 }
@@ -54,7 +64,9 @@ impl LlavaModel {
         } else if config.text.tie_word_embeddings {
             None
         } else {
-            return Err(candle_core::Error::Msg(format!("missing tensor {head_name} (and tie_word_embeddings is false)")));
+            return Err(candle_core::Error::Msg(format!(
+                "missing tensor {head_name} (and tie_word_embeddings is false)"
+            )));
         };
         Ok(Self {
             config: config.clone(),
@@ -67,12 +79,18 @@ impl LlavaModel {
 
     /// Pixels `[3, H, W]` (flattened, from the image processor) to image tokens `[N, D]`.
     pub fn encode_image(&self, pixels: &[f32], (h, w): (u32, u32)) -> candle_core::Result<Tensor> {
-        let t = Tensor::from_slice(pixels, (1, 3, h as usize, w as usize), &self.device)?.to_dtype(self.dtype)?;
+        let t = Tensor::from_slice(pixels, (1, 3, h as usize, w as usize), &self.device)?
+            .to_dtype(self.dtype)?;
         self.image_encoder.forward(&t)?.squeeze(0)
     }
 
     /// Input embeddings `[1, T, D]` of `ids`, the span `image_span` replaced by `image_features` `[N, D]`.
-    pub fn embed_with_image(&self, ids: &[u32], image_span: (usize, usize), image_features: &Tensor) -> candle_core::Result<Tensor> {
+    pub fn embed_with_image(
+        &self,
+        ids: &[u32],
+        image_span: (usize, usize),
+        image_features: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let (s, e) = image_span;
         let text = self.decoder.embed(&Tensor::new(ids, &self.device)?)?;
         let mut parts = Vec::with_capacity(3);
@@ -106,7 +124,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, dtype: DType::F32 }
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
     }
 }
 
@@ -114,34 +135,68 @@ impl Checkpoint {
     /// Loads a llava-hf checkpoint directory.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(ModelError::MissingFile { path: dir.into(), what: "not a directory" });
+            return Err(ModelError::MissingFile {
+                path: dir.into(),
+                what: "not a directory",
+            });
         }
         let config = LlavaConfig::from_file(&dir.join("config.json"))?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
-        let processor = ImageProcessor::from_file(&dir.join("preprocessor_config.json"), config.vision.image_size as u32)?;
+        let processor = ImageProcessor::from_file(
+            &dir.join("preprocessor_config.json"),
+            config.vision.image_size as u32,
+        )?;
         check_processor(&processor, &config, &dir.join("preprocessor_config.json"))?;
         let files = weight_files(dir)?;
         // SAFETY: the files are memory-mapped read-only; dexar does not modify
         // checkpoints while they are loaded (the usual contract of mmap loading).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
-            .map_err(|e| ModelError::bad_file(&files[0], format!("cannot read safetensors weights ({e}); the file may be truncated or corrupt")))?;
+            .map_err(|e| {
+            ModelError::bad_file(
+                &files[0],
+                format!(
+                    "cannot read safetensors weights ({e}); the file may be truncated or corrupt"
+                ),
+            )
+        })?;
         let model = LlavaModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
-        Ok(Self { dir: dir.into(), config, tokenizer, processor, model })
+        Ok(Self {
+            dir: dir.into(),
+            config,
+            tokenizer,
+            processor,
+            model,
+        })
     }
 
     /// Loads a checkpoint held in memory (the bundled demo model).
-    pub fn from_bytes(label: &Path, config_json: &str, tokenizer_json: &[u8], preprocessor_json: &str, weights: Vec<u8>, opts: &LoadOptions) -> Result<Self> {
-        let value: serde_json::Value =
-            serde_json::from_str(config_json).map_err(|e| ModelError::bad_file(label.join("config.json"), e))?;
-        let config = LlavaConfig::from_value(&value).map_err(|e| ModelError::bad_file(label.join("config.json"), format!("{e:?}")))?;
+    pub fn from_bytes(
+        label: &Path,
+        config_json: &str,
+        tokenizer_json: &[u8],
+        preprocessor_json: &str,
+        weights: Vec<u8>,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(config_json)
+            .map_err(|e| ModelError::bad_file(label.join("config.json"), e))?;
+        let config = LlavaConfig::from_value(&value)
+            .map_err(|e| ModelError::bad_file(label.join("config.json"), format!("{e:?}")))?;
         let tokenizer = TextTokenizer::from_bytes(tokenizer_json, &label.join("tokenizer.json"))?;
-        let processor = ImageProcessor::from_json(preprocessor_json, config.vision.image_size as u32)
-            .map_err(|m| ModelError::bad_file(label.join("preprocessor_config.json"), m))?;
+        let processor =
+            ImageProcessor::from_json(preprocessor_json, config.vision.image_size as u32)
+                .map_err(|m| ModelError::bad_file(label.join("preprocessor_config.json"), m))?;
         let weights_path = label.join("model.safetensors");
         let vb = VarBuilder::from_buffered_safetensors(weights, opts.dtype, &opts.device)
             .map_err(|e| ModelError::bad_file(&weights_path, e))?;
         let model = LlavaModel::load(vb, &config).map_err(|e| weight_error(&[weights_path], e))?;
-        Ok(Self { dir: label.into(), config, tokenizer, processor, model })
+        Ok(Self {
+            dir: label.into(),
+            config,
+            tokenizer,
+            processor,
+            model,
+        })
     }
 }
 
@@ -150,7 +205,10 @@ fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result
     if p.do_center_crop && p.crop != (size, size) {
         return Err(ModelError::bad_file(
             path,
-            format!("crop_size {:?} does not match the vision tower's image_size {size}", p.crop),
+            format!(
+                "crop_size {:?} does not match the vision tower's image_size {size}",
+                p.crop
+            ),
         ));
     }
     Ok(())
@@ -166,18 +224,24 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
         let text = std::fs::read_to_string(&index).map_err(|e| ModelError::bad_file(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::bad_file(&index, format!("not valid JSON ({e})")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::bad_file(&index, format!("not valid JSON ({e})")))?;
         let map = v
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| ModelError::bad_file(&index, "no `weight_map` object"))?;
         let mut files: Vec<PathBuf> = Vec::new();
         for f in map.values() {
-            let name = f.as_str().ok_or_else(|| ModelError::bad_file(&index, "weight_map values must be file names"))?;
+            let name = f.as_str().ok_or_else(|| {
+                ModelError::bad_file(&index, "weight_map values must be file names")
+            })?;
             let p = dir.join(name);
             if !files.contains(&p) {
                 if !p.exists() {
-                    return Err(ModelError::MissingFile { path: p, what: "shard listed in model.safetensors.index.json is missing" });
+                    return Err(ModelError::MissingFile {
+                        path: p,
+                        what: "shard listed in model.safetensors.index.json is missing",
+                    });
                 }
                 files.push(p);
             }
@@ -195,7 +259,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(ModelError::MissingFile { path: single, what: "no model.safetensors (nor a sharded index)" });
+        return Err(ModelError::MissingFile {
+            path: single,
+            what: "no model.safetensors (nor a sharded index)",
+        });
     }
     Ok(files)
 }

@@ -11,7 +11,11 @@ use crate::nn::sigmoid;
 
 /// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model dtype: `[M]` f32.
 fn vec_mat(v: &Tensor, w: &Tensor) -> Result<Tensor> {
-    v.to_dtype(w.dtype())?.unsqueeze(0)?.matmul(w)?.squeeze(0)?.to_dtype(DType::F32)
+    v.to_dtype(w.dtype())?
+        .unsqueeze(0)?
+        .matmul(w)?
+        .squeeze(0)?
+        .to_dtype(DType::F32)
 }
 
 /// Backward of `y = w ⊙ x / sqrt(mean(x²) + eps)`:
@@ -32,14 +36,23 @@ impl Decoder {
     /// at `h` (`[D]`): FinalNorm backward applied to row y of `W_lm`.
     pub fn lens_vjp(&self, h: &Tensor, token: u32) -> Result<Tensor> {
         let row = self.lm_head.i(token as usize)?.to_dtype(DType::F32)?;
-        rms_norm_vjp(&h.to_dtype(DType::F32)?, &self.norm.weight, self.norm.eps, &row)
+        rms_norm_vjp(
+            &h.to_dtype(DType::F32)?,
+            &self.norm.weight,
+            self.norm.eps,
+            &row,
+        )
     }
 
     /// The query-row gradients `g^{l,t,i}[j]`, `[H, P]` f32, for layer `l` and token `y`.
     pub fn local_backward(&self, l: usize, probe: &LayerProbe, token: u32) -> Result<Tensor> {
         let layer = &self.layers[l];
         let cfg = &self.cfg;
-        let (h, kv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (h, kv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         // u = ∂o/∂h^l_q
         let u = self.lens_vjp(&probe.output, token)?;
         // ∂o/∂r = u + (∂ MLP(PostNorm(r)) / ∂r)^T u
@@ -61,12 +74,16 @@ impl Decoder {
         let values = probe.values.to_dtype(DType::F32)?;
         let p = values.dim(1)?;
         let n_rep = h / kv;
-        let values = values.unsqueeze(1)?.broadcast_as((kv, n_rep, p, hd))?.reshape((h, p, hd))?;
+        let values = values
+            .unsqueeze(1)?
+            .broadcast_as((kv, n_rep, p, hd))?
+            .reshape((h, p, hd))?;
         dc.matmul(&values.t()?)?.squeeze(1)
     }
 }
 
 fn rms_norm_forward(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let inv_rms = (x.sqr()?.mean_all()? + eps)?.sqrt()?.recip()?;
-    x.broadcast_mul(&inv_rms)?.mul(&weight.to_dtype(DType::F32)?)
+    x.broadcast_mul(&inv_rms)?
+        .mul(&weight.to_dtype(DType::F32)?)
 }

@@ -31,15 +31,34 @@ pub fn naive_step(
     token: Option<u32>,
 ) -> Result<NaiveStep> {
     if model.dtype != DType::F32 {
-        return Err(ModelError::Setting("the naive reference path needs an f32 model".into()));
+        return Err(ModelError::Setting(
+            "the naive reference path needs an f32 model".into(),
+        ));
     }
     let decoder = &model.decoder;
     let embeds = model.embed_with_image(ids, image_span, image_features)?;
-    let out = decoder.forward(&embeds, 0, None, &Capture { probes: 0..0, full: true })?;
+    let out = decoder.forward(
+        &embeds,
+        0,
+        None,
+        &Capture {
+            probes: 0..0,
+            full: true,
+        },
+    )?;
     let q = ids.len() - 1;
-    let hidden = out.hidden.as_ref().ok_or_else(|| ModelError::Setting("no hidden state".into()))?;
-    let logits: Vec<f32> = decoder.logits(&hidden.i((0, q))?.unsqueeze(0)?)?.squeeze(0)?.detach().to_vec1()?;
-    let token = token.unwrap_or_else(|| crate::generate::sample_token(&logits, 0.0, 1.0, &mut rand::SeedableRng::seed_from_u64(0)));
+    let hidden = out
+        .hidden
+        .as_ref()
+        .ok_or_else(|| ModelError::Setting("no hidden state".into()))?;
+    let logits: Vec<f32> = decoder
+        .logits(&hidden.i((0, q))?.unsqueeze(0)?)?
+        .squeeze(0)?
+        .detach()
+        .to_vec1()?;
+    let token = token.unwrap_or_else(|| {
+        crate::generate::sample_token(&logits, 0.0, 1.0, &mut rand::SeedableRng::seed_from_u64(0))
+    });
     let (mut grads, mut attn) = (Vec::new(), Vec::new());
     for l in layers {
         // o^{l,t}[y_t] = (W_lm · FinalNorm(h^l_q))[y_t]
@@ -47,11 +66,22 @@ pub fn naive_step(
         let o = decoder.logits(&h)?.i((0, token as usize))?;
         let store = o.backward()?;
         let probs = &out.attn[l];
-        let g = store
-            .get(probs)
-            .ok_or_else(|| ModelError::Setting(format!("no gradient reached the attention of layer {l}")))?;
+        let g = store.get(probs).ok_or_else(|| {
+            ModelError::Setting(format!("no gradient reached the attention of layer {l}"))
+        })?;
         grads.extend(g.i((0, .., q, ..))?.flatten_all()?.to_vec1::<f32>()?);
-        attn.extend(probs.i((0, .., q, ..))?.detach().flatten_all()?.to_vec1::<f32>()?);
+        attn.extend(
+            probs
+                .i((0, .., q, ..))?
+                .detach()
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
     }
-    Ok(NaiveStep { logits, token, grads, attn })
+    Ok(NaiveStep {
+        logits,
+        token,
+        grads,
+        attn,
+    })
 }

@@ -49,7 +49,10 @@ impl ImageProcessor {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ModelError::MissingFile { path: path.into(), what: "no preprocessor_config.json" })
+                return Err(ModelError::MissingFile {
+                    path: path.into(),
+                    what: "no preprocessor_config.json",
+                })
             }
             Err(e) => return Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
         };
@@ -59,7 +62,8 @@ impl ImageProcessor {
     pub fn from_json(text: &str, default_size: u32) -> std::result::Result<Self, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
         let mut p = Self::clip(default_size);
-        let flag = |key: &str, default: bool| v.get(key).and_then(Value::as_bool).unwrap_or(default);
+        let flag =
+            |key: &str, default: bool| v.get(key).and_then(Value::as_bool).unwrap_or(default);
         p.do_resize = flag("do_resize", true);
         p.do_center_crop = flag("do_center_crop", true);
         p.do_rescale = flag("do_rescale", true);
@@ -71,7 +75,10 @@ impl ImageProcessor {
             if let Some(n) = x.as_u64() {
                 return Some((n as u32, n as u32));
             }
-            Some((x.get("height")?.as_u64()? as u32, x.get("width")?.as_u64()? as u32))
+            Some((
+                x.get("height")?.as_u64()? as u32,
+                x.get("width")?.as_u64()? as u32,
+            ))
         };
         match v.get("size") {
             None | Some(Value::Null) => {}
@@ -81,7 +88,8 @@ impl ImageProcessor {
                 } else if let Some(n) = s.as_u64() {
                     Resize::ShortestEdge(n as u32)
                 } else {
-                    let (height, width) = size_of(s).ok_or("`size` must be an integer or {shortest_edge} or {height, width}")?;
+                    let (height, width) = size_of(s)
+                        .ok_or("`size` must be an integer or {shortest_edge} or {height, width}")?;
                     Resize::Exact { height, width }
                 }
             }
@@ -152,7 +160,11 @@ impl ImageProcessor {
         let rgb: RgbImage = image.to_rgb8();
         let (w, h) = rgb.dimensions();
         let (rw, rh) = self.resized_size(w, h);
-        let resized = if (rw, rh) != (w, h) { image::imageops::resize(&rgb, rw, rh, self.filter) } else { rgb };
+        let resized = if (rw, rh) != (w, h) {
+            image::imageops::resize(&rgb, rw, rh, self.filter)
+        } else {
+            rgb
+        };
         if self.do_center_crop {
             center_crop(&resized, self.crop)
         } else {
@@ -206,7 +218,10 @@ pub fn load_image(path: &Path) -> Result<DynamicImage> {
             _ => format!("cannot read: {e}"),
         },
     })?;
-    decode_image(&bytes).map_err(|message| ModelError::Image { path: path.into(), message })
+    decode_image(&bytes).map_err(|message| ModelError::Image {
+        path: path.into(),
+        message,
+    })
 }
 
 /// Decodes image bytes (format guessed from content); refuses empty images.
@@ -214,7 +229,9 @@ pub fn decode_image(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
     if bytes.is_empty() {
         return Err("file is empty".into());
     }
-    let img = image::load_from_memory(bytes).map_err(|e| format!("cannot decode ({e}); use a PNG, JPEG, GIF, BMP, WebP or TIFF file"))?;
+    let img = image::load_from_memory(bytes).map_err(|e| {
+        format!("cannot decode ({e}); use a PNG, JPEG, GIF, BMP, WebP or TIFF file")
+    })?;
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("image has zero size ({w}x{h})"));

@@ -29,7 +29,9 @@ pub struct TextTokenizer {
 
 impl std::fmt::Debug for TextTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TextTokenizer").field("path", &self.path).finish()
+        f.debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -38,7 +40,10 @@ impl TextTokenizer {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ModelError::MissingFile { path: path.into(), what: "no tokenizer.json" })
+                return Err(ModelError::MissingFile {
+                    path: path.into(),
+                    what: "no tokenizer.json",
+                })
             }
             Err(e) => return Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
         };
@@ -48,7 +53,10 @@ impl TextTokenizer {
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| ModelError::bad_file(path, format!("not a valid tokenizer.json ({e})")))?;
-        Ok(Self { inner, path: path.into() })
+        Ok(Self {
+            inner,
+            path: path.into(),
+        })
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -85,7 +93,12 @@ impl TextTokenizer {
 
     /// Tokenises `text`, which must hold exactly one `<image>` marker, expanding
     /// it into `num_image_tokens` image tokens first as LlavaProcessor does.
-    pub fn prepare(&self, text: &str, image_token: u32, num_image_tokens: usize) -> Result<PreparedPrompt> {
+    pub fn prepare(
+        &self,
+        text: &str,
+        image_token: u32,
+        num_image_tokens: usize,
+    ) -> Result<PreparedPrompt> {
         let markers = text.matches(IMAGE_MARKER).count();
         if markers != 1 {
             return Err(ModelError::Prompt(if markers == 0 {
@@ -118,7 +131,9 @@ impl TextTokenizer {
 /// Applies a chat template (`{prompt}` is replaced by the user text).
 pub fn apply_template(template: &str, prompt: &str) -> Result<String> {
     if !template.contains("{prompt}") {
-        return Err(ModelError::Setting("the chat template must contain {prompt}".into()));
+        return Err(ModelError::Setting(
+            "the chat template must contain {prompt}".into(),
+        ));
     }
     Ok(template.replace("{prompt}", prompt))
 }

@@ -19,7 +19,11 @@ impl VisionAttention {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let hd = d / self.heads;
-        let split = |t: Tensor| t.reshape((b, n, self.heads, hd))?.transpose(1, 2)?.contiguous();
+        let split = |t: Tensor| {
+            t.reshape((b, n, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = split((self.q.forward(x)? * (hd as f64).powf(-0.5))?)?;
         let k = split(self.k.forward(x)?)?;
         let v = split(self.v.forward(x)?)?;
@@ -42,7 +46,9 @@ struct EncoderLayer {
 impl EncoderLayer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
-        let h = self.fc2.forward(&self.act.apply(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
+        let h = self
+            .fc2
+            .forward(&self.act.apply(&self.fc1.forward(&self.ln2.forward(&x)?)?)?)?;
         x + h
     }
 }
@@ -66,8 +72,12 @@ impl VisionTower {
         let d = cfg.hidden_size;
         let p = cfg.patch_size;
         let n = cfg.grid_side() * cfg.grid_side();
-        let act = Activation::from_name(&cfg.hidden_act)
-            .ok_or_else(|| candle_core::Error::Msg(format!("vision hidden_act `{}` is not supported", cfg.hidden_act)))?;
+        let act = Activation::from_name(&cfg.hidden_act).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "vision hidden_act `{}` is not supported",
+                cfg.hidden_act
+            ))
+        })?;
         let emb = vb.pp("embeddings");
         let patch_weight = emb
             .pp("patch_embedding")
@@ -117,10 +127,16 @@ impl VisionTower {
             .contiguous()?
             .reshape((b, gh * gw, c * p * p))?;
         let dtype = self.patch_weight.dtype();
-        let patch_emb = patches.to_dtype(dtype)?.broadcast_matmul(&self.patch_weight.t()?)?;
+        let patch_emb = patches
+            .to_dtype(dtype)?
+            .broadcast_matmul(&self.patch_weight.t()?)?;
         let d = self.cfg.hidden_size;
-        let cls = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
-        let x = Tensor::cat(&[cls, patch_emb], 1)?.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?;
+        let x = Tensor::cat(&[cls, patch_emb], 1)?
+            .broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let mut x = self.pre_norm.forward(&x)?;
         let mut states = vec![x.clone()];
         for layer in self.layers.iter().take(max_index) {
@@ -145,14 +161,26 @@ pub struct ImageEncoder {
 impl ImageEncoder {
     pub fn load(tower_vb: VarBuilder, projector_vb: VarBuilder, cfg: &LlavaConfig) -> Result<Self> {
         let nl = cfg.vision.num_hidden_layers as i64;
-        let feature_indices: Vec<usize> =
-            cfg.vision_feature_layers.iter().map(|&k| if k < 0 { (nl + 1 + k) as usize } else { k as usize }).collect();
+        let feature_indices: Vec<usize> = cfg
+            .vision_feature_layers
+            .iter()
+            .map(|&k| {
+                if k < 0 {
+                    (nl + 1 + k) as usize
+                } else {
+                    k as usize
+                }
+            })
+            .collect();
         let max_index = feature_indices.iter().copied().max().unwrap_or(0);
         let tower = VisionTower::load(tower_vb.pp("vision_model"), &cfg.vision, max_index)?;
         let in_dim = cfg.vision.hidden_size * feature_indices.len();
         let d = cfg.text.hidden_size;
         let act = Activation::from_name(&cfg.projector_hidden_act).ok_or_else(|| {
-            candle_core::Error::Msg(format!("projector_hidden_act `{}` is not supported", cfg.projector_hidden_act))
+            candle_core::Error::Msg(format!(
+                "projector_hidden_act `{}` is not supported",
+                cfg.projector_hidden_act
+            ))
         })?;
         Ok(Self {
             tower,
@@ -168,12 +196,17 @@ impl ImageEncoder {
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let max_index = self.feature_indices.iter().copied().max().unwrap_or(0);
         let states = self.tower.hidden_states(pixels, max_index)?;
-        let picked: Vec<Tensor> = self.feature_indices.iter().map(|&i| states[i].clone()).collect();
+        let picked: Vec<Tensor> = self
+            .feature_indices
+            .iter()
+            .map(|&i| states[i].clone())
+            .collect();
         let mut feats = Tensor::cat(&picked, D::Minus1)?;
         if self.select == FeatureSelect::Default {
             let n = feats.dim(1)?;
             feats = feats.narrow(1, 1, n - 1)?;
         }
-        self.linear_2.forward(&self.act.apply(&self.linear_1.forward(&feats)?)?)
+        self.linear_2
+            .forward(&self.act.apply(&self.linear_1.forward(&feats)?)?)
     }
 }

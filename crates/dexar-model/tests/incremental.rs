@@ -5,7 +5,10 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{fixtures, rel_err, Report};
-use dexar_model::{encode_image_file, generate_traced, naive_step, Checkpoint, GenerationSettings, LoadOptions, Mode};
+use dexar_model::{
+    encode_image_file, generate_traced, naive_step, Checkpoint, GenerationSettings, LoadOptions,
+    Mode,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -16,35 +19,77 @@ const PROMPT: &str = "USER: <image>\nWhat is in the image? ASSISTANT:";
 fn compare_paths(ckpt: &Checkpoint, mode: Mode, max_tokens: usize, report: &mut Report) {
     let cfg = &ckpt.config;
     let feats = encode_image_file(ckpt, &fixtures().join("images/square.png")).unwrap();
-    let prompt = ckpt.tokenizer.prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens()).unwrap();
+    let prompt = ckpt
+        .tokenizer
+        .prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens())
+        .unwrap();
     let layers = 0..cfg.text.num_hidden_layers;
-    let settings = GenerationSettings { max_tokens, layers: layers.clone(), ..Default::default() };
+    let settings = GenerationSettings {
+        max_tokens,
+        layers: layers.clone(),
+        ..Default::default()
+    };
     let mut steps = Vec::new();
-    generate_traced(ckpt, &prompt, &feats, &settings, &mode, &AtomicBool::new(false), &mut |s| {
-        steps.push(s);
-        true
-    })
+    generate_traced(
+        ckpt,
+        &prompt,
+        &feats,
+        &settings,
+        &mode,
+        &AtomicBool::new(false),
+        &mut |s| {
+            steps.push(s);
+            true
+        },
+    )
     .unwrap();
     assert!(!steps.is_empty());
     let mut ids = prompt.input_ids.clone();
     for step in &steps {
         let tr = &step.trace;
-        let naive = naive_step(&ckpt.model, &ids, prompt.image_span, &feats, layers.clone(), Some(tr.token_id)).unwrap();
-        report.check("logits", rel_err(&step.logits, &naive.logits), 1e-4, "logits");
-        report.check("attention", rel_err(&tr.attn, &naive.attn), 1e-4, "attention");
-        report.check("gradients", rel_err(&tr.grads, &naive.grads), 1e-4, "gradients");
+        let naive = naive_step(
+            &ckpt.model,
+            &ids,
+            prompt.image_span,
+            &feats,
+            layers.clone(),
+            Some(tr.token_id),
+        )
+        .unwrap();
+        report.check(
+            "logits",
+            rel_err(&step.logits, &naive.logits),
+            1e-4,
+            "logits",
+        );
+        report.check(
+            "attention",
+            rel_err(&tr.attn, &naive.attn),
+            1e-4,
+            "attention",
+        );
+        report.check(
+            "gradients",
+            rel_err(&tr.grads, &naive.grads),
+            1e-4,
+            "gradients",
+        );
         ids.push(tr.token_id);
     }
 }
 
 #[test]
 fn incremental_matches_naive_on_gqa_mistral() {
-    let ckpt = Checkpoint::load(&fixtures().join("tiny-bakllava"), &LoadOptions::default()).unwrap();
+    let ckpt =
+        Checkpoint::load(&fixtures().join("tiny-bakllava"), &LoadOptions::default()).unwrap();
     assert_eq!(ckpt.config.text.model_type, "mistral");
     assert!(ckpt.config.text.num_key_value_heads < ckpt.config.text.num_attention_heads);
     let mut report = Report::default();
     compare_paths(&ckpt, Mode::Generate, 6, &mut report);
-    let target = ckpt.tokenizer.encode("a red circle above a blue square", false).unwrap();
+    let target = ckpt
+        .tokenizer
+        .encode("a red circle above a blue square", false)
+        .unwrap();
     compare_paths(&ckpt, Mode::TeacherForced(target), 0, &mut report);
     report.print("incremental vs naive (GQA, mistral)");
 }
@@ -55,7 +100,8 @@ fn incremental_matches_naive_with_a_sliding_window() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixtures().join("tiny-bakllava"), dir.path());
     let cfg_path = dir.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["text_config"]["sliding_window"] = serde_json::json!(12);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let ckpt = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
@@ -76,8 +122,20 @@ fn first_logits(dir: &Path) -> Vec<f32> {
     let ckpt = Checkpoint::load(dir, &LoadOptions::default()).unwrap();
     let feats = encode_image_file(&ckpt, &fixtures().join("images/square.png")).unwrap();
     let cfg = &ckpt.config;
-    let prompt = ckpt.tokenizer.prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens()).unwrap();
-    naive_step(&ckpt.model, &prompt.input_ids, prompt.image_span, &feats, 0..1, None).unwrap().logits
+    let prompt = ckpt
+        .tokenizer
+        .prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens())
+        .unwrap();
+    naive_step(
+        &ckpt.model,
+        &prompt.input_ids,
+        prompt.image_span,
+        &feats,
+        0..1,
+        None,
+    )
+    .unwrap()
+    .logits
 }
 
 /// transformers-5 names for a classic llava-hf tensor name.
@@ -95,11 +153,15 @@ fn modern_name(k: &str) -> String {
 fn both_weight_layouts_and_sharded_checkpoints_load_identically() {
     let src = fixtures().join("tiny-llava");
     let want = first_logits(&src);
-    let tensors = candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(src.join("model.safetensors"), &Device::Cpu).unwrap();
 
     let modern = tempfile::tempdir().unwrap();
     copy_dir(&src, modern.path());
-    let renamed: HashMap<String, Tensor> = tensors.iter().map(|(k, v)| (modern_name(k), v.clone())).collect();
+    let renamed: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (modern_name(k), v.clone()))
+        .collect();
     candle_core::safetensors::save(&renamed, modern.path().join("model.safetensors")).unwrap();
     assert_eq!(first_logits(modern.path()), want, "transformers-5 layout");
 
@@ -109,13 +171,23 @@ fn both_weight_layouts_and_sharded_checkpoints_load_identically() {
     let (mut a, mut b) = (HashMap::new(), HashMap::new());
     let mut weight_map = serde_json::Map::new();
     for (i, (k, v)) in tensors.iter().enumerate() {
-        let (shard, name) = if i % 2 == 0 { (&mut a, "model-00001-of-00002.safetensors") } else { (&mut b, "model-00002-of-00002.safetensors") };
+        let (shard, name) = if i % 2 == 0 {
+            (&mut a, "model-00001-of-00002.safetensors")
+        } else {
+            (&mut b, "model-00002-of-00002.safetensors")
+        };
         shard.insert(k.clone(), v.clone());
         weight_map.insert(k.clone(), serde_json::json!(name));
     }
-    candle_core::safetensors::save(&a, sharded.path().join("model-00001-of-00002.safetensors")).unwrap();
-    candle_core::safetensors::save(&b, sharded.path().join("model-00002-of-00002.safetensors")).unwrap();
+    candle_core::safetensors::save(&a, sharded.path().join("model-00001-of-00002.safetensors"))
+        .unwrap();
+    candle_core::safetensors::save(&b, sharded.path().join("model-00002-of-00002.safetensors"))
+        .unwrap();
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
-    std::fs::write(sharded.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    std::fs::write(
+        sharded.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
     assert_eq!(first_logits(sharded.path()), want, "sharded checkpoint");
 }

@@ -4,8 +4,11 @@
 mod common;
 
 use common::{max_abs, mean_abs, rel_err, Fixture, Report};
-use dexar_core::{builtin_strategy, layer_range, HeadScores, Strategy, TokenMap};
-use dexar_model::{apply_template, encode_image_file, generate_traced, load_image, GenerationSettings, Mode, TracedStep};
+use dexar_core::{builtin_strategy, layer_range, HeadScores, TokenMap};
+use dexar_model::{
+    apply_template, encode_image_file, generate_traced, load_image, GenerationSettings, Mode,
+    TracedStep,
+};
 use std::sync::atomic::AtomicBool;
 
 fn prompt_text(fx: &Fixture) -> String {
@@ -17,18 +20,35 @@ fn input_ids_match_transformers() {
     for name in ["tiny-llava", "tiny-bakllava"] {
         let fx = Fixture::load(name);
         let n = fx.ckpt.config.num_image_tokens();
-        assert_eq!(n, fx.json["num_image_tokens"].as_u64().unwrap() as usize, "{name}: image token count");
+        assert_eq!(
+            n,
+            fx.json["num_image_tokens"].as_u64().unwrap() as usize,
+            "{name}: image token count"
+        );
         let tok = &fx.ckpt.tokenizer;
         let image_token = fx.ckpt.config.image_token_index;
         let p = tok.prepare(&prompt_text(&fx), image_token, n).unwrap();
         assert_eq!(p.input_ids, fx.ids("input_ids"), "{name}: chat prompt ids");
         assert_eq!(p.image_span, fx.span("image_span"), "{name}: image span");
-        let templated = apply_template(dexar_model::DEFAULT_TEMPLATE, "What is in the image?").unwrap();
-        assert_eq!(templated, prompt_text(&fx), "default template reproduces the fixture prompt");
-        let raw = tok.prepare(fx.json["raw_prompt"].as_str().unwrap(), image_token, n).unwrap();
-        assert_eq!(raw.input_ids, fx.ids("raw_prompt_input_ids"), "{name}: raw prompt ids");
+        let templated =
+            apply_template(dexar_model::DEFAULT_TEMPLATE, "What is in the image?").unwrap();
+        assert_eq!(
+            templated,
+            prompt_text(&fx),
+            "default template reproduces the fixture prompt"
+        );
+        let raw = tok
+            .prepare(fx.json["raw_prompt"].as_str().unwrap(), image_token, n)
+            .unwrap();
+        assert_eq!(
+            raw.input_ids,
+            fx.ids("raw_prompt_input_ids"),
+            "{name}: raw prompt ids"
+        );
         assert_eq!(raw.image_span, fx.span("raw_prompt_image_span"));
-        let target = tok.encode(fx.json["target_text"].as_str().unwrap(), false).unwrap();
+        let target = tok
+            .encode(fx.json["target_text"].as_str().unwrap(), false)
+            .unwrap();
         assert_eq!(target, fx.ids("target_ids"), "{name}: target ids");
     }
 }
@@ -38,30 +58,67 @@ fn pixel_values_match_the_clip_processor() {
     let fx = Fixture::load("tiny-llava");
     let dir = common::fixtures().join("images");
     let mut report = Report::default();
-    for (file, exact) in [("square.png", true), ("wide.png", false), ("gray.png", false)] {
+    for (file, exact) in [
+        ("square.png", true),
+        ("wide.png", false),
+        ("gray.png", false),
+    ] {
         let img = load_image(&dir.join(file)).unwrap();
         let (pixels, size) = fx.ckpt.processor.preprocess(&img);
         assert_eq!(size, (32, 32));
         let want = fx.f32s(&format!("pixel_values.{}", file.trim_end_matches(".png")));
         if exact {
-            report.check("pixel abs err (input size)", max_abs(&pixels, &want), 1e-5, file);
+            report.check(
+                "pixel abs err (input size)",
+                max_abs(&pixels, &want),
+                1e-5,
+                file,
+            );
         } else {
-            report.check("pixel mean abs err (resized)", mean_abs(&pixels, &want), 0.02, file);
+            report.check(
+                "pixel mean abs err (resized)",
+                mean_abs(&pixels, &want),
+                0.02,
+                file,
+            );
         }
     }
     report.print("pixels");
 }
 
-fn traces(fx: &Fixture, mode: &Mode, layers: std::ops::Range<usize>) -> (Vec<TracedStep>, Vec<u32>) {
+fn traces(
+    fx: &Fixture,
+    mode: &Mode,
+    layers: std::ops::Range<usize>,
+) -> (Vec<TracedStep>, Vec<u32>) {
     let ckpt = &fx.ckpt;
     let feats = encode_image_file(ckpt, &common::fixtures().join("images/square.png")).unwrap();
-    let prompt = ckpt.tokenizer.prepare(&prompt_text(fx), ckpt.config.image_token_index, ckpt.config.num_image_tokens()).unwrap();
-    let settings = GenerationSettings { max_tokens: 5, layers, ..Default::default() };
+    let prompt = ckpt
+        .tokenizer
+        .prepare(
+            &prompt_text(fx),
+            ckpt.config.image_token_index,
+            ckpt.config.num_image_tokens(),
+        )
+        .unwrap();
+    let settings = GenerationSettings {
+        max_tokens: 5,
+        layers,
+        ..Default::default()
+    };
     let mut steps = Vec::new();
-    let gen = generate_traced(ckpt, &prompt, &feats, &settings, mode, &AtomicBool::new(false), &mut |s| {
-        steps.push(s);
-        true
-    })
+    let gen = generate_traced(
+        ckpt,
+        &prompt,
+        &feats,
+        &settings,
+        mode,
+        &AtomicBool::new(false),
+        &mut |s| {
+            steps.push(s);
+            true
+        },
+    )
     .unwrap();
     (steps, gen.tokens)
 }
@@ -73,13 +130,26 @@ fn grid_part(v: &[f32], grid_len: usize) -> &[f32] {
 fn check_mode(name: &str, mode_key: &str, report: &mut Report) {
     let fx = Fixture::load(name);
     let num_layers = fx.ckpt.config.text.num_hidden_layers;
-    let mode = if mode_key == "gen" { Mode::Generate } else { Mode::TeacherForced(fx.ids("target_ids")) };
+    let mode = if mode_key == "gen" {
+        Mode::Generate
+    } else {
+        Mode::TeacherForced(fx.ids("target_ids"))
+    };
     let (steps, tokens) = traces(&fx, &mode, 0..num_layers);
-    let want_tokens = fx.ids(if mode_key == "gen" { "generated_ids" } else { "target_ids" });
+    let want_tokens = fx.ids(if mode_key == "gen" {
+        "generated_ids"
+    } else {
+        "target_ids"
+    });
     assert_eq!(tokens, want_tokens, "{name} {mode_key}: tokens");
     let feats = encode_image_file(&fx.ckpt, &common::fixtures().join("images/square.png")).unwrap();
     let feats: Vec<f32> = feats.flatten_all().unwrap().to_vec1().unwrap();
-    report.check("image features rel err", rel_err(&feats, &fx.f32s("image_features")), 1e-4, "image features");
+    report.check(
+        "image features rel err",
+        rel_err(&feats, &fx.f32s("image_features")),
+        1e-4,
+        "image features",
+    );
 
     let dexar = builtin_strategy("dexar", 1).unwrap();
     let unfiltered = builtin_strategy("dexar-unfiltered", 1).unwrap();
@@ -94,39 +164,131 @@ fn check_mode(name: &str, mode_key: &str, report: &mut Report) {
         let tr = &step.trace;
         tr.validate().unwrap();
         assert_eq!(tr.query_position + 1, tr.num_positions);
-        report.check("logits rel err", rel_err(&step.logits, &fx.f32s(&key("logits"))), 1e-4, &format!("{what} logits"));
-        report.check("attention rel err", rel_err(&tr.attn, &fx.f32s(&key("attn"))), 1e-4, &format!("{what} attention"));
-        report.check("gradient rel err", rel_err(&tr.grads, &fx.f32s(&key("grad"))), 1e-4, &format!("{what} gradients"));
+        report.check(
+            "logits rel err",
+            rel_err(&step.logits, &fx.f32s(&key("logits"))),
+            1e-4,
+            &format!("{what} logits"),
+        );
+        report.check(
+            "attention rel err",
+            rel_err(&tr.attn, &fx.f32s(&key("attn"))),
+            1e-4,
+            &format!("{what} attention"),
+        );
+        report.check(
+            "gradient rel err",
+            rel_err(&tr.grads, &fx.f32s(&key("grad"))),
+            1e-4,
+            &format!("{what} gradients"),
+        );
 
         let scores = HeadScores::compute(tr, 1);
-        report.check("S_v abs err", max_abs(&scores.visual, &fx.f32s(&key("s_v"))), 1e-4, &what);
-        report.check("S_text abs err", max_abs(&scores.text, &fx.f32s(&key("s_text"))), 1e-4, &what);
-        report.check("head weight abs err", max_abs(&scores.weights, &fx.f32s(&key("head_weights"))), 1e-4, &what);
+        report.check(
+            "S_v abs err",
+            max_abs(&scores.visual, &fx.f32s(&key("s_v"))),
+            1e-4,
+            &what,
+        );
+        report.check(
+            "S_text abs err",
+            max_abs(&scores.text, &fx.f32s(&key("s_text"))),
+            1e-4,
+            &what,
+        );
+        report.check(
+            "head weight abs err",
+            max_abs(&scores.weights, &fx.f32s(&key("head_weights"))),
+            1e-4,
+            &what,
+        );
         let m = dexar.token_map(tr).unwrap();
-        report.check("delta abs err", max_abs(&[m.weight], &fx.f32s(&key("delta"))), 1e-4, &what);
-        report.check("dexar map abs err", max_abs(&m.raw, grid_part(&fx.f32s(&key("dexar")), grid_len)), 1e-4, &what);
+        report.check(
+            "delta abs err",
+            max_abs(&[m.weight], &fx.f32s(&key("delta"))),
+            1e-4,
+            &what,
+        );
+        report.check(
+            "dexar map abs err",
+            max_abs(&m.raw, grid_part(&fx.f32s(&key("dexar")), grid_len)),
+            1e-4,
+            &what,
+        );
         report.check(
             "dexar normalised map abs err",
-            max_abs(&m.normalized(), grid_part(&fx.f32s(&key("dexar_norm")), grid_len)),
+            max_abs(
+                &m.normalized(),
+                grid_part(&fx.f32s(&key("dexar_norm")), grid_len),
+            ),
             1e-4,
             &what,
         );
         let u = unfiltered.token_map(tr).unwrap();
-        report.check("unfiltered map abs err", max_abs(&u.raw, grid_part(&fx.f32s(&key("dexar_unfiltered")), grid_len)), 1e-4, &what);
+        report.check(
+            "unfiltered map abs err",
+            max_abs(
+                &u.raw,
+                grid_part(&fx.f32s(&key("dexar_unfiltered")), grid_len),
+            ),
+            1e-4,
+            &what,
+        );
         let a = raw.token_map(tr).unwrap();
-        report.check("raw attention map abs err", max_abs(&a.raw, grid_part(&fx.f32s(&key("raw_attention")), grid_len)), 1e-4, &what);
+        report.check(
+            "raw attention map abs err",
+            max_abs(&a.raw, grid_part(&fx.f32s(&key("raw_attention")), grid_len)),
+            1e-4,
+            &what,
+        );
         let g = gxa.token_map(tr).unwrap();
-        report.check("grad-x-attn map abs err", max_abs(&g.raw, grid_part(&fx.f32s(&key("grad_x_attn")), grid_len)), 1e-4, &what);
-        let lim2 = dexar.token_map(&tr.restricted_to_layers_from(lim2_start)).unwrap();
-        report.check("dexar layer_index=-2 map abs err", max_abs(&lim2.raw, grid_part(&fx.f32s(&key("dexar_lim2")), grid_len)), 1e-4, &what);
-        report.check("delta layer_index=-2 abs err", max_abs(&[lim2.weight], &fx.f32s(&key("delta_lim2"))), 1e-4, &what);
+        report.check(
+            "grad-x-attn map abs err",
+            max_abs(&g.raw, grid_part(&fx.f32s(&key("grad_x_attn")), grid_len)),
+            1e-4,
+            &what,
+        );
+        let lim2 = dexar
+            .token_map(&tr.restricted_to_layers_from(lim2_start))
+            .unwrap();
+        report.check(
+            "dexar layer_index=-2 map abs err",
+            max_abs(&lim2.raw, grid_part(&fx.f32s(&key("dexar_lim2")), grid_len)),
+            1e-4,
+            &what,
+        );
+        report.check(
+            "delta layer_index=-2 abs err",
+            max_abs(&[lim2.weight], &fx.f32s(&key("delta_lim2"))),
+            1e-4,
+            &what,
+        );
         dexar_maps.push(m);
         unf_maps.push(u);
     }
     let s = dexar.sentence_map(&dexar_maps).unwrap();
-    report.check("sentence map abs err", max_abs(&s, grid_part(&fx.f32s(&format!("{mode_key}.sentence_dexar")), grid_len)), 1e-4, name);
+    report.check(
+        "sentence map abs err",
+        max_abs(
+            &s,
+            grid_part(&fx.f32s(&format!("{mode_key}.sentence_dexar")), grid_len),
+        ),
+        1e-4,
+        name,
+    );
     let su = unfiltered.sentence_map(&unf_maps).unwrap();
-    report.check("unfiltered sentence map abs err", max_abs(&su, grid_part(&fx.f32s(&format!("{mode_key}.sentence_unfiltered")), grid_len)), 1e-4, name);
+    report.check(
+        "unfiltered sentence map abs err",
+        max_abs(
+            &su,
+            grid_part(
+                &fx.f32s(&format!("{mode_key}.sentence_unfiltered")),
+                grid_len,
+            ),
+        ),
+        1e-4,
+        name,
+    );
 }
 
 #[test]
