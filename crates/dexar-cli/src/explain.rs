@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device};
 use clap::{ArgGroup, Args};
-use dexar_core::{layer_range, HeadScores, TokenMap};
+use dexar_core::{layer_range, HeadScores, TokenMap, BUILTIN_NAMES};
 use dexar_model::{
     apply_template, generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, TracedStep,
     DEFAULT_TEMPLATE,
@@ -54,6 +54,14 @@ pub struct ExplainArgs {
     /// Default: every built-in (dexar, dexar-unfiltered, raw-attention, grad-x-attn).
     #[arg(long = "strategy", value_name = "NAME")]
     pub strategies: Vec<String>,
+    /// Load an attribution plugin (a shared library; repeatable). Its strategy
+    /// is then available to --strategy by name. Plugins in the directories of
+    /// DEXAR_PLUGIN_PATH (colon-separated) are loaded too.
+    #[arg(long = "plugin", value_name = "PATH")]
+    pub plugins: Vec<PathBuf>,
+    /// Load plugins even if their file or directory is writable by group or others.
+    #[arg(long)]
+    pub allow_insecure_plugins: bool,
     /// k of DEX-AR's top-k head scores (1 as in the paper).
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub topk: usize,
@@ -158,7 +166,8 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             "--temperature must be >= 0 and --top-p in (0, 1]",
         ));
     }
-    let strategies = strategies::select(&args.strategies, args.topk)?;
+    let registry = strategies::load_plugins(&args.plugins, args.allow_insecure_plugins)?;
+    let strategies = strategies::select(&args.strategies, args.topk, Some(&registry))?;
     let opts = LoadOptions {
         device: parse_device(&args.device)?,
         dtype: parse_dtype(&args.dtype)?,
@@ -232,14 +241,24 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     let mut outputs: BTreeMap<String, StrategyOutput> = BTreeMap::new();
     let mut maps_by_strategy: Vec<(String, Vec<TokenMap>, Vec<f32>)> = Vec::new();
     for s in &strategies {
-        let maps: Vec<TokenMap> = steps
+        // A failing plugin strategy is reported and skipped; the others go on.
+        let result = steps
             .iter()
             .map(|st| s.token_map(&st.trace))
-            .collect::<Result<_, _>>()
-            .map_err(|e| CliError::internal(e.to_string()))?;
-        let sentence = s
-            .sentence_map(&maps)
-            .map_err(|e| CliError::internal(e.to_string()))?;
+            .collect::<Result<Vec<TokenMap>, _>>()
+            .and_then(|maps| s.sentence_map(&maps).map(|sentence| (maps, sentence)));
+        let (maps, sentence) = match result {
+            Ok(r) => r,
+            Err(e) if !BUILTIN_NAMES.contains(&s.name()) => {
+                eprintln!(
+                    "warning: skipping strategy `{}`: {}",
+                    s.name(),
+                    crate::error::one_line(&e.to_string())
+                );
+                continue;
+            }
+            Err(e) => return Err(CliError::internal(e.to_string())),
+        };
         outputs.insert(
             s.name().to_string(),
             StrategyOutput {

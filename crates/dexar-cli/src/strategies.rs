@@ -1,12 +1,39 @@
 //! Choosing strategies by name, with suggestions for typos.
 
 use dexar_core::{builtin_strategy, Strategy, BUILTIN_NAMES};
+use dexar_plugin::host::{HostOptions, PluginRegistry};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::error::{CliError, CliResult};
 
+/// Loads the plugins named with `--plugin` and those in `DEXAR_PLUGIN_PATH`.
+pub fn load_plugins(paths: &[PathBuf], allow_insecure: bool) -> CliResult<PluginRegistry> {
+    let mut registry = PluginRegistry::new(HostOptions {
+        allow_insecure,
+        ..HostOptions::default()
+    });
+    for p in paths {
+        registry
+            .load(p)
+            .map_err(|e| CliError::usage(format!("--plugin: {e}")))?;
+    }
+    for result in registry.load_search_path(&[]) {
+        if let Err(e) = result {
+            eprintln!("warning: DEXAR_PLUGIN_PATH: {e}");
+        }
+    }
+    Ok(registry)
+}
+
 /// The strategies to run: DEX-AR and its unfiltered form always, then the
 /// requested ones (all built-ins when none is named), without duplicates.
-pub fn select(names: &[String], topk: usize) -> CliResult<Vec<Box<dyn Strategy>>> {
+/// Names are looked up among the built-ins, then the loaded plugins.
+pub fn select(
+    names: &[String],
+    topk: usize,
+    plugins: Option<&PluginRegistry>,
+) -> CliResult<Vec<Arc<dyn Strategy>>> {
     let mut wanted: Vec<String> = vec!["dexar".into(), "dexar-unfiltered".into()];
     let requested: Vec<String> = if names.is_empty() {
         BUILTIN_NAMES.iter().map(|s| s.to_string()).collect()
@@ -18,16 +45,24 @@ pub fn select(names: &[String], topk: usize) -> CliResult<Vec<Box<dyn Strategy>>
             wanted.push(n);
         }
     }
+    let plugin_names: Vec<String> = plugins
+        .map(|r| r.list().into_iter().map(|p| p.name).collect())
+        .unwrap_or_default();
+    let mut known: Vec<&str> = BUILTIN_NAMES.to_vec();
+    known.extend(plugin_names.iter().map(String::as_str));
     wanted
         .iter()
         .map(|n| {
-            builtin_strategy(n, topk).ok_or_else(|| {
-                let hint = nearest(n, &BUILTIN_NAMES)
+            let found: Option<Arc<dyn Strategy>> = builtin_strategy(n, topk)
+                .map(Arc::from)
+                .or_else(|| plugins.and_then(|r| r.strategy(n)));
+            found.ok_or_else(|| {
+                let hint = nearest(n, &known)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
                 CliError::usage(format!(
                     "--strategy: unknown strategy `{n}`{hint}; available: {}",
-                    BUILTIN_NAMES.join(", ")
+                    known.join(", ")
                 ))
             })
         })
@@ -87,10 +122,10 @@ mod tests {
 
     #[test]
     fn always_includes_dexar_and_refuses_unknown() {
-        let s = select(&["raw-attention".into()], 1).unwrap();
+        let s = select(&["raw-attention".into()], 1, None).unwrap();
         let names: Vec<&str> = s.iter().map(|s| s.name()).collect();
         assert_eq!(names, ["dexar", "dexar-unfiltered", "raw-attention"]);
-        let e = select(&["nope".into()], 1).err().unwrap();
+        let e = select(&["nope".into()], 1, None).err().unwrap();
         assert_eq!(e.code, 2);
         assert!(e.message.contains("unknown strategy `nope`"));
     }
