@@ -263,14 +263,16 @@ impl LlavaConfig {
                 )));
             }
         }
-        let vision_feature_select =
-            match str_field(v, "vision_feature_select_strategy").as_deref() {
-                None | Some("default") => FeatureSelect::Default,
-                Some("full") => FeatureSelect::Full,
-                Some(other) => return Err(ParseError::Field(format!(
+        let vision_feature_select = match str_field(v, "vision_feature_select_strategy").as_deref()
+        {
+            None | Some("default") => FeatureSelect::Default,
+            Some("full") => FeatureSelect::Full,
+            Some(other) => {
+                return Err(ParseError::Field(format!(
                     "vision_feature_select_strategy `{other}` is not supported (default or full)"
-                ))),
-            };
+                )))
+            }
+        };
         let id = |key: &str| -> Option<u32> {
             let x = v.get(key).or_else(|| tc.get(key))?;
             x.as_u64()
