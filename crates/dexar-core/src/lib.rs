@@ -8,6 +8,7 @@
 //! plugins. Models produce traces; everything else consumes them.
 
 pub mod maps;
+pub mod metrics;
 pub mod strategy;
 pub mod trace;
 
