@@ -1,0 +1,74 @@
+//! Trains the demo model and scores it on held-out scenes, until `dexar toy
+//! train` exists:
+//!
+//! `cargo run --release -p dexar-toy --example train -- [--steps N] [--batch N]
+//! [--lr X] [--seed N] [--out DIR] [--eval N] [--eval-only]`
+
+use std::path::PathBuf;
+
+use dexar_model::{Checkpoint, LoadOptions};
+use dexar_toy::{answer_accuracy, train, TrainOptions, HELD_OUT_SEED};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // candle's element-wise thread pool spin-waits between the many small
+    // ops of this model; on 2 shared cores one thread is several times faster.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+    let mut opts = TrainOptions::default();
+    let mut eval_scenes = 200u64;
+    let mut eval_only = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--steps" => opts.steps = value()?.parse()?,
+            "--batch" => opts.batch_size = value()?.parse()?,
+            "--lr" => opts.lr = value()?.parse()?,
+            "--warmup" => opts.warmup_steps = value()?.parse()?,
+            "--seed" => opts.seed = value()?.parse()?,
+            "--out" => opts.out_dir = PathBuf::from(value()?),
+            "--eval" => eval_scenes = value()?.parse()?,
+            "--eval-only" => eval_only = true,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    if !eval_only {
+        println!("{opts:?}");
+        println!(
+            "parameters: {} ({:.2} MB f32)",
+            opts.model.parameter_count(),
+            opts.model.parameter_count() as f64 * 4.0 / 1e6
+        );
+        let report = train(&opts, &mut |p| {
+            if p.step == 1 || p.step % 25 == 0 || p.step == p.steps {
+                println!(
+                    "step {:>5}/{} loss {:.4} (smoothed {:.4}) lr {:.2e} {:.1}s ({:.3}s/step)",
+                    p.step,
+                    p.steps,
+                    p.loss,
+                    p.smoothed_loss,
+                    p.lr,
+                    p.elapsed.as_secs_f64(),
+                    p.elapsed.as_secs_f64() / p.step as f64
+                );
+            }
+        })?;
+        println!(
+            "trained {} steps in {:.1}s, final loss {:.4}, {} bytes of weights in {}",
+            report.steps,
+            report.elapsed.as_secs_f64(),
+            report.final_loss,
+            report.weights_bytes,
+            report.out_dir.display()
+        );
+    }
+    if eval_scenes > 0 {
+        let start = std::time::Instant::now();
+        let ckpt = Checkpoint::load(&opts.out_dir, &LoadOptions::default())?;
+        let acc = answer_accuracy(&ckpt, eval_scenes, HELD_OUT_SEED)?;
+        println!("{acc}");
+        println!("evaluated in {:.1}s", start.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
