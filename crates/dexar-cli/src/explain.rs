@@ -27,11 +27,12 @@ use crate::strategies;
 pub struct ExplainArgs {
     /// Checkpoint directory in llava-hf layout (config.json, model.safetensors
     /// or a sharded index, tokenizer.json, preprocessor_config.json).
+    /// Default: the model bundled in the binary.
     #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
-    /// Image to ask about (PNG, JPEG, GIF, BMP, WebP, TIFF).
+    pub model: Option<PathBuf>,
+    /// Image to ask about (PNG, JPEG, GIF, BMP, WebP, TIFF). Default: a bundled sample.
     #[arg(long, value_name = "IMG")]
-    pub image: PathBuf,
+    pub image: Option<PathBuf>,
     /// User prompt, wrapped in the chat template (see --template).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
@@ -174,9 +175,18 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     };
     prepare_out_dir(&args.out)?;
 
-    let ckpt = Checkpoint::load(&args.model, &opts)?;
+    let ckpt = match &args.model {
+        Some(dir) => Checkpoint::load(dir, &opts)?,
+        None => crate::bundled::checkpoint(&opts)?,
+    };
     let cfg = &ckpt.config;
-    let img = dexar_model::load_image(&args.image)?;
+    let (image_label, img) = match &args.image {
+        Some(p) => (p.display().to_string(), dexar_model::load_image(p)?),
+        None => {
+            let (name, img) = crate::bundled::default_image();
+            (format!("bundled:{name}"), img)
+        }
+    };
     let features = dexar_model::encode_image(&ckpt, &img)?;
     let text = match (&args.prompt, &args.raw_prompt) {
         (Some(p), _) => {
@@ -289,7 +299,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     let doc = ExplainJson {
         schema: SCHEMA,
         model: ModelInfo {
-            path: args.model.display().to_string(),
+            path: ckpt.dir.display().to_string(),
             model_type: "llava".into(),
             text_model_type: cfg.text.model_type.clone(),
             num_layers: cfg.text.num_hidden_layers,
@@ -317,7 +327,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             text: prompt.text.clone(),
             input_ids: prompt.input_ids.clone(),
             image_span: [prompt.image_span.0, prompt.image_span.1],
-            image: args.image.display().to_string(),
+            image: image_label,
         },
         tokens,
         strategies: outputs,

@@ -3,9 +3,11 @@
 //! The binary: subcommands over dexar-model (models and traced generation),
 //! dexar-core (DEX-AR and baseline strategies) and dexar-render (pictures).
 
+mod bundled;
 mod error;
 mod explain;
 mod output;
+mod repl;
 mod strategies;
 
 use clap::{Parser, Subcommand};
@@ -20,7 +22,10 @@ use error::{one_line, CliResult};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// With no subcommand: the interactive REPL.
+    #[command(flatten)]
+    repl: repl::ReplArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -32,7 +37,8 @@ enum Command {
 
 fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
-        Command::Explain(args) => explain::run(&args),
+        None => repl::run(&cli.repl),
+        Some(Command::Explain(args)) => explain::run(&args),
     }
 }
 
