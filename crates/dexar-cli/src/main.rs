@@ -3,6 +3,7 @@
 //! The binary: subcommands over dexar-model (models and traced generation),
 //! dexar-core (DEX-AR and baseline strategies) and dexar-render (pictures).
 
+mod bench;
 mod bundled;
 mod error;
 mod explain;
@@ -33,12 +34,16 @@ enum Command {
     /// Generate (or teacher-force) an answer about an image and write per-token
     /// DEX-AR heatmaps as explain.json and PNG overlays.
     Explain(explain::ExplainArgs),
+    /// Measure the per-token cost of exact DEX-AR: incremental vs the naive
+    /// full-recompute path, in one run.
+    Bench(bench::BenchArgs),
 }
 
 fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
         None => repl::run(&cli.repl),
         Some(Command::Explain(args)) => explain::run(&args),
+        Some(Command::Bench(args)) => bench::run(&args),
     }
 }
 

@@ -1,0 +1,29 @@
+//! `dexar bench` runs both paths on the bundled model and reports their ratio.
+
+use std::process::Command;
+
+#[test]
+fn bench_reports_both_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+        .args([
+            "bench",
+            "--tokens",
+            "3",
+            "--repeat",
+            "1",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("speed-up"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["explained_tokens"], 3);
+    assert!(doc["incremental_ms_per_token"].as_f64().unwrap() > 0.0);
+    assert!(doc["naive_ms_per_token"].as_f64().unwrap() > 0.0);
+}
