@@ -33,7 +33,7 @@ struct Cli {
 enum Command {
     /// Generate (or teacher-force) an answer about an image and write per-token
     /// DEX-AR heatmaps as explain.json and PNG overlays.
-    Explain(explain::ExplainArgs),
+    Explain(Box<explain::ExplainArgs>),
     /// Measure the per-token cost of exact DEX-AR: incremental vs the naive
     /// full-recompute path, in one run.
     Bench(bench::BenchArgs),
