@@ -17,6 +17,7 @@ pub mod naive;
 pub mod nn;
 pub mod preprocess;
 pub mod prompt;
+pub mod score;
 pub mod vision;
 
 pub use config::{FeatureSelect, LlavaConfig, TextConfig, VisionConfig};
@@ -28,6 +29,7 @@ pub use llava::{Checkpoint, LlavaModel, LoadOptions, WeightLayout};
 pub use naive::{naive_step, NaiveStep};
 pub use preprocess::{decode_image, load_image, ImageProcessor};
 pub use prompt::{apply_template, PreparedPrompt, TextTokenizer, DEFAULT_TEMPLATE, IMAGE_MARKER};
+pub use score::answer_logprobs;
 
 /// Loads an image file and turns it into image tokens `[N, D]`.
 pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<candle_core::Tensor> {

@@ -191,3 +191,56 @@ fn both_weight_layouts_and_sharded_checkpoints_load_identically() {
     .unwrap();
     assert_eq!(first_logits(sharded.path()), want, "sharded checkpoint");
 }
+
+#[test]
+fn answer_logprobs_match_the_traced_logits() {
+    // Scoring by one full forward equals the log-softmax of the logits the
+    // KV-cached teacher-forced generation sees at each step.
+    let ckpt = Checkpoint::load(&fixtures().join("tiny-llava"), &LoadOptions::default()).unwrap();
+    let cfg = &ckpt.config;
+    let feats = encode_image_file(&ckpt, &fixtures().join("images/square.png")).unwrap();
+    let prompt = ckpt
+        .tokenizer
+        .prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens())
+        .unwrap();
+    let target = ckpt
+        .tokenizer
+        .encode("a red circle above a blue square", false)
+        .unwrap();
+    let scores = dexar_model::answer_logprobs(&ckpt, &prompt, &feats, &target).unwrap();
+    let settings = GenerationSettings {
+        layers: 0..1,
+        ..Default::default()
+    };
+    let mut steps = Vec::new();
+    generate_traced(
+        &ckpt,
+        &prompt,
+        &feats,
+        &settings,
+        &Mode::TeacherForced(target.clone()),
+        &AtomicBool::new(false),
+        &mut |s| {
+            steps.push(s);
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(scores.len(), target.len());
+    for ((step, &t), &lp) in steps.iter().zip(&target).zip(&scores) {
+        let max = step
+            .logits
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max) as f64;
+        let lse = step
+            .logits
+            .iter()
+            .map(|&l| (l as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        let want = step.logits[t as usize] as f64 - lse;
+        assert!((lp - want).abs() < 1e-4, "{lp} vs {want}");
+    }
+}
