@@ -6,6 +6,7 @@
 mod bench;
 mod bundled;
 mod error;
+mod eval;
 mod explain;
 mod output;
 mod repl;
@@ -37,6 +38,9 @@ enum Command {
     /// Measure the per-token cost of exact DEX-AR: incremental vs the naive
     /// full-recompute path, in one run.
     Bench(bench::BenchArgs),
+    /// Score attribution quality over a data set (pointing game, mIoU, AP,
+    /// perturbation nPPL areas) for each strategy.
+    Eval(Box<eval::EvalArgs>),
 }
 
 fn run(cli: Cli) -> CliResult<()> {
@@ -44,6 +48,7 @@ fn run(cli: Cli) -> CliResult<()> {
         None => repl::run(&cli.repl),
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
     }
 }
 

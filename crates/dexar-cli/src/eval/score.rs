@@ -1,0 +1,301 @@
+//! Scoring one evaluation item: trace the answer, map object words to their
+//! tokens, segmentation metrics per word and per sentence, and normalised
+//! perplexity under patch perturbation (DEXAR.md, "Evaluation").
+
+use candle_core::Tensor;
+use dexar_core::metrics::{self, ItemMetrics, Order};
+use dexar_core::{Grid, Strategy, TokenMap};
+use dexar_model::{
+    answer_logprobs, generate_traced, Checkpoint, GenerationSettings, Mode, PreparedPrompt,
+};
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::data::{mask_in_model_view, EvalItem, Mask};
+use crate::error::{CliError, CliResult};
+
+/// What one item contributes to one strategy.
+#[derive(Debug, Default)]
+pub struct StrategyScores {
+    pub words: Vec<ItemMetrics>,
+    pub sentence: ItemMetrics,
+}
+
+#[derive(Debug)]
+pub struct ItemScores {
+    pub per_strategy: Vec<StrategyScores>,
+    pub answer: String,
+    /// Linked words that could not be matched to tokens.
+    pub unmatched_words: usize,
+}
+
+pub struct Scorer<'a> {
+    pub ckpt: &'a Checkpoint,
+    pub strategies: &'a [Arc<dyn Strategy>],
+    pub layers: Range<usize>,
+    pub max_tokens: usize,
+    pub perturb: bool,
+    pub seed: u64,
+}
+
+impl Scorer<'_> {
+    pub fn score(&self, item: &EvalItem, index: u64) -> CliResult<ItemScores> {
+        let ckpt = self.ckpt;
+        let cfg = &ckpt.config;
+        let (pixels, size) = ckpt.processor.preprocess(&item.image);
+        let features = ckpt
+            .model
+            .encode_image(&pixels, size)
+            .map_err(|e| CliError::internal(e.to_string()))?;
+        let text = dexar_model::apply_template(dexar_model::DEFAULT_TEMPLATE, &item.prompt)?;
+        let prompt =
+            ckpt.tokenizer
+                .prepare(&text, cfg.image_token_index, cfg.num_image_tokens())?;
+        let settings = GenerationSettings {
+            max_tokens: self.max_tokens,
+            layers: self.layers.clone(),
+            ..Default::default()
+        };
+        let cancel = AtomicBool::new(false);
+        let answer_ids = match &item.answer {
+            Some(a) => ckpt.tokenizer.encode(a, false)?,
+            None => {
+                generate_traced(
+                    ckpt,
+                    &prompt,
+                    &features,
+                    &settings,
+                    &Mode::Generate,
+                    &cancel,
+                    &mut |_| true,
+                )?
+                .tokens
+            }
+        };
+        let mut traces = Vec::new();
+        if !answer_ids.is_empty() {
+            let mode = Mode::TeacherForced(answer_ids.clone());
+            generate_traced(
+                ckpt,
+                &prompt,
+                &features,
+                &settings,
+                &mode,
+                &cancel,
+                &mut |s| {
+                    traces.push(s.trace);
+                    true
+                },
+            )?;
+        }
+        let texts: Vec<&str> = traces.iter().map(|t| t.token_text.as_str()).collect();
+        let word_tokens = word_token_spans(&texts);
+        let answer_text = texts.concat();
+        let grid = cfg.grid();
+        let words: Vec<(Vec<usize>, Mask)> = item
+            .words
+            .iter()
+            .filter_map(|w| {
+                Some((
+                    word_tokens.get(w.word)?.clone(),
+                    mask_in_model_view(&w.mask, &ckpt.processor),
+                ))
+            })
+            .collect();
+        let unmatched_words = item.words.len() - words.len();
+        let sentence_mask = union_masks(words.iter().map(|(_, m)| m));
+
+        // nPPL baseline and the strategy-independent random order.
+        let perturb = self.perturb && !answer_ids.is_empty();
+        let (ppl_original, random_auc) = if perturb {
+            let ppl = self.ppl(&prompt, &features, &answer_ids)?;
+            let order = metrics::perturbation_order(
+                &vec![0.0; grid.len()],
+                Order::Random(self.seed ^ index),
+            )
+            .map_err(internal)?;
+            (
+                ppl,
+                Some(self.nppl_auc(&prompt, &pixels, size, &order, &answer_ids, ppl)?),
+            )
+        } else {
+            (f64::NAN, None)
+        };
+
+        let mut per_strategy = Vec::new();
+        for s in self.strategies {
+            let maps: Vec<TokenMap> = traces
+                .iter()
+                .map(|t| s.token_map(t))
+                .collect::<Result<_, _>>()
+                .map_err(internal)?;
+            let mut scores = StrategyScores::default();
+            for (tokens, mask) in &words {
+                let map = sum_maps(tokens.iter().map(|&t| &maps[t]), grid.len());
+                scores.words.push(segmentation(&map, grid, mask)?);
+            }
+            if maps.is_empty() {
+                per_strategy.push(scores);
+                continue;
+            }
+            let sentence = s.sentence_map(&maps).map_err(internal)?;
+            if let Some(mask) = &sentence_mask {
+                scores.sentence = segmentation(&sentence, grid, mask)?;
+            }
+            if perturb {
+                let most =
+                    metrics::perturbation_order(&sentence, Order::MostFirst).map_err(internal)?;
+                let least =
+                    metrics::perturbation_order(&sentence, Order::LeastFirst).map_err(internal)?;
+                scores.sentence.nppl_auc_most_first = Some(self.nppl_auc(
+                    &prompt,
+                    &pixels,
+                    size,
+                    &most,
+                    &answer_ids,
+                    ppl_original,
+                )?);
+                scores.sentence.nppl_auc_least_first = Some(self.nppl_auc(
+                    &prompt,
+                    &pixels,
+                    size,
+                    &least,
+                    &answer_ids,
+                    ppl_original,
+                )?);
+                scores.sentence.nppl_auc_random = random_auc;
+            }
+            per_strategy.push(scores);
+        }
+        Ok(ItemScores {
+            per_strategy,
+            answer: answer_text,
+            unmatched_words,
+        })
+    }
+
+    fn ppl(&self, prompt: &PreparedPrompt, features: &Tensor, answer: &[u32]) -> CliResult<f64> {
+        let lp = answer_logprobs(self.ckpt, prompt, features, answer)?;
+        metrics::perplexity(&lp).map_err(internal)
+    }
+
+    /// Area under nPPL(r) for r = 0, 0.1, ..., 0.9, removing cells in `order`
+    /// (their pixels set to 0, the image mean after normalisation).
+    fn nppl_auc(
+        &self,
+        prompt: &PreparedPrompt,
+        pixels: &[f32],
+        size: (u32, u32),
+        order: &[usize],
+        answer: &[u32],
+        ppl_original: f64,
+    ) -> CliResult<f64> {
+        let grid = self.ckpt.config.grid();
+        let patch = self.ckpt.config.vision.patch_size;
+        let (h, w) = (size.0 as usize, size.1 as usize);
+        let xs: Vec<f64> = metrics::fractions().iter().map(|&r| r as f64).collect();
+        let mut ppls = Vec::with_capacity(xs.len());
+        for &r in &metrics::fractions() {
+            if r == 0.0 {
+                ppls.push(ppl_original);
+                continue;
+            }
+            let mut p = pixels.to_vec();
+            for &cell in metrics::removed_cells(order, r) {
+                let (gy, gx) = (cell / grid.width, cell % grid.width);
+                for c in 0..3 {
+                    for y in gy * patch..((gy + 1) * patch).min(h) {
+                        let row = c * h * w + y * w;
+                        p[row + gx * patch..row + ((gx + 1) * patch).min(w)].fill(0.0);
+                    }
+                }
+            }
+            let features = self.ckpt.model.encode_image(&p, size).map_err(internal)?;
+            ppls.push(self.ppl(prompt, &features, answer)?);
+        }
+        let curve = metrics::nppl_curve(ppl_original, &ppls).map_err(internal)?;
+        metrics::curve_area(&curve, &xs).map_err(internal)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> CliError {
+    CliError::internal(e.to_string())
+}
+
+fn segmentation(map: &[f32], grid: Grid, mask: &Mask) -> CliResult<ItemMetrics> {
+    let seg = metrics::segmentation_metrics(
+        map,
+        grid,
+        &mask.inside,
+        mask.width as usize,
+        mask.height as usize,
+    )
+    .map_err(internal)?;
+    Ok(ItemMetrics::from(seg))
+}
+
+fn sum_maps<'a>(maps: impl Iterator<Item = &'a TokenMap>, len: usize) -> Vec<f32> {
+    let mut out = vec![0f32; len];
+    for m in maps {
+        for (o, v) in out.iter_mut().zip(&m.raw) {
+            *o += v;
+        }
+    }
+    out
+}
+
+fn union_masks<'a>(mut masks: impl Iterator<Item = &'a Mask>) -> Option<Mask> {
+    let first = masks.next()?.clone();
+    Some(masks.fold(first, |mut acc, m| {
+        if m.inside.len() == acc.inside.len() {
+            acc.inside
+                .iter_mut()
+                .zip(&m.inside)
+                .for_each(|(a, &b)| *a |= b);
+        }
+        acc
+    }))
+}
+
+/// For each whitespace-separated word of the concatenated token texts, the
+/// tokens that carry any of its characters.
+pub fn word_token_spans(token_texts: &[&str]) -> Vec<Vec<usize>> {
+    let mut words: Vec<Vec<usize>> = Vec::new();
+    let mut in_word = false;
+    for (t, text) in token_texts.iter().enumerate() {
+        for ch in text.chars() {
+            if ch.is_whitespace() {
+                in_word = false;
+                continue;
+            }
+            if !in_word {
+                words.push(Vec::new());
+                in_word = true;
+            }
+            let current = words.last_mut().expect("a word was just pushed");
+            if current.last() != Some(&t) {
+                current.push(t);
+            }
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_map_to_their_tokens() {
+        assert_eq!(
+            word_token_spans(&["a", " red", " cir", "cle"]),
+            vec![vec![0], vec![1], vec![2, 3]]
+        );
+        assert_eq!(
+            word_token_spans(&[" two", " words ", "x"]),
+            vec![vec![0], vec![1], vec![2]]
+        );
+        assert!(word_token_spans(&[]).is_empty());
+    }
+}
