@@ -244,3 +244,68 @@ fn answer_logprobs_match_the_traced_logits() {
         assert!((lp - want).abs() < 1e-4, "{lp} vs {want}");
     }
 }
+
+#[test]
+fn half_precision_runs_and_stays_close_to_f32() {
+    // f16 / bf16 weights, gradients accumulated in f32: same greedy tokens,
+    // gradients within the precision of the format (f16 ~1e-3, bf16 ~8e-3 per op).
+    let f32_ckpt =
+        Checkpoint::load(&fixtures().join("tiny-llava"), &LoadOptions::default()).unwrap();
+    let reference = run_steps(&f32_ckpt);
+    for (dtype, tol) in [
+        (candle_core::DType::F16, 2e-2),
+        (candle_core::DType::BF16, 1e-1),
+    ] {
+        let ckpt = Checkpoint::load(
+            &fixtures().join("tiny-llava"),
+            &LoadOptions {
+                dtype,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let steps = run_steps(&ckpt);
+        assert_eq!(
+            steps.iter().map(|s| s.trace.token_id).collect::<Vec<_>>(),
+            reference
+                .iter()
+                .map(|s| s.trace.token_id)
+                .collect::<Vec<_>>(),
+            "{dtype:?} greedy tokens"
+        );
+        for (a, b) in steps.iter().zip(&reference) {
+            let err = rel_err(&a.trace.grads, &b.trace.grads);
+            assert!(err < tol, "{dtype:?} gradient rel err {err}");
+            println!("{dtype:?} gradient rel err {err:.2e}");
+        }
+    }
+}
+
+fn run_steps(ckpt: &Checkpoint) -> Vec<dexar_model::TracedStep> {
+    let cfg = &ckpt.config;
+    let feats = encode_image_file(ckpt, &fixtures().join("images/square.png")).unwrap();
+    let prompt = ckpt
+        .tokenizer
+        .prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens())
+        .unwrap();
+    let settings = GenerationSettings {
+        max_tokens: 5,
+        layers: 0..cfg.text.num_hidden_layers,
+        ..Default::default()
+    };
+    let mut steps = Vec::new();
+    generate_traced(
+        ckpt,
+        &prompt,
+        &feats,
+        &settings,
+        &Mode::Generate,
+        &AtomicBool::new(false),
+        &mut |s| {
+            steps.push(s);
+            true
+        },
+    )
+    .unwrap();
+    steps
+}
