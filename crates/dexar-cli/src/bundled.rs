@@ -33,6 +33,27 @@ pub fn checkpoint(opts: &LoadOptions) -> Result<Checkpoint> {
     )
 }
 
+/// Writes the bundled checkpoint as a llava-hf directory.
+pub fn export(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let files: [(&str, &[u8]); 4] = [
+        ("config.json", fixture!("tiny-llava/config.json")),
+        ("tokenizer.json", fixture!("tiny-llava/tokenizer.json")),
+        (
+            "preprocessor_config.json",
+            fixture!("tiny-llava/preprocessor_config.json"),
+        ),
+        (
+            "model.safetensors",
+            fixture!("tiny-llava/model.safetensors"),
+        ),
+    ];
+    for (name, bytes) in files {
+        crate::output::write_atomic(&dir.join(name), bytes)?;
+    }
+    Ok(())
+}
+
 /// The default image `dexar` opens on.
 pub fn default_image() -> (&'static str, image::DynamicImage) {
     let (name, bytes) = SAMPLE_IMAGES[0];

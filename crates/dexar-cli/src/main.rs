@@ -11,6 +11,7 @@ mod explain;
 mod output;
 mod repl;
 mod strategies;
+mod toy;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,9 @@ enum Command {
     /// Score attribution quality over a data set (pointing game, mIoU, AP,
     /// perturbation nPPL areas) for each strategy.
     Eval(Box<eval::EvalArgs>),
+    /// The bundled demo model: train, export, check answers, write data.
+    #[command(subcommand)]
+    Toy(toy::ToyCommand),
 }
 
 fn run(cli: Cli) -> CliResult<()> {
@@ -49,6 +53,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Toy(cmd)) => toy::run(&cmd),
     }
 }
 

@@ -1,0 +1,150 @@
+//! `dexar toy`: the bundled demo model's world: train it, export it, check its
+//! answers, write a labelled data set of the shapes world.
+
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use crate::error::{CliError, CliResult};
+
+#[derive(Debug, Subcommand)]
+pub enum ToyCommand {
+    /// Train the demo VLM from a seed on the synthetic shapes world (CPU).
+    Train(TrainArgs),
+    /// Write the bundled model as a llava-hf checkpoint directory.
+    Export {
+        /// Output directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Ask a model every question of held-out scenes and score its answers.
+    Accuracy {
+        /// Checkpoint directory, or `toy` for the bundled model.
+        #[arg(long, value_name = "DIR|toy", default_value = "toy")]
+        model: String,
+        /// Number of held-out scenes.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        n: u64,
+        /// Scene stream (the default is held out from training).
+        #[arg(long, value_name = "N", default_value_t = dexar_toy::HELD_OUT_SEED)]
+        seed: u64,
+    },
+    /// Write a labelled data set (images, masks, data.jsonl) usable by `dexar eval --data DIR`.
+    Data {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Number of scenes.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        n: u64,
+        #[arg(long, value_name = "N", default_value_t = dexar_toy::HELD_OUT_SEED)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Optimiser steps.
+    #[arg(long, value_name = "N")]
+    pub steps: Option<usize>,
+    /// Scenes per step.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, value_name = "LR")]
+    pub lr: Option<f64>,
+    /// Seed of the weights and of the training scenes.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Output directory for the checkpoint.
+    #[arg(long, value_name = "DIR", default_value = "toy-model")]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: &ToyCommand) -> CliResult<()> {
+    match cmd {
+        ToyCommand::Train(args) => train(args),
+        ToyCommand::Export { dir } => {
+            crate::bundled::export(dir)
+                .map_err(|e| CliError::usage(format!("{}: cannot write ({e})", dir.display())))?;
+            println!("wrote the bundled model to {}", dir.display());
+            Ok(())
+        }
+        ToyCommand::Accuracy { model, n, seed } => {
+            let opts = dexar_model::LoadOptions::default();
+            let ckpt = if model == "toy" {
+                crate::bundled::checkpoint(&opts)?
+            } else {
+                dexar_model::Checkpoint::load(std::path::Path::new(model), &opts)?
+            };
+            let acc = dexar_toy::answer_accuracy(&ckpt, *n, *seed).map_err(toy_error)?;
+            print!("{acc}");
+            Ok(())
+        }
+        ToyCommand::Data { dir, n, seed } => {
+            let summary = dexar_toy::write_dataset(dir, *n, *seed).map_err(toy_error)?;
+            println!("wrote {summary:?} to {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+fn toy_error(e: dexar_toy::ToyError) -> CliError {
+    match e {
+        dexar_toy::ToyError::Candle(_) => CliError::internal(e.to_string()),
+        _ => CliError::usage(e.to_string()),
+    }
+}
+
+fn train(args: &TrainArgs) -> CliResult<()> {
+    let mut opts = dexar_toy::TrainOptions {
+        out_dir: args.out.clone(),
+        ..Default::default()
+    };
+    if let Some(v) = args.steps {
+        opts.steps = v;
+    }
+    if let Some(v) = args.batch_size {
+        opts.batch_size = v;
+    }
+    if let Some(v) = args.lr {
+        opts.lr = v;
+    }
+    if let Some(v) = args.seed {
+        opts.seed = v;
+    }
+    crate::explain::prepare_out_dir(&opts.out_dir)?;
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(opts.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed} < {eta}] {msg}")
+    {
+        bar.set_style(style);
+    }
+    let quiet = bar.is_hidden();
+    let report = dexar_toy::train(&opts, &mut |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("loss {:.4} lr {:.2e}", p.smoothed_loss, p.lr));
+        if quiet && (p.step % 100 == 0 || p.step == p.steps) {
+            eprintln!(
+                "step {}/{} loss {:.4} lr {:.2e} {:.0?}",
+                p.step, p.steps, p.smoothed_loss, p.lr, p.elapsed
+            );
+        }
+    })
+    .map_err(toy_error)?;
+    bar.finish_and_clear();
+    println!(
+        "trained {} steps in {:.1?}: final loss {:.4}, {} parameters, {} bytes of weights, written to {}",
+        report.steps,
+        report.elapsed,
+        report.final_loss,
+        report.parameters,
+        report.weights_bytes,
+        report.out_dir.display()
+    );
+    Ok(())
+}

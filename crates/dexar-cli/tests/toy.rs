@@ -1,0 +1,56 @@
+//! `dexar toy export` and `dexar toy data` write what the rest of dexar reads.
+
+use std::process::Command;
+
+fn dexar(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dexar"))
+        .args(args)
+        .output()
+        .expect("dexar runs")
+}
+
+#[test]
+fn exported_bundled_model_loads_and_explains_like_the_bundled_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let o = dexar(&["toy", "export", model.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            "--prompt",
+            "What is in the image?",
+            "--max-tokens",
+            "3",
+            "--no-png",
+            "--json",
+            "-",
+        ];
+        args.extend(extra);
+        let out = dir.path().join("out");
+        args.extend(["--out", out.to_str().unwrap()]);
+        let o = dexar(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["tokens"].clone(), v["strategies"]["dexar"].clone())
+    };
+    assert_eq!(run(&[]), run(&["--model", model.to_str().unwrap()]));
+}
+
+#[test]
+fn toy_data_writes_a_directory_eval_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = dexar(&["toy", "data", dir.path().to_str().unwrap(), "--n", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.path().join("data.jsonl").is_file());
+    let o = dexar(&[
+        "eval",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--no-perturbation",
+        "--strategy",
+        "dexar",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("(0 skipped)"));
+}
