@@ -38,9 +38,10 @@ fn explain(model: &Path, image: &Path, extra: &[&str], out: &Path) -> Output {
         s(image),
         "--out",
         s(out),
-        "--max-tokens",
-        "4",
     ];
+    if !extra.contains(&"--max-tokens") {
+        args.extend(["--max-tokens", "4"]);
+    }
     if !extra
         .iter()
         .any(|a| *a == "--raw-prompt" || *a == "--prompt")
@@ -404,4 +405,54 @@ fn explain_runs_a_plugin_strategy() {
         out.path(),
     );
     assert_user_error(&o, "--plugin");
+}
+
+#[test]
+fn sampled_generation_is_reproducible_by_seed_and_stops_at_eos() {
+    let out = tempfile::tempdir().unwrap();
+    let run = |seed: &str| {
+        let args = [
+            "--temperature",
+            "1.5",
+            "--top-p",
+            "0.95",
+            "--seed",
+            seed,
+            "--max-tokens",
+            "12",
+            "--no-png",
+            "--json",
+            "-",
+        ];
+        let o = explain(&model(), &image(), &args, out.path());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let ids: Vec<u64> = v["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_u64().unwrap())
+            .collect();
+        (
+            ids,
+            v["settings"]["stop_reason"].as_str().unwrap().to_string(),
+        )
+    };
+    let a = run("1");
+    assert_eq!(a, run("1"));
+    let others: Vec<_> = (2..6).map(|s| run(&s.to_string())).collect();
+    assert!(
+        others.iter().any(|o| o.0 != a.0),
+        "different seeds sample differently"
+    );
+    // Greedy decoding of the fixture model ends with EOS after five tokens.
+    let o = explain(
+        &model(),
+        &image(),
+        &["--max-tokens", "20", "--no-png", "--json", "-"],
+        out.path(),
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["settings"]["stop_reason"], "eos");
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 5);
 }

@@ -251,3 +251,48 @@ pub fn generate_traced(
         stop,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_the_first_maximum() {
+        let mut rng = StdRng::seed_from_u64(0);
+        assert_eq!(sample_token(&[0.1, 3.0, 3.0, -1.0], 0.0, 1.0, &mut rng), 1);
+    }
+
+    #[test]
+    fn tiny_top_p_keeps_only_the_best_token() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..50 {
+            assert_eq!(sample_token(&[0.0, 2.0, 1.9, 1.8], 1.0, 1e-6, &mut rng), 1);
+        }
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_follows_the_softmax() {
+        let logits = [0.0f32, (2f32).ln(), (3f32).ln(), f32::NEG_INFINITY];
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..6000)
+                .map(|_| sample_token(&logits, 1.0, 1.0, &mut rng))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7), "same seed, same tokens");
+        assert_ne!(draw(7), draw(8));
+        let tokens = draw(7);
+        let mut counts = [0usize; 4];
+        for t in tokens {
+            counts[t as usize] += 1;
+        }
+        assert_eq!(counts[3], 0, "a -inf logit is never drawn");
+        // Probabilities 1/6, 2/6, 3/6: expected 1000, 2000, 3000 (sd <= ~40).
+        for (c, want) in counts.iter().zip([1000.0, 2000.0, 3000.0]) {
+            assert!((*c as f64 - want).abs() < 200.0, "{counts:?}");
+        }
+        // top-p 0.5 keeps the smallest prefix reaching half the mass: only token 2.
+        let mut rng = StdRng::seed_from_u64(3);
+        assert!((0..200).all(|_| sample_token(&logits, 1.0, 0.5, &mut rng) == 2));
+    }
+}
