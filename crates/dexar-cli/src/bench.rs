@@ -55,10 +55,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     };
     let cfg = &ckpt.config;
     let features = dexar_model::encode_image(&ckpt, &img)?;
-    let text = dexar_model::apply_template(dexar_model::DEFAULT_TEMPLATE, &args.prompt)?;
-    let prompt = ckpt
-        .tokenizer
-        .prepare(&text, cfg.image_token_index, cfg.num_image_tokens())?;
+    let prompt = ckpt.prepare_chat(dexar_model::DEFAULT_TEMPLATE, &args.prompt)?;
     let layers = dexar_core::layer_range(args.layer_index, cfg.text.num_hidden_layers);
 
     // The answer to explain: greedy, then padded with a fixed token so that

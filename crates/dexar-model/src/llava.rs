@@ -200,6 +200,26 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// Tokenises a prompt that holds one `<image>` marker, expanding it.
+    pub fn prepare_prompt(&self, text: &str) -> Result<crate::prompt::PreparedPrompt> {
+        self.tokenizer.prepare(
+            text,
+            self.config.image_token_index,
+            self.config.num_image_tokens(),
+        )
+    }
+
+    /// Wraps a user prompt in `template` (`{prompt}` replaced) and prepares it.
+    pub fn prepare_chat(
+        &self,
+        template: &str,
+        user: &str,
+    ) -> Result<crate::prompt::PreparedPrompt> {
+        self.prepare_prompt(&crate::prompt::apply_template(template, user)?)
+    }
+}
+
 fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result<()> {
     let size = cfg.vision.image_size as u32;
     if p.do_center_crop && p.crop != (size, size) {

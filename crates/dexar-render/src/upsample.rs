@@ -19,32 +19,17 @@ pub fn upsample_bilinear(
     out_h: u32,
 ) -> Result<Vec<f32>, RenderError> {
     check_map(map, grid)?;
-    let xs = axis_taps(grid.width, out_w as usize);
-    let ys = axis_taps(grid.height, out_h as usize);
-    let mut out = Vec::with_capacity(xs.len() * ys.len());
-    for &(y0, y1, wy) in &ys {
-        let (row0, row1) = (&map[y0 * grid.width..], &map[y1 * grid.width..]);
-        for &(x0, x1, wx) in &xs {
-            let top = (1.0 - wx) * row0[x0] + wx * row0[x1];
-            let bottom = (1.0 - wx) * row1[x0] + wx * row1[x1];
-            out.push((1.0 - wy) * top + wy * bottom);
-        }
-    }
-    Ok(out)
-}
-
-/// For each output index along one axis: the two source indices and the
-/// weight of the second, as in PyTorch's `upsample_bilinear2d` kernel.
-fn axis_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
-    let scale = input as f32 / output.max(1) as f32;
-    (0..output)
-        .map(|dst| {
-            let src = ((dst as f32 + 0.5) * scale - 0.5).max(0.0);
-            let i0 = (src.floor() as usize).min(input - 1);
-            let i1 = (i0 + 1).min(input - 1);
-            (i0, i1, src - i0 as f32)
-        })
-        .collect()
+    // One implementation, in dexar-core; pictures treat non-finite values as 0.
+    let finite: Vec<f32> = map
+        .iter()
+        .map(|&v| if v.is_finite() { v } else { 0.0 })
+        .collect();
+    dexar_core::metrics::upsample_bilinear(&finite, grid, out_w as usize, out_h as usize).map_err(
+        |_| RenderError::TooLarge {
+            width: u64::from(out_w),
+            height: u64::from(out_h),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -48,10 +48,7 @@ impl Scorer<'_> {
             .model
             .encode_image(&pixels, size)
             .map_err(|e| CliError::internal(e.to_string()))?;
-        let text = dexar_model::apply_template(dexar_model::DEFAULT_TEMPLATE, &item.prompt)?;
-        let prompt =
-            ckpt.tokenizer
-                .prepare(&text, cfg.image_token_index, cfg.num_image_tokens())?;
+        let prompt = ckpt.prepare_chat(dexar_model::DEFAULT_TEMPLATE, &item.prompt)?;
         let settings = GenerationSettings {
             max_tokens: self.max_tokens,
             layers: self.layers.clone(),
