@@ -5,6 +5,7 @@
 
 mod bench;
 mod bundled;
+mod config;
 mod error;
 mod eval;
 mod explain;

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use crate::error::{CliError, CliResult};
 
-/// Loads the plugins named with `--plugin` and those in `DEXAR_PLUGIN_PATH`.
+/// Loads the plugins named with `--plugin`, then those in the config file's
+/// `plugin_dirs` and in `DEXAR_PLUGIN_PATH` (problems there are warnings).
 pub fn load_plugins(paths: &[PathBuf], allow_insecure: bool) -> CliResult<PluginRegistry> {
+    let config = crate::config::load()?;
     let mut registry = PluginRegistry::new(HostOptions {
-        allow_insecure,
+        allow_insecure: allow_insecure || config.allow_insecure_plugins,
         ..HostOptions::default()
     });
     for p in paths {
@@ -18,7 +20,12 @@ pub fn load_plugins(paths: &[PathBuf], allow_insecure: bool) -> CliResult<Plugin
             .load(p)
             .map_err(|e| CliError::usage(format!("--plugin: {e}")))?;
     }
-    for result in registry.load_search_path(&[]) {
+    let dirs: Vec<PathBuf> = config
+        .plugin_dirs
+        .into_iter()
+        .filter(|d| d.is_dir())
+        .collect();
+    for result in registry.load_search_path(&dirs) {
         if let Err(e) = result {
             eprintln!("warning: DEXAR_PLUGIN_PATH: {e}");
         }
