@@ -21,14 +21,21 @@ fn tiny_llava() -> String {
 
 /// Runs `dexar --model <tiny-llava> ARGS` with `input` on standard input.
 fn repl(args: &[&str], input: &[u8]) -> Output {
+    repl_env(args, input, &[])
+}
+
+fn repl_env(args: &[&str], input: &[u8], env: &[(&str, &Path)]) -> Output {
     let home = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_dexar"))
         .args(["--model", &tiny_llava()])
         .args(args)
         .env("HOME", home.path())
         .env("XDG_DATA_HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path())
+        .env_remove("DEXAR_CONFIG")
         .env_remove("DEXAR_GRAPHICS")
         .env_remove("DEXAR_PLUGIN_PATH")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -177,6 +184,27 @@ fn models_and_images_switch_or_fail_in_one_line() {
 }
 
 #[test]
+fn graphics_come_from_flag_env_or_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "graphics = \"blocks256\"\n").unwrap();
+    let banner = |args: &[&str], env: &[(&str, &Path)]| stdout(&repl_env(args, b"", env));
+    // Not a terminal: auto means ASCII.
+    assert!(banner(&[], &[]).contains("graphics ascii"));
+    assert!(banner(&[], &[("DEXAR_CONFIG", &config)]).contains("graphics blocks256"));
+    let env: [(&str, &Path); 2] = [
+        ("DEXAR_CONFIG", &config),
+        ("DEXAR_GRAPHICS", Path::new("sixel")),
+    ];
+    assert!(banner(&[], &env).contains("graphics sixel"));
+    assert!(banner(&["--graphics", "blocks"], &env).contains("graphics blocks "));
+    std::fs::write(&config, "graphics = \"hologram\"\n").unwrap();
+    let o = repl_env(&[], b"", &[("DEXAR_CONFIG", &config)]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("config graphics: unknown mode `hologram`"));
+}
+
+#[test]
 fn bad_flags_are_refused_with_exit_code_2() {
     let empty = tempfile::tempdir().unwrap();
     let hf_home = tempfile::tempdir().unwrap();
@@ -200,6 +228,7 @@ fn bad_flags_are_refused_with_exit_code_2() {
         let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
             .args(&args)
             .env("HF_HOME", hf_home.path())
+            .env_remove("DEXAR_CONFIG")
             .stdin(Stdio::null())
             .output()
             .unwrap();

@@ -31,7 +31,8 @@ struct Term {
     screen: Arc<Mutex<Screen>>,
     /// Raw offset up to which output has been matched.
     mark: usize,
-    _home: tempfile::TempDir,
+    /// The child's HOME (and data directory).
+    home: tempfile::TempDir,
 }
 
 impl Term {
@@ -104,7 +105,7 @@ impl Term {
             writer,
             screen,
             mark: 0,
-            _home: home,
+            home,
         }
     }
 
@@ -311,6 +312,12 @@ fn chat_streams_tokens_shows_heatmaps_and_survives_bad_input() {
     t.prompt();
     t.send("/quit\r");
     assert_eq!(t.exit_code(), 0);
+    // History is saved under the user's data directory.
+    let history = std::fs::read_to_string(t.home.path().join("data/dexar/history.txt")).unwrap();
+    assert!(
+        history.contains("What is in the image?") && history.contains("/tokens"),
+        "{history}"
+    );
 }
 
 #[test]
@@ -392,9 +399,11 @@ fn ctrl_c_stops_an_answer_and_clears_a_line() {
 fn silent_terminal_gets_a_fallback_and_odd_bytes_are_harmless() {
     // Plain `dexar` (the bundled model); no --graphics: the DA1 probe goes
     // unanswered and times out.
-    let mut t = Term::spawn(&[], &[]);
+    // An unwritable data directory: history in memory, with a note.
+    let mut t = Term::spawn(&[], &[("XDG_DATA_HOME", "/proc/dexar-cannot-write-here")]);
     t.expect("dexar · bundled:");
     t.expect("graphics blocks256");
+    t.expect("history is kept for this session only");
     t.prompt();
     // Invalid UTF-8, typed (dropped) or pasted (replaced): the REPL carries on.
     t.send_bytes(b"\xff\xfe\r");

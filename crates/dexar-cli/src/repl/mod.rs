@@ -51,10 +51,11 @@ pub struct ReplArgs {
     /// Image to open; default: a bundled sample.
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
-    /// Inline pictures: auto (probe the terminal; DEXAR_GRAPHICS overrides),
-    /// kitty, sixel, iterm, blocks (24-bit half-blocks), blocks256 or ascii.
-    #[arg(long, value_name = "MODE", default_value = "auto")]
-    pub graphics: String,
+    /// Inline pictures: auto (probe the terminal), kitty, sixel, iterm,
+    /// blocks (24-bit half-blocks), blocks256 or ascii. Default: DEXAR_GRAPHICS,
+    /// else the config file's `graphics`, else auto.
+    #[arg(long, value_name = "MODE")]
+    pub graphics: Option<String>,
     /// Largest picture in character cells, e.g. 60x30 (default: the terminal's size).
     #[arg(long, value_name = "COLSxROWS")]
     pub size: Option<String>,
@@ -96,16 +97,7 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         device: parse_device(&args.device)?,
         dtype: parse_dtype(&args.dtype)?,
     };
-    // Probe the terminal before anything reads stdin (the reply would be eaten).
-    let graphics = match args.graphics.trim() {
-        "auto" => detect_terminal(),
-        name => name.parse::<Graphics>().map_err(|_| {
-            CliError::usage(format!(
-                "--graphics: unknown mode `{name}`; use auto, {}",
-                Graphics::NAMES.join(", ")
-            ))
-        })?,
-    };
+    let graphics = pick_graphics(args.graphics.as_deref())?;
     let plugins = crate::strategies::load_plugins(&args.plugins, args.allow_insecure_plugins)?;
     let interactive = std::io::stdin().is_terminal();
     let paint = paint_for(graphics);
@@ -167,6 +159,27 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         interactive_loop(&mut repl, names, paint.colour)
     } else {
         piped_loop(&mut repl)
+    }
+}
+
+/// `--graphics`, else `DEXAR_GRAPHICS`, else the config file, else what the
+/// terminal supports. The probe runs before anything reads stdin, which
+/// would otherwise eat the terminal's reply.
+fn pick_graphics(flag: Option<&str>) -> CliResult<Graphics> {
+    let env_set = std::env::var("DEXAR_GRAPHICS").is_ok_and(|v| !v.trim().is_empty());
+    let (name, source) = match flag {
+        Some(name) => (Some(name.to_string()), "--graphics"),
+        None if env_set => (None, "DEXAR_GRAPHICS"),
+        None => (crate::config::load()?.graphics, "config graphics"),
+    };
+    match name.as_deref().map(str::trim) {
+        None | Some("auto") => Ok(detect_terminal()),
+        Some(name) => name.parse::<Graphics>().map_err(|_| {
+            CliError::usage(format!(
+                "{source}: unknown mode `{name}`; use auto, {}",
+                Graphics::NAMES.join(", ")
+            ))
+        }),
     }
 }
 

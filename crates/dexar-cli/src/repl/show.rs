@@ -3,7 +3,7 @@
 //! its range) and `/compare` (two maps side by side), in whichever graphics
 //! mode the terminal speaks, sized to the terminal unless `--size` says.
 
-use dexar_render::term::{encode, fit, CellSize, Graphics};
+use dexar_render::term::{encode_with, fit_with, CellPixels, CellSize, Graphics};
 use dexar_render::{heatmap_image, overlay, with_colorbar, Colormap};
 use image::{Rgb, RgbImage};
 
@@ -50,7 +50,13 @@ impl Display {
     }
 
     fn draw(&self, img: &RgbImage, max: CellSize) -> String {
-        encode(img, self.graphics, fit(img.width(), img.height(), max))
+        let cell = cell_pixels();
+        encode_with(
+            img,
+            self.graphics,
+            fit_with(img.width(), img.height(), max, cell),
+            cell,
+        )
     }
 
     /// `/show`: a title line, the picture, and a note for an empty map.
@@ -81,14 +87,15 @@ impl Display {
         );
         // Nearest-neighbour to exactly the pixels the encoder samples, so
         // every grid cell stays one crisp block.
-        let cells = fit(map.width(), map.height(), self.max_cells());
-        let map = match encoder_pixels(self.graphics, cells) {
+        let cell = cell_pixels();
+        let cells = fit_with(map.width(), map.height(), self.max_cells(), cell);
+        let map = match encoder_pixels(self.graphics, cells, cell) {
             Some((w, h)) => {
                 image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest)
             }
             None => map,
         };
-        out.push_str(&encode(&map, self.graphics, cells));
+        out.push_str(&encode_with(&map, self.graphics, cells, cell));
         out.push_str(&format!(
             "min {}  max {}  (colour bar: min at the bottom, max at the top)\n",
             number(shown.raw_min),
@@ -116,7 +123,8 @@ impl Display {
         let mut both = RgbImage::from_pixel(width, height, Rgb([0, 0, 0]));
         image::imageops::replace(&mut both, &a, 0, 0);
         image::imageops::replace(&mut both, &b, i64::from(a.width() + gap), 0);
-        let cells = fit(width, height, self.max_cells());
+        let cell = cell_pixels();
+        let cells = fit_with(width, height, self.max_cells(), cell);
         // The column where the right picture starts.
         let split = (f64::from(cells.cols) * f64::from(a.width() + gap) / f64::from(width)).round()
             as usize;
@@ -129,19 +137,34 @@ impl Display {
             " ".repeat(pad),
             paint.bold(&format!("{} {}", right.strategy, flag(right)))
         ));
-        out.push_str(&encode(&both, self.graphics, cells));
+        out.push_str(&encode_with(&both, self.graphics, cells, cell));
         Ok(out)
     }
 }
 
-/// The pixel size the text and sixel encoders sample `cells` at (10x20 px
-/// cells for sixel); kitty and iTerm2 scale pictures themselves.
-fn encoder_pixels(graphics: Graphics, cells: CellSize) -> Option<(u32, u32)> {
+/// The pixel size of a character cell as the terminal reports it (most Unix
+/// terminals do), else the usual 10x20; it matters for sixel, which sends
+/// pixels 1:1, and for keeping pictures' aspect ratio.
+fn cell_pixels() -> CellPixels {
+    crossterm::terminal::window_size()
+        .ok()
+        .filter(|w| w.columns > 0 && w.rows > 0)
+        .map(|w| CellPixels {
+            width: w.width / w.columns,
+            height: w.height / w.rows,
+        })
+        .filter(|c| c.width > 0 && c.height > 0)
+        .unwrap_or_default()
+}
+
+/// The pixel size the text and sixel encoders sample `cells` at; kitty and
+/// iTerm2 scale pictures themselves.
+fn encoder_pixels(graphics: Graphics, cells: CellSize, cell: CellPixels) -> Option<(u32, u32)> {
     let (c, r) = (u32::from(cells.cols), u32::from(cells.rows));
     match graphics {
         Graphics::Ascii => Some((c, r)),
         Graphics::Truecolor | Graphics::Ansi256 => Some((c, 2 * r)),
-        Graphics::Sixel => Some((c * 10, r * 20)),
+        Graphics::Sixel => Some((c * u32::from(cell.width), r * u32::from(cell.height))),
         Graphics::Kitty | Graphics::Iterm => None,
     }
 }
