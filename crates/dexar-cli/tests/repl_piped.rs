@@ -160,7 +160,7 @@ fn models_and_images_switch_or_fail_in_one_line() {
     let model = fixtures().join("tiny-bakllava");
     let wide = fixtures().join("images/wide.png");
     let script = format!(
-        "/image {}\n/model {}\n/model {}\n/image '{}'\n{}\nWhat is it?\n/show 0\n",
+        "/image {}\n/model {}\n/model {}\n/image '{}'\n{}\n/image\nWhat is it?\n/show 0\n",
         s(&not_an_image),
         s(tmp.path()),
         s(&model),
@@ -179,7 +179,8 @@ fn models_and_images_switch_or_fail_in_one_line() {
     assert!(errors[1].contains("config.json"), "{}", errors[1]);
     assert!(out.contains(&format!("model {}", s(&model))), "{out}");
     // The quoted path and the bare (dropped) path both open the image.
-    assert_eq!(out.matches("wide.png (").count(), 2, "{out}");
+    assert_eq!(out.matches("wide.png (").count(), 3, "{out}");
+    assert!(out.contains("as the model sees it"), "{out}");
     assert!(out.contains("▀"), "{out}");
 }
 

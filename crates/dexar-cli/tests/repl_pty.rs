@@ -411,6 +411,10 @@ fn silent_terminal_gets_a_fallback_and_odd_bytes_are_harmless() {
     t.send_bytes(b"\x1b[200~/image /tmp/\xff\xfe.png\x1b[201~\r");
     t.expect("error: image /tmp/\u{fffd}\u{fffd}.png");
     t.prompt();
+    // Tab completes a command.
+    t.send("/sh\t 3\r");
+    t.expect("nothing to show yet");
+    t.prompt();
     t.send("/strategy use raw-attentoin\r");
     t.expect("did you mean raw-attention?");
     t.prompt();

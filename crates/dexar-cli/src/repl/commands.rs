@@ -31,8 +31,8 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "/image",
-        usage: "PATH",
-        help: "open another image, new conversation (or drop a file here)",
+        usage: "[PATH]",
+        help: "open another image, new conversation (or drop a file here); alone: show it",
     },
     Spec {
         name: "/model",
@@ -130,6 +130,8 @@ pub enum Command {
     },
     Tokens,
     Image(PathBuf),
+    /// `/image` alone: the current image as the model sees it.
+    ShowImage,
     Model(String),
     StrategyList,
     StrategyUse(String),
@@ -250,12 +252,8 @@ fn parse_command(name: &str, rest: &str) -> Result<Command, String> {
             _ => Err(format!("/compare needs two strategy names; {}", usage(name))),
         },
         "/tokens" => no_args(Command::Tokens),
-        "/image" => {
-            if rest.trim().is_empty() {
-                return Err(usage(name));
-            }
-            Ok(Command::Image(unquote_path(rest)))
-        }
+        "/image" if rest.trim().is_empty() => Ok(Command::ShowImage),
+        "/image" => Ok(Command::Image(unquote_path(rest))),
         "/model" => match args.as_slice() {
             [] => Err(usage(name)),
             _ => Ok(Command::Model(unquote_path(rest).to_string_lossy().into_owned())),

@@ -32,6 +32,9 @@ pub struct Repl {
     last_selection: Option<Selection>,
     /// The "/show N" tip is given once.
     tipped: bool,
+    /// The largest token weight seen with this model: streamed tokens are
+    /// coloured relative to it (kept across answers so that colours settle).
+    weight_scale: f32,
 }
 
 /// A message for the user, not a failure of the REPL.
@@ -53,6 +56,7 @@ impl Repl {
             names,
             last_selection: None,
             tipped: false,
+            weight_scale: 0.0,
         };
         repl.refresh_names();
         repl
@@ -86,7 +90,7 @@ impl Repl {
             grid.width,
             s.image.label,
             self.paint.dim(&format!(
-                "graphics {} · strategy {} · {} · /help lists commands · Ctrl-D quits",
+                "graphics {} · strategy {} · {} · ask about the image · /help · Ctrl-D quits",
                 self.display.graphics,
                 s.strategy,
                 self.layers_text()
@@ -134,6 +138,7 @@ impl Repl {
                 }
                 Err(e) => Err(e),
             },
+            Command::ShowImage => Ok(self.display.image(&self.paint, &self.session.image)),
             Command::Model(spec) => {
                 write!(out, "{}", paint.dim(&format!("loading {spec}… ")))?;
                 out.flush()?;
@@ -279,7 +284,7 @@ impl Repl {
         }
         self.cancel.store(false, Ordering::SeqCst);
         let paint = self.paint;
-        let mut max_weight = 0f32;
+        let mut max_weight = self.weight_scale;
         let mut write_error: Option<io::Error> = None;
         let outcome = worker::generate(
             &s.ckpt,
@@ -305,6 +310,7 @@ impl Repl {
         if let Some(e) = write_error {
             return Err(e);
         }
+        self.weight_scale = max_weight;
         let stop = outcome.result.as_ref().ok().map(|g| g.stop);
         if !outcome.steps.is_empty() {
             writeln!(out)?;
@@ -528,6 +534,7 @@ impl Repl {
         let image = session::encode(&ckpt, self.session.image.label.clone(), img)?;
         self.session.ckpt = ckpt;
         self.session.model_label = label;
+        self.weight_scale = 0.0;
         self.session.image = image;
         self.forget_conversation();
         let text = &self.session.ckpt.config.text;

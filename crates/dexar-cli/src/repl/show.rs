@@ -8,7 +8,7 @@ use dexar_render::{heatmap_image, overlay, with_colorbar, Colormap};
 use image::{Rgb, RgbImage};
 
 use super::paint::Paint;
-use super::session::Shown;
+use super::session::{LoadedImage, Shown};
 
 /// How pictures are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,6 +57,17 @@ impl Display {
             fit_with(img.width(), img.height(), max, cell),
             cell,
         )
+    }
+
+    /// `/image`: the image as the model sees it (resized and cropped).
+    pub fn image(&self, paint: &Paint, image: &LoadedImage) -> String {
+        let (w, h) = (image.image.width(), image.image.height());
+        let mut out = format!(
+            "{} ({w}x{h}), as the model sees it\n",
+            paint.bold(&image.label)
+        );
+        out.push_str(&self.draw(&image.view, self.max_cells()));
+        out
     }
 
     /// `/show`: a title line, the picture, and a note for an empty map.

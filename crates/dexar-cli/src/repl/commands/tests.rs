@@ -142,6 +142,7 @@ fn dropped_paths_open_images() {
     assert!(image("/tmp/missing.png")
         .unwrap_err()
         .contains("unknown command"));
+    assert_eq!(cmd("/image"), Command::ShowImage);
     // The explicit command unquotes too.
     assert_eq!(
         cmd("/image '/x/it'\\''s.png'"),
