@@ -43,6 +43,7 @@ use show::Display;
 
 /// Options of the REPL, which `dexar` runs when no subcommand is given.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "The interactive REPL (dexar with no command)")]
 pub struct ReplArgs {
     /// Checkpoint directory (llava-hf layout) or Hugging Face id found in the
     /// local Hugging Face cache; default: the bundled model.
