@@ -35,6 +35,11 @@ pub struct BenchArgs {
     /// Repetitions; the fastest is reported.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub repeat: usize,
+    /// Instead of --model: a randomly initialised LLaVA-1.5-shaped model of
+    /// LAYERSxHIDDEN decoder (e.g. 8x512) with a 24x24 patch grid (576 image
+    /// tokens), to see how the two paths scale at realistic sequence lengths.
+    #[arg(long, value_name = "LAYERSxHIDDEN", conflicts_with = "model")]
+    pub synthetic: Option<String>,
     /// Write the result as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -45,9 +50,10 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         return Err(CliError::usage("--tokens and --repeat must be at least 1"));
     }
     let opts = LoadOptions::default();
-    let ckpt = match &args.model {
-        Some(dir) => dexar_model::Checkpoint::load(dir, &opts)?,
-        None => crate::bundled::checkpoint(&opts)?,
+    let ckpt = match (&args.model, &args.synthetic) {
+        (Some(dir), _) => dexar_model::Checkpoint::load(dir, &opts)?,
+        (None, Some(spec)) => synthetic_checkpoint(spec)?,
+        (None, None) => crate::bundled::checkpoint(&opts)?,
     };
     let img = match &args.image {
         Some(p) => dexar_model::load_image(p)?,
@@ -162,4 +168,54 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         })?;
     }
     Ok(())
+}
+
+/// A LLaVA-1.5-shaped checkpoint with random weights (std 0.02) and the
+/// bundled tokenizer: for timing only.
+fn synthetic_checkpoint(spec: &str) -> CliResult<dexar_model::Checkpoint> {
+    let bad = || {
+        CliError::usage(format!(
+            "--synthetic {spec}: expected LAYERSxHIDDEN, e.g. 8x512 (hidden a multiple of 64)"
+        ))
+    };
+    let (l, h) = spec.split_once('x').ok_or_else(bad)?;
+    let (layers, hidden): (usize, usize) =
+        (l.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if layers == 0 || hidden == 0 || hidden % 64 != 0 || layers > 64 || hidden > 8192 {
+        return Err(bad());
+    }
+    let bundled = crate::bundled::checkpoint(&LoadOptions::default())?;
+    let tokenizer = bundled.tokenizer.clone();
+    let image_token = bundled.config.image_token_index;
+    let config = serde_json::json!({
+        "model_type": "llava",
+        "image_token_index": image_token,
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 256, "intermediate_size": 1024,
+                          "num_hidden_layers": 4, "num_attention_heads": 4, "image_size": 336, "patch_size": 14},
+        "text_config": {"model_type": "llama", "hidden_size": hidden, "intermediate_size": hidden * 8 / 3,
+                        "num_hidden_layers": layers, "num_attention_heads": hidden / 64,
+                        "vocab_size": tokenizer.vocab_size(), "max_position_embeddings": 2048,
+                        "tie_word_embeddings": true},
+    });
+    let config = dexar_model::LlavaConfig::from_value(&config)
+        .map_err(|e| CliError::internal(format!("{e:?}")))?;
+    let device = candle_core::Device::Cpu;
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &device);
+    let model = dexar_model::LlavaModel::load(vb, &config)
+        .map_err(|e| CliError::internal(e.to_string()))?;
+    for var in varmap.all_vars() {
+        let noise =
+            candle_core::Tensor::randn(0f32, 0.02, var.shape(), &device).and_then(|t| var.set(&t));
+        noise.map_err(|e| CliError::internal(e.to_string()))?;
+    }
+    Ok(dexar_model::Checkpoint {
+        dir: PathBuf::from(format!("synthetic:{spec}")),
+        processor: dexar_model::ImageProcessor::clip(336),
+        config,
+        tokenizer,
+        model,
+    })
 }

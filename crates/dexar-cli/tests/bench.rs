@@ -27,3 +27,27 @@ fn bench_reports_both_paths() {
     assert!(doc["incremental_ms_per_token"].as_f64().unwrap() > 0.0);
     assert!(doc["naive_ms_per_token"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn bench_builds_a_synthetic_llava_shaped_model() {
+    let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+        .args([
+            "bench",
+            "--synthetic",
+            "1x64",
+            "--tokens",
+            "1",
+            "--repeat",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("576 image tokens"));
+    let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+        .args(["bench", "--synthetic", "8by512"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--synthetic"));
+}
