@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use dexar_model::{Checkpoint, LoadOptions};
-use dexar_toy::{answer_accuracy, train, TrainOptions, HELD_OUT_SEED};
+use dexar_toy::{answer_accuracy_with, train, TrainOptions, HELD_OUT_SEED};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // candle's element-wise thread pool spin-waits between the many small
@@ -23,13 +23,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--steps" => opts.steps = value()?.parse()?,
+            "--vision-steps" => opts.vision_steps = value()?.parse()?,
             "--batch" => opts.batch_size = value()?.parse()?,
             "--lr" => opts.lr = value()?.parse()?,
+            "--aux" => opts.vision_aux_weight = value()?.parse()?,
+            "--vision-lr-scale" => opts.vision_lr_scale = value()?.parse()?,
             "--warmup" => opts.warmup_steps = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,
             "--out" => opts.out_dir = PathBuf::from(value()?),
             "--eval" => eval_scenes = value()?.parse()?,
             "--eval-only" => eval_only = true,
+            // hidden,intermediate,layers,heads
+            "--vision" | "--text" => {
+                let v: Vec<usize> = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+                let [hidden, inter, layers, heads] = v[..] else {
+                    return Err(format!("{flag} wants hidden,intermediate,layers,heads").into());
+                };
+                let m = &mut opts.model;
+                if flag == "--vision" {
+                    (
+                        m.vision_hidden,
+                        m.vision_intermediate,
+                        m.vision_layers,
+                        m.vision_heads,
+                    ) = (hidden, inter, layers, heads);
+                } else {
+                    (
+                        m.text_hidden,
+                        m.text_intermediate,
+                        m.text_layers,
+                        m.text_heads,
+                    ) = (hidden, inter, layers, heads);
+                }
+            }
+            "--min-objects" => opts.scene.min_objects = value()?.parse()?,
+            "--max-objects" => opts.scene.max_objects = value()?.parse()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -43,7 +74,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let report = train(&opts, &mut |p| {
             if p.step == 1 || p.step % 25 == 0 || p.step == p.steps {
                 println!(
-                    "step {:>5}/{} loss {:.4} (smoothed {:.4}) lr {:.2e} {:.1}s ({:.3}s/step)",
+                    "{:?} step {:>5}/{} loss {:.4} (smoothed {:.4}) lr {:.2e} {:.1}s ({:.3}s/step)",
+                    p.stage,
                     p.step,
                     p.steps,
                     p.loss,
@@ -66,7 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if eval_scenes > 0 {
         let start = std::time::Instant::now();
         let ckpt = Checkpoint::load(&opts.out_dir, &LoadOptions::default())?;
-        let acc = answer_accuracy(&ckpt, eval_scenes, HELD_OUT_SEED)?;
+        let acc = answer_accuracy_with(&ckpt, eval_scenes, HELD_OUT_SEED, &opts.scene)?;
         println!("{acc}");
         println!("evaluated in {:.1}s", start.elapsed().as_secs_f64());
     }

@@ -104,6 +104,16 @@ impl std::fmt::Display for AnswerAccuracy {
 /// Asks `ckpt` every question of held-out scenes `0..n` of stream `seed`
 /// (greedy decoding, all decoder layers traced) and scores the answers.
 pub fn answer_accuracy(ckpt: &Checkpoint, n: u64, seed: u64) -> Result<AnswerAccuracy, ToyError> {
+    answer_accuracy_with(ckpt, n, seed, &SceneConfig::default())
+}
+
+/// [`answer_accuracy`] on scenes drawn with `scene_config`.
+pub fn answer_accuracy_with(
+    ckpt: &Checkpoint,
+    n: u64,
+    seed: u64,
+    scene_config: &SceneConfig,
+) -> Result<AnswerAccuracy, ToyError> {
     let settings = GenerationSettings {
         max_tokens: 24,
         layers: 0..ckpt.config.text.num_hidden_layers,
@@ -118,7 +128,7 @@ pub fn answer_accuracy(ckpt: &Checkpoint, n: u64, seed: u64) -> Result<AnswerAcc
     let vocab = vocabulary();
     let mut acc = AnswerAccuracy::default();
     for index in 0..n {
-        let scene = generate(&SceneConfig::default(), seed, index);
+        let scene = generate(scene_config, seed, index);
         let img = image::DynamicImage::ImageRgb8(scene.image.clone());
         let features = encode_image(ckpt, &img)?;
         for (prompt, answer) in scene.qa_pairs() {

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use dataset::{
     write_dataset, write_dataset_with, DatasetRecord, DatasetSummary, LinkedObject, DATA_FILE,
 };
-pub use eval::{answer_accuracy, AnswerAccuracy, Tally, HELD_OUT_SEED};
+pub use eval::{answer_accuracy, answer_accuracy_with, AnswerAccuracy, Tally, HELD_OUT_SEED};
 pub use model_config::{preprocessor_json, ToyModelConfig};
 pub use shapes::{
     generate, BBox, Color, Scene, SceneConfig, SceneObject, Shape, BACKGROUND, MAX_OBJECTS,
@@ -36,7 +36,9 @@ pub use shapes::{
 pub use text::{
     number_word, LinkedText, QaPair, Region, Relation, WordLink, WordRole, DESCRIBE_PROMPT,
 };
-pub use train::{train, TrainOptions, TrainProgress, TrainReport, CHECKPOINT_FILES, TRAIN_SEED};
+pub use train::{
+    train, TrainOptions, TrainProgress, TrainReport, TrainStage, CHECKPOINT_FILES, TRAIN_SEED,
+};
 pub use vocab::{chat_prompt, tokenizer_json, vocabulary};
 
 /// Errors from writing data sets, training and evaluating the toy model.

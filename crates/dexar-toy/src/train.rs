@@ -10,20 +10,33 @@
 //! (same decoder, same positions, same masks as one full sequence; about
 //! three times less work). The loss is the cross-entropy of answer tokens and
 //! `</s>` only; AdamW with linear warm-up and cosine decay.
+//!
+//! Two stages, as LLaVA itself starts from a pretrained CLIP: stage 1 warms
+//! the vision tower and projector up on the shape of single objects
+//! (`vision_warmup.rs`), stage 2 trains everything on answers while that
+//! shape task goes on beside them with a small weight. Without it the tokens
+//! carry colour only: answers are learned through colour first, and colour
+//! gradients starve shape (measured: shape answers at chance after 20 k
+//! training scenes).
+
+mod batch;
+mod vision_warmup;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use dexar_model::decoder::{Capture, KvCache};
-use dexar_model::{ImageProcessor, LlavaConfig, LlavaModel, TextTokenizer};
+use dexar_model::{LlavaConfig, LlavaModel};
+
+pub(crate) use batch::{batch_loss, BatchMaker};
+use vision_warmup::{VisionProbe, VisionWarmup};
 
 use crate::model_config::{preprocessor_json, ToyModelConfig, IMAGE_SIZE};
 use crate::rng::SplitMix64;
-use crate::shapes::{generate, SceneConfig};
-use crate::vocab::{chat_prompt, tokenizer_json, EOS_ID, IMAGE_ID, PAD_ID};
+use crate::shapes::SceneConfig;
+use crate::vocab::tokenizer_json;
 use crate::ToyError;
 
 /// Files [`train`] writes, the llava-hf checkpoint layout.
@@ -41,13 +54,23 @@ pub const TRAIN_SEED: u64 = 1;
 /// How to train. [`Default`] reproduces the bundled model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    /// Optimiser steps.
+    /// Steps of stage 1, the vision tower's warm-up on the shape of single
+    /// objects (see `train/vision_warmup.rs`); 0 skips it.
+    pub vision_steps: usize,
+    /// Scenes per stage-1 step.
+    pub vision_batch_size: usize,
+    /// Optimiser steps of stage 2, the whole model on answers.
     pub steps: usize,
     /// Scenes per step; each contributes all of its question/answer pairs
     /// (the description and about seven questions).
     pub batch_size: usize,
     /// Peak learning rate.
     pub lr: f64,
+    /// Stage 2 trains the vision tower at `lr * vision_lr_scale`.
+    pub vision_lr_scale: f64,
+    /// Weight of the stage-1 probe loss kept up during stage 2 (on
+    /// `vision_batch_size / 2` scenes a step); 0 trains on answers alone.
+    pub vision_aux_weight: f64,
     /// Steps of linear warm-up before the cosine decay.
     pub warmup_steps: usize,
     /// The learning rate decays to `lr * final_lr_fraction`.
@@ -66,9 +89,13 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         Self {
+            vision_steps: 400,
+            vision_batch_size: 32,
             steps: 3000,
             batch_size: 8,
             lr: 2e-3,
+            vision_lr_scale: 1.0,
+            vision_aux_weight: 0.5,
             warmup_steps: 100,
             final_lr_fraction: 0.05,
             weight_decay: 0.01,
@@ -82,21 +109,31 @@ impl Default for TrainOptions {
 }
 
 impl TrainOptions {
-    /// Learning rate of (1-based) `step`: linear warm-up, then cosine decay.
+    /// Learning rate of (1-based) stage-2 `step`: linear warm-up, then cosine decay.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step <= self.warmup_steps {
-            return self.lr * step as f64 / self.warmup_steps.max(1) as f64;
+        self.schedule(step, self.steps)
+    }
+
+    /// Learning rate of (1-based) stage-1 `step`, on the same shape of schedule.
+    pub fn vision_lr_at(&self, step: usize) -> f64 {
+        self.schedule(step, self.vision_steps)
+    }
+
+    fn schedule(&self, step: usize, steps: usize) -> f64 {
+        let warmup = self.warmup_steps.min(steps / 2);
+        if step <= warmup {
+            return self.lr * step as f64 / warmup.max(1) as f64;
         }
-        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
-        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let span = steps.saturating_sub(warmup).max(1) as f64;
+        let progress = ((step - warmup) as f64 / span).min(1.0);
         let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
         self.lr * (self.final_lr_fraction + (1.0 - self.final_lr_fraction) * cosine)
     }
 
     fn validate(&self) -> Result<(), ToyError> {
         let bad = |m: String| Err(ToyError::Options(m));
-        if self.steps == 0 || self.batch_size == 0 {
-            return bad("steps and batch size must be at least 1".into());
+        if self.steps == 0 || self.batch_size == 0 || self.vision_batch_size == 0 {
+            return bad("steps and batch sizes must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("learning rate {} must be positive", self.lr));
@@ -108,13 +145,24 @@ impl TrainOptions {
     }
 }
 
+/// The two stages of [`train`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainStage {
+    /// The vision tower alone, on which shapes and colours a scene holds.
+    Vision,
+    /// The whole model, on answers.
+    Answers,
+}
+
 /// Reported after every step.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainProgress {
-    /// 1-based.
+    pub stage: TrainStage,
+    /// 1-based, counting both stages (`vision_steps + steps` in all).
     pub step: usize,
     pub steps: usize,
-    /// Mean cross-entropy per answer token of this step's batch.
+    /// Stage 1: mean cross-entropy of the shape probe.
+    /// Stage 2: mean cross-entropy per answer token of this step's batch.
     pub loss: f32,
     /// Exponential moving average of `loss` (smoothing 0.95), for display.
     pub smoothed_loss: f32,
@@ -127,7 +175,10 @@ pub struct TrainProgress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainReport {
     pub steps: usize,
-    /// Loss of every step, in order.
+    pub vision_steps: usize,
+    /// Stage-1 loss of every step, in order.
+    pub vision_losses: Vec<f32>,
+    /// Stage-2 (answer) loss of every step, in order.
     pub losses: Vec<f32>,
     /// Mean loss of the last 10% of steps (at least one).
     pub final_loss: f32,
@@ -156,23 +207,81 @@ pub fn train(
         &config,
     )?;
     let data = BatchMaker::new(&config)?;
-    let mut optimizer = AdamW::new(
-        varmap.all_vars(),
+    // In name order, so the gradient norm sums the same way every run.
+    let trainable = vars_by_name(&varmap)?;
+    let total_steps = opts.vision_steps + opts.steps;
+
+    let mut vision_losses = Vec::with_capacity(opts.vision_steps);
+    let mut probe = VisionProbe::new(&model, opts.seed)?;
+    if opts.vision_steps > 0 {
+        let names = varmap_names(&varmap)?;
+        let tower: Vec<candle_core::Var> = names
+            .iter()
+            .zip(&trainable)
+            .filter(|(n, _)| {
+                n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector.")
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        let mut warmup = VisionWarmup::new(probe, tower, opts.lr)?;
+        let mut smoothed: Option<f32> = None;
+        for step in 1..=opts.vision_steps {
+            let lr = opts.vision_lr_at(step);
+            let first = ((step - 1) * opts.vision_batch_size) as u64;
+            let range = first..first + opts.vision_batch_size as u64;
+            let loss = warmup.step(&model, &data, &opts.scene, opts.seed, range, lr)?;
+            if !loss.is_finite() {
+                return Err(ToyError::Diverged { step, loss });
+            }
+            vision_losses.push(loss);
+            let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
+            smoothed = Some(s);
+            progress(TrainProgress {
+                stage: TrainStage::Vision,
+                step,
+                steps: total_steps,
+                loss,
+                smoothed_loss: s,
+                lr,
+                elapsed: start.elapsed(),
+            });
+        }
+        probe = warmup.into_probe();
+    }
+
+    let names = varmap_names(&varmap)?;
+    let (tower, rest): (Vec<_>, Vec<_>) = names
+        .iter()
+        .zip(&trainable)
+        .partition(|(n, _)| n.starts_with("vision_tower."));
+    let adamw = |vars: Vec<(&String, &candle_core::Var)>| {
+        AdamW::new(
+            vars.into_iter().map(|(_, v)| v.clone()).collect(),
+            ParamsAdamW {
+                lr: opts.lr,
+                weight_decay: opts.weight_decay,
+                beta2: 0.98,
+                ..ParamsAdamW::default()
+            },
+        )
+    };
+    let (mut tower_optimizer, mut optimizer) = (adamw(tower)?, adamw(rest)?);
+    let mut probe_optimizer = AdamW::new(
+        probe.vars(),
         ParamsAdamW {
             lr: opts.lr,
-            weight_decay: opts.weight_decay,
-            beta2: 0.98,
+            weight_decay: 0.0,
             ..ParamsAdamW::default()
         },
     )?;
-    // In name order, so the gradient norm sums the same way every run.
-    let trainable = vars_by_name(&varmap)?;
+    let aux_batch = (opts.vision_batch_size / 2).max(1) as u64;
 
     let mut losses = Vec::with_capacity(opts.steps);
     let mut smoothed: Option<f32> = None;
     for step in 1..=opts.steps {
         let lr = opts.lr_at(step);
         optimizer.set_learning_rate(lr);
+        tower_optimizer.set_learning_rate(lr * opts.vision_lr_scale);
         let first = ((step - 1) * opts.batch_size) as u64;
         let batch = data.batch(
             &opts.scene,
@@ -180,21 +289,44 @@ pub fn train(
             first..first + opts.batch_size as u64,
         )?;
         let loss = batch_loss(&model, &batch)?;
-        let mut grads = loss.backward()?;
+        let objective = if opts.vision_aux_weight > 0.0 {
+            // The stage-1 task keeps going beside the answers, so the colour
+            // gradients of the answers cannot wash shape out of the tokens.
+            let first =
+                (opts.vision_steps * opts.vision_batch_size) as u64 + (step as u64 - 1) * aux_batch;
+            let aux = probe.loss(
+                &model,
+                &data,
+                &opts.scene,
+                opts.seed,
+                first..first + aux_batch,
+            )?;
+            (&loss + (aux * opts.vision_aux_weight)?)?
+        } else {
+            loss.clone()
+        };
+        let mut grads = objective.backward()?;
         if opts.grad_clip > 0.0 {
             clip_grad_norm(&mut grads, &trainable, opts.grad_clip)?;
         }
         optimizer.step(&grads)?;
+        tower_optimizer.step(&grads)?;
+        probe_optimizer.set_learning_rate(lr);
+        probe_optimizer.step(&grads)?;
         let loss = loss.to_scalar::<f32>()?;
         if !loss.is_finite() {
-            return Err(ToyError::Diverged { step, loss });
+            return Err(ToyError::Diverged {
+                step: opts.vision_steps + step,
+                loss,
+            });
         }
         losses.push(loss);
         let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
         smoothed = Some(s);
         progress(TrainProgress {
-            step,
-            steps: opts.steps,
+            stage: TrainStage::Answers,
+            step: opts.vision_steps + step,
+            steps: total_steps,
             loss,
             smoothed_loss: s,
             lr,
@@ -207,6 +339,8 @@ pub fn train(
     let final_loss = losses[losses.len() - tail..].iter().sum::<f32>() / tail as f32;
     Ok(TrainReport {
         steps: opts.steps,
+        vision_steps: opts.vision_steps,
+        vision_losses,
         losses,
         final_loss,
         elapsed: start.elapsed(),
@@ -216,211 +350,17 @@ pub fn train(
     })
 }
 
-/// A step's training data: images, and the prompt+answer suffixes that
-/// follow the shared image prefix, in groups of similar length (questions
-/// and short descriptions, long descriptions) so little is spent on padding.
-pub(crate) struct Batch {
-    /// `[I, 3, H, W]` normalised pixels.
-    pub pixels: Tensor,
-    /// `[h]` the text tokens before the image (`<s> USER:`), shared by all.
-    pub head_ids: Tensor,
-    pub groups: Vec<SuffixGroup>,
-    /// Scored tokens in all groups.
-    pub scored_count: usize,
+fn varmap_names(varmap: &VarMap) -> Result<Vec<String>, ToyError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ToyError::Options("weight store poisoned by an earlier panic".into()))?;
+    let mut names: Vec<String> = data.keys().cloned().collect();
+    names.sort();
+    Ok(names)
 }
 
-/// Suffixes of one length class.
-pub(crate) struct SuffixGroup {
-    /// `[B, S]` prompt words, `ASSISTANT:`, answer, `</s>`, right-padded.
-    pub ids: Tensor,
-    /// `[B]` index of each suffix's image.
-    pub owner: Tensor,
-    /// `[M]` flattened `b * S + j` positions whose next token is scored.
-    pub scored: Tensor,
-    /// `[M]` the tokens they must predict.
-    pub targets: Tensor,
-}
-
-/// Suffixes up to this many tokens go to the short group.
-const SHORT_SUFFIX: usize = 11;
-
-/// A suffix: its ids, the first position whose next token is scored, its image.
-type Suffix = (Vec<u32>, usize, u32);
-
-/// Turns scenes into [`Batch`]es with the checkpoint's own tokenizer and
-/// image processor.
-pub(crate) struct BatchMaker {
-    pub(crate) tokenizer: TextTokenizer,
-    pub(crate) processor: ImageProcessor,
-    num_image_tokens: usize,
-    device: Device,
-}
-
-impl BatchMaker {
-    pub fn new(config: &LlavaConfig) -> Result<Self, ToyError> {
-        let tokenizer_bytes = serde_json::to_vec(&tokenizer_json())?;
-        let tokenizer = TextTokenizer::from_bytes(&tokenizer_bytes, Path::new("tokenizer.json"))?;
-        let processor =
-            ImageProcessor::from_json(&preprocessor_json().to_string(), IMAGE_SIZE as u32)
-                .map_err(ToyError::Options)?;
-        Ok(Self {
-            tokenizer,
-            processor,
-            num_image_tokens: config.num_image_tokens(),
-            device: Device::Cpu,
-        })
-    }
-
-    /// Prompt ids (image expanded) and image span, as inference builds them.
-    pub(crate) fn prompt_ids(&self, prompt: &str) -> Result<(Vec<u32>, (usize, usize)), ToyError> {
-        let prepared =
-            self.tokenizer
-                .prepare(&chat_prompt(prompt), IMAGE_ID, self.num_image_tokens)?;
-        Ok((prepared.input_ids, prepared.image_span))
-    }
-
-    pub fn batch(
-        &self,
-        scene_config: &SceneConfig,
-        seed: u64,
-        indices: std::ops::Range<u64>,
-    ) -> Result<Batch, ToyError> {
-        let mut pixels = Vec::new();
-        let mut head: Option<Vec<u32>> = None;
-        let (mut short, mut long): (Vec<Suffix>, Vec<Suffix>) = (Vec::new(), Vec::new());
-        let images = indices.end.saturating_sub(indices.start) as usize;
-        for (image, index) in indices.enumerate() {
-            let scene = generate(scene_config, seed, index);
-            let img = image::DynamicImage::ImageRgb8(scene.image.clone());
-            let (p, size) = self.processor.preprocess(&img);
-            debug_assert_eq!(size, (IMAGE_SIZE as u32, IMAGE_SIZE as u32));
-            pixels.extend(p);
-            for (prompt, answer) in scene.qa_pairs() {
-                let (ids, (s, e)) = self.prompt_ids(prompt)?;
-                match &head {
-                    None => head = Some(ids[..s].to_vec()),
-                    Some(h) if h[..] != ids[..s] => {
-                        return Err(ToyError::Options(
-                            "prompts do not share the text before the image".into(),
-                        ))
-                    }
-                    Some(_) => {}
-                }
-                let mut suffix = ids[e..].to_vec();
-                // The last prompt token (`ASSISTANT:`) predicts the first answer token.
-                let first_scored = suffix.len() - 1;
-                suffix.extend(self.tokenizer.encode(&answer.text, false)?);
-                suffix.push(EOS_ID);
-                let group = if suffix.len() <= SHORT_SUFFIX {
-                    &mut short
-                } else {
-                    &mut long
-                };
-                group.push((suffix, first_scored, image as u32));
-            }
-        }
-        let head = head.ok_or_else(|| ToyError::Options("empty batch".into()))?;
-        let mut groups = Vec::with_capacity(2);
-        let mut scored_count = 0;
-        for suffixes in [short, long] {
-            if let Some(group) = self.group(&suffixes)? {
-                scored_count += group.targets.dim(0)?;
-                groups.push(group);
-            }
-        }
-        Ok(Batch {
-            pixels: Tensor::from_vec(pixels, (images, 3, IMAGE_SIZE, IMAGE_SIZE), &self.device)?,
-            head_ids: Tensor::new(head.as_slice(), &self.device)?,
-            groups,
-            scored_count,
-        })
-    }
-
-    fn group(&self, suffixes: &[Suffix]) -> Result<Option<SuffixGroup>, ToyError> {
-        let Some(width) = suffixes.iter().map(|s| s.0.len()).max() else {
-            return Ok(None);
-        };
-        let mut ids = Vec::with_capacity(suffixes.len() * width);
-        let (mut scored, mut targets) = (Vec::new(), Vec::new());
-        for (b, (suffix, first, _)) in suffixes.iter().enumerate() {
-            for j in *first..suffix.len() - 1 {
-                scored.push((b * width + j) as u32);
-                targets.push(suffix[j + 1]);
-            }
-            ids.extend(suffix);
-            ids.extend(std::iter::repeat_n(PAD_ID, width - suffix.len()));
-        }
-        let owner: Vec<u32> = suffixes.iter().map(|s| s.2).collect();
-        let d = &self.device;
-        Ok(Some(SuffixGroup {
-            ids: Tensor::from_vec(ids, (suffixes.len(), width), d)?,
-            owner: Tensor::new(owner.as_slice(), d)?,
-            scored: Tensor::new(scored.as_slice(), d)?,
-            targets: Tensor::new(targets.as_slice(), d)?,
-        }))
-    }
-}
-
-/// Mean cross-entropy of the scored tokens. The prefix `<s> USER: <image>`
-/// runs once per image; its key/value cache is then repeated for each of
-/// the image's prompts and the suffixes continue at the same positions a
-/// full sequence would give them.
-pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<Tensor, ToyError> {
-    let decoder = &model.decoder;
-    let features = model.image_encoder.forward(&batch.pixels)?; // [I, N, D]
-    let (images, _, d) = features.dims3()?;
-    let head = decoder.embed(&batch.head_ids)?; // [h, D]
-    let head_len = head.dim(0)?;
-    let head = head
-        .unsqueeze(0)?
-        .broadcast_as((images, head_len, d))?
-        .contiguous()?;
-    let prefix = Tensor::cat(&[&head, &features], 1)?;
-    let prefix_len = prefix.dim(1)?;
-    let mut prefix_cache = KvCache::default();
-    decoder.forward(&prefix, 0, Some(&mut prefix_cache), &Capture::default())?;
-    let mut total: Option<Tensor> = None;
-    for group in &batch.groups {
-        let fan_out = |kv: &(Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> {
-            Ok((
-                kv.0.index_select(&group.owner, 0)?,
-                kv.1.index_select(&group.owner, 0)?,
-            ))
-        };
-        let mut cache = KvCache {
-            layers: prefix_cache
-                .layers
-                .iter()
-                .map(|layer| layer.as_ref().map(fan_out).transpose())
-                .collect::<Result<_, _>>()?,
-        };
-        let suffix = decoder.embed(&group.ids)?; // [B, S, D]
-        let (b, s, _) = suffix.dims3()?;
-        let out = decoder.forward(&suffix, prefix_len, Some(&mut cache), &Capture::default())?;
-        let hidden = out
-            .hidden
-            .ok_or_else(|| ToyError::Options("decoder returned no hidden state".into()))?;
-        let hidden = hidden.reshape((b * s, d))?.index_select(&group.scored, 0)?;
-        let nll = summed_nll(&decoder.logits(&hidden)?, &group.targets)?;
-        total = Some(match total {
-            Some(t) => (t + nll)?,
-            None => nll,
-        });
-    }
-    let total = total.ok_or_else(|| ToyError::Options("empty batch".into()))?;
-    Ok((total / batch.scored_count.max(1) as f64)?)
-}
-
-/// Sum of `-log softmax(logits)[target]`, composed from differentiable ops.
-fn summed_nll(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let log_probs = shifted.broadcast_sub(&log_z)?;
-    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?;
-    picked.sum_all()?.neg()
-}
-
+/// Every variable, sorted by name (the order of [`varmap_names`]).
 fn vars_by_name(varmap: &VarMap) -> Result<Vec<candle_core::Var>, ToyError> {
     let data = varmap
         .data()
@@ -456,12 +396,15 @@ fn clip_grad_norm(
 }
 
 /// Every tensor of the llava-hf checkpoint, by classic name, with how it
-/// starts: `Normal(0, std)`-like (uniform of that std), ones or zeros.
+/// starts: `Normal(0, std)`-like (uniform of that std), ones, zeros, or
+/// 2-D sine-cosine patch positions (MAE) after a CLS row of zeros.
 #[derive(Debug, Clone, Copy)]
 enum Init {
     Random(f32),
     Ones,
     Zeros,
+    /// Grid side and amplitude.
+    SinCos2d(usize, f32),
 }
 
 fn weight_specs(m: &ToyModelConfig, vocab: usize) -> Vec<(String, Vec<usize>, Init)> {
@@ -526,15 +469,19 @@ fn weight_specs(m: &ToyModelConfig, vocab: usize) -> Vec<(String, Vec<usize>, In
             vec![dv],
             Init::Random(STD),
         ),
+        // Patch features on the scale of the positions, so neither drowns
+        // the other in the pre-layernorm.
         (
             format!("{vm}.embeddings.patch_embedding.weight"),
             vec![dv, 3, p, p],
-            Init::Random(STD),
+            Init::Random(1.0 / ((3 * p * p) as f32).sqrt()),
         ),
+        // A ready-made sense of which patches are near each other: learning
+        // it from scratch is most of what makes a small ViT slow to train.
         (
             format!("{vm}.embeddings.position_embedding.weight"),
             vec![patches + 1, dv],
-            Init::Random(STD),
+            Init::SinCos2d(IMAGE_SIZE / p, 0.5),
         ),
         (
             format!("{lm}.embed_tokens.weight"),
@@ -568,6 +515,28 @@ fn weight_specs(m: &ToyModelConfig, vocab: usize) -> Vec<(String, Vec<usize>, In
     specs
 }
 
+/// `[1 + side², dim]`: a zero row for CLS, then for the patch at (row, col)
+/// `[sin(row ω), cos(row ω), sin(col ω), cos(col ω)]` over `dim / 4`
+/// frequencies ω from 1 down to 1/side.
+fn sincos_2d(side: usize, dim: usize, amplitude: f32) -> Vec<f32> {
+    let quarter = dim / 4;
+    let mut out = vec![0f32; (1 + side * side) * dim];
+    for row in 0..side {
+        for col in 0..side {
+            let at = (1 + row * side + col) * dim;
+            for k in 0..quarter {
+                let omega = (side as f64).powf(-(k as f64) / quarter.max(1) as f64);
+                let (r, c) = (row as f64 * omega, col as f64 * omega);
+                let values = [r.sin(), r.cos(), c.sin(), c.cos()];
+                for (part, v) in values.iter().enumerate() {
+                    out[at + part * quarter + k] = amplitude * *v as f32;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// FNV-1a, to give every tensor its own PRNG stream by name.
 fn name_hash(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -595,6 +564,7 @@ pub(crate) fn init_weights(
                 let a = std * 3f32.sqrt();
                 (0..n).map(|_| (rng.unit_f32() * 2.0 - 1.0) * a).collect()
             }
+            Init::SinCos2d(side, amplitude) => sincos_2d(side, shape[1], amplitude),
         };
         let tensor = Tensor::from_vec(values, shape.as_slice(), device)?;
         varmap

@@ -1,5 +1,8 @@
 use super::*;
+use crate::vocab::{chat_prompt, EOS_ID};
+use crate::{generate, DESCRIBE_PROMPT};
 use candle_core::IndexOp;
+use dexar_model::decoder::Capture;
 use dexar_model::{
     encode_image, generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, StopReason,
 };
@@ -120,6 +123,8 @@ fn vocabulary_len() -> usize {
 fn smoke_training_lowers_the_loss_and_saves_a_loadable_checkpoint() {
     let dir = tempfile::tempdir().expect("temp dir");
     let opts = TrainOptions {
+        vision_steps: 10,
+        vision_batch_size: 4,
         steps: 40,
         batch_size: 2,
         lr: 3e-3,
@@ -130,9 +135,12 @@ fn smoke_training_lowers_the_loss_and_saves_a_loadable_checkpoint() {
         ..TrainOptions::default()
     };
     let mut seen = Vec::new();
-    let report = train(&opts, &mut |p| seen.push((p.step, p.loss, p.lr))).expect("training runs");
-    assert_eq!(seen.len(), 40);
-    assert_eq!(seen[0].0, 1);
+    let report =
+        train(&opts, &mut |p| seen.push((p.stage, p.step, p.steps))).expect("training runs");
+    assert_eq!(seen.len(), 50);
+    assert_eq!(seen[0], (TrainStage::Vision, 1, 50));
+    assert_eq!(seen[10], (TrainStage::Answers, 11, 50));
+    assert_eq!(report.vision_losses.len(), 10);
     assert_eq!(report.losses.len(), 40);
     let head = report.losses[..5].iter().sum::<f32>() / 5.0;
     let tail = report.losses[35..].iter().sum::<f32>() / 5.0;
@@ -156,7 +164,7 @@ fn smoke_training_lowers_the_loss_and_saves_a_loadable_checkpoint() {
     let prompt = ckpt
         .tokenizer
         .prepare(
-            &chat_prompt(crate::DESCRIBE_PROMPT),
+            &chat_prompt(DESCRIBE_PROMPT),
             ckpt.config.image_token_index,
             ckpt.config.num_image_tokens(),
         )
@@ -193,6 +201,8 @@ fn smoke_training_lowers_the_loss_and_saves_a_loadable_checkpoint() {
         .all(|&t| (t as usize) < vocab.len()));
 }
 
+/// Where a step's time goes: `cargo test -p dexar-toy --lib profile_one_step
+/// -- --ignored --nocapture` (with `CANDLE_NUM_THREADS=1` on a shared machine).
 #[test]
 #[ignore]
 fn profile_one_step() {

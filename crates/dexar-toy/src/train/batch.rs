@@ -1,0 +1,229 @@
+//! Training batches: scenes to token ids and pixels, and the loss of a
+//! batch computed through the model with one shared image prefix per scene.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor, D};
+use dexar_model::decoder::{Capture, KvCache};
+use dexar_model::{ImageProcessor, LlavaConfig, LlavaModel, TextTokenizer};
+
+use crate::model_config::{preprocessor_json, IMAGE_SIZE};
+use crate::shapes::{generate, SceneConfig};
+use crate::vocab::{chat_prompt, tokenizer_json, EOS_ID, IMAGE_ID, PAD_ID};
+use crate::ToyError;
+
+/// A step's training data: images, and the prompt+answer suffixes that
+/// follow the shared image prefix, in groups of similar length (questions
+/// and short descriptions, long descriptions) so little is spent on padding.
+pub(crate) struct Batch {
+    /// `[I, 3, H, W]` normalised pixels.
+    pub pixels: Tensor,
+    /// `[h]` the text tokens before the image (`<s> USER:`), shared by all.
+    pub head_ids: Tensor,
+    pub groups: Vec<SuffixGroup>,
+    /// Scored tokens in all groups.
+    pub scored_count: usize,
+}
+
+/// Suffixes of one length class.
+pub(crate) struct SuffixGroup {
+    /// `[B, S]` prompt words, `ASSISTANT:`, answer, `</s>`, right-padded.
+    pub ids: Tensor,
+    /// `[B]` index of each suffix's image.
+    pub owner: Tensor,
+    /// `[M]` flattened `b * S + j` positions whose next token is scored.
+    pub scored: Tensor,
+    /// `[M]` the tokens they must predict.
+    pub targets: Tensor,
+}
+
+/// Suffixes up to this many tokens go to the short group.
+const SHORT_SUFFIX: usize = 11;
+
+/// A suffix: its ids, the first position whose next token is scored, its image.
+type Suffix = (Vec<u32>, usize, u32);
+
+/// Turns scenes into [`Batch`]es with the checkpoint's own tokenizer and
+/// image processor.
+pub(crate) struct BatchMaker {
+    pub(crate) tokenizer: TextTokenizer,
+    pub(crate) processor: ImageProcessor,
+    num_image_tokens: usize,
+    device: Device,
+}
+
+impl BatchMaker {
+    pub fn new(config: &LlavaConfig) -> Result<Self, ToyError> {
+        let tokenizer_bytes = serde_json::to_vec(&tokenizer_json())?;
+        let tokenizer = TextTokenizer::from_bytes(&tokenizer_bytes, Path::new("tokenizer.json"))?;
+        let processor =
+            ImageProcessor::from_json(&preprocessor_json().to_string(), IMAGE_SIZE as u32)
+                .map_err(ToyError::Options)?;
+        Ok(Self {
+            tokenizer,
+            processor,
+            num_image_tokens: config.num_image_tokens(),
+            device: Device::Cpu,
+        })
+    }
+
+    /// Normalised pixels `[3, H, W]` of a scene image.
+    pub(crate) fn pixels(&self, image: &image::RgbImage) -> Result<Tensor, ToyError> {
+        let img = image::DynamicImage::ImageRgb8(image.clone());
+        let (p, (h, w)) = self.processor.preprocess(&img);
+        Ok(Tensor::from_vec(
+            p,
+            (3, h as usize, w as usize),
+            &self.device,
+        )?)
+    }
+
+    /// Prompt ids (image expanded) and image span, as inference builds them.
+    pub(crate) fn prompt_ids(&self, prompt: &str) -> Result<(Vec<u32>, (usize, usize)), ToyError> {
+        let prepared =
+            self.tokenizer
+                .prepare(&chat_prompt(prompt), IMAGE_ID, self.num_image_tokens)?;
+        Ok((prepared.input_ids, prepared.image_span))
+    }
+
+    pub fn batch(
+        &self,
+        scene_config: &SceneConfig,
+        seed: u64,
+        indices: std::ops::Range<u64>,
+    ) -> Result<Batch, ToyError> {
+        let mut pixels = Vec::new();
+        let mut head: Option<Vec<u32>> = None;
+        let (mut short, mut long): (Vec<Suffix>, Vec<Suffix>) = (Vec::new(), Vec::new());
+        let images = indices.end.saturating_sub(indices.start) as usize;
+        for (image, index) in indices.enumerate() {
+            let scene = generate(scene_config, seed, index);
+            let img = image::DynamicImage::ImageRgb8(scene.image.clone());
+            let (p, size) = self.processor.preprocess(&img);
+            debug_assert_eq!(size, (IMAGE_SIZE as u32, IMAGE_SIZE as u32));
+            pixels.extend(p);
+            for (prompt, answer) in scene.qa_pairs() {
+                let (ids, (s, e)) = self.prompt_ids(prompt)?;
+                match &head {
+                    None => head = Some(ids[..s].to_vec()),
+                    Some(h) if h[..] != ids[..s] => {
+                        return Err(ToyError::Options(
+                            "prompts do not share the text before the image".into(),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+                let mut suffix = ids[e..].to_vec();
+                // The last prompt token (`ASSISTANT:`) predicts the first answer token.
+                let first_scored = suffix.len() - 1;
+                suffix.extend(self.tokenizer.encode(&answer.text, false)?);
+                suffix.push(EOS_ID);
+                let group = if suffix.len() <= SHORT_SUFFIX {
+                    &mut short
+                } else {
+                    &mut long
+                };
+                group.push((suffix, first_scored, image as u32));
+            }
+        }
+        let head = head.ok_or_else(|| ToyError::Options("empty batch".into()))?;
+        let mut groups = Vec::with_capacity(2);
+        let mut scored_count = 0;
+        for suffixes in [short, long] {
+            if let Some(group) = self.group(&suffixes)? {
+                scored_count += group.targets.dim(0)?;
+                groups.push(group);
+            }
+        }
+        Ok(Batch {
+            pixels: Tensor::from_vec(pixels, (images, 3, IMAGE_SIZE, IMAGE_SIZE), &self.device)?,
+            head_ids: Tensor::new(head.as_slice(), &self.device)?,
+            groups,
+            scored_count,
+        })
+    }
+
+    fn group(&self, suffixes: &[Suffix]) -> Result<Option<SuffixGroup>, ToyError> {
+        let Some(width) = suffixes.iter().map(|s| s.0.len()).max() else {
+            return Ok(None);
+        };
+        let mut ids = Vec::with_capacity(suffixes.len() * width);
+        let (mut scored, mut targets) = (Vec::new(), Vec::new());
+        for (b, (suffix, first, _)) in suffixes.iter().enumerate() {
+            for j in *first..suffix.len() - 1 {
+                scored.push((b * width + j) as u32);
+                targets.push(suffix[j + 1]);
+            }
+            ids.extend(suffix);
+            ids.extend(std::iter::repeat_n(PAD_ID, width - suffix.len()));
+        }
+        let owner: Vec<u32> = suffixes.iter().map(|s| s.2).collect();
+        let d = &self.device;
+        Ok(Some(SuffixGroup {
+            ids: Tensor::from_vec(ids, (suffixes.len(), width), d)?,
+            owner: Tensor::new(owner.as_slice(), d)?,
+            scored: Tensor::new(scored.as_slice(), d)?,
+            targets: Tensor::new(targets.as_slice(), d)?,
+        }))
+    }
+}
+
+/// Mean cross-entropy of the scored tokens. The prefix `<s> USER: <image>`
+/// runs once per image; its key/value cache is then repeated for each of
+/// the image's prompts and the suffixes continue at the same positions a
+/// full sequence would give them.
+pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<Tensor, ToyError> {
+    let decoder = &model.decoder;
+    let features = model.image_encoder.forward(&batch.pixels)?; // [I, N, D]
+    let (images, _, d) = features.dims3()?;
+    let head = decoder.embed(&batch.head_ids)?; // [h, D]
+    let head_len = head.dim(0)?;
+    let head = head
+        .unsqueeze(0)?
+        .broadcast_as((images, head_len, d))?
+        .contiguous()?;
+    let prefix = Tensor::cat(&[&head, &features], 1)?;
+    let prefix_len = prefix.dim(1)?;
+    let mut prefix_cache = KvCache::default();
+    decoder.forward(&prefix, 0, Some(&mut prefix_cache), &Capture::default())?;
+    let mut total: Option<Tensor> = None;
+    for group in &batch.groups {
+        let fan_out = |kv: &(Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> {
+            Ok((
+                kv.0.index_select(&group.owner, 0)?,
+                kv.1.index_select(&group.owner, 0)?,
+            ))
+        };
+        let mut cache = KvCache {
+            layers: prefix_cache
+                .layers
+                .iter()
+                .map(|layer| layer.as_ref().map(fan_out).transpose())
+                .collect::<Result<_, _>>()?,
+        };
+        let suffix = decoder.embed(&group.ids)?; // [B, S, D]
+        let (b, s, _) = suffix.dims3()?;
+        let out = decoder.forward(&suffix, prefix_len, Some(&mut cache), &Capture::default())?;
+        let hidden = out
+            .hidden
+            .ok_or_else(|| ToyError::Options("decoder returned no hidden state".into()))?;
+        let hidden = hidden.reshape((b * s, d))?.index_select(&group.scored, 0)?;
+        let nll = summed_nll(&decoder.logits(&hidden)?, &group.targets)?;
+        total = Some(match total {
+            Some(t) => (t + nll)?,
+            None => nll,
+        });
+    }
+    let total = total.ok_or_else(|| ToyError::Options("empty batch".into()))?;
+    Ok((total / batch.scored_count.max(1) as f64)?)
+}
+
+/// Sum of `-log softmax(logits)[target]`, composed from differentiable ops.
+fn summed_nll(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let log_z = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let log_probs = shifted.broadcast_sub(&log_z)?;
+    let picked = log_probs.gather(&targets.unsqueeze(1)?, 1)?;
+    picked.sum_all()?.neg()
+}
