@@ -19,7 +19,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
     /// Prompt (wrapped in the default chat template).
-    #[arg(long, value_name = "TEXT", default_value = "What is in the image?")]
+    #[arg(long, value_name = "TEXT", default_value = "describe the image")]
     pub prompt: String,
     /// Tokens to explain.
     #[arg(long, value_name = "N", default_value_t = 16)]

@@ -1,23 +1,26 @@
 //! The model and images compiled into the binary, so `dexar` works from any
-//! directory with no network: for now the tiny random LLaVA of the test
-//! fixtures (exact maps, meaningless answers) until the trained demo model lands.
+//! directory with no network: the demo VLM trained on the synthetic shapes
+//! world (`crates/dexar-toy/model`, a llava-hf checkpoint made by
+//! `dexar toy train`) and sample scenes of that world.
 
 use dexar_model::{Checkpoint, LoadOptions, Result};
 use std::path::Path;
 
-macro_rules! fixture {
+macro_rules! toy {
     ($rel:literal) => {
-        include_bytes!(concat!("../../dexar-model/tests/fixtures/", $rel))
+        include_bytes!(concat!("../../dexar-toy/", $rel))
     };
 }
 
 /// The label shown for the bundled model (it has no directory).
-pub const MODEL_LABEL: &str = "bundled:tiny-llava";
+pub const MODEL_LABEL: &str = "bundled:toy";
 
 /// Sample images shipped in the binary: (name, PNG bytes).
-pub const SAMPLE_IMAGES: [(&str, &[u8]); 2] = [
-    ("square.png", fixture!("images/square.png")),
-    ("wide.png", fixture!("images/wide.png")),
+pub const SAMPLE_IMAGES: [(&str, &[u8]); 4] = [
+    ("three-shapes.png", toy!("samples/three-shapes.png")),
+    ("two-shapes.png", toy!("samples/two-shapes.png")),
+    ("three-shapes-2.png", toy!("samples/three-shapes-2.png")),
+    ("one-shape.png", toy!("samples/one-shape.png")),
 ];
 
 /// Loads the bundled checkpoint.
@@ -25,10 +28,10 @@ pub fn checkpoint(opts: &LoadOptions) -> Result<Checkpoint> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     Checkpoint::from_bytes(
         Path::new(MODEL_LABEL),
-        &text(fixture!("tiny-llava/config.json")),
-        fixture!("tiny-llava/tokenizer.json"),
-        &text(fixture!("tiny-llava/preprocessor_config.json")),
-        fixture!("tiny-llava/model.safetensors").to_vec(),
+        &text(toy!("model/config.json")),
+        toy!("model/tokenizer.json"),
+        &text(toy!("model/preprocessor_config.json")),
+        toy!("model/model.safetensors").to_vec(),
         opts,
     )
 }
@@ -37,16 +40,13 @@ pub fn checkpoint(opts: &LoadOptions) -> Result<Checkpoint> {
 pub fn export(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let files: [(&str, &[u8]); 4] = [
-        ("config.json", fixture!("tiny-llava/config.json")),
-        ("tokenizer.json", fixture!("tiny-llava/tokenizer.json")),
+        ("config.json", toy!("model/config.json")),
+        ("tokenizer.json", toy!("model/tokenizer.json")),
         (
             "preprocessor_config.json",
-            fixture!("tiny-llava/preprocessor_config.json"),
+            toy!("model/preprocessor_config.json"),
         ),
-        (
-            "model.safetensors",
-            fixture!("tiny-llava/model.safetensors"),
-        ),
+        ("model.safetensors", toy!("model/model.safetensors")),
     ];
     for (name, bytes) in files {
         crate::output::write_atomic(&dir.join(name), bytes)?;
