@@ -1,8 +1,13 @@
 //! Trains the demo model and scores it on held-out scenes, until `dexar toy
 //! train` exists:
 //!
-//! `cargo run --release -p dexar-toy --example train -- [--steps N] [--batch N]
-//! [--lr X] [--seed N] [--out DIR] [--eval N] [--eval-only]`
+//! `cargo run --release -p dexar-toy --example train -- [--out DIR]
+//! [--steps N] [--vision-steps N] [--batch N] [--lr X] [--aux W]
+//! [--vision-lr-scale X] [--seed N] [--vision H,I,L,HEADS] [--text H,I,L,HEADS]
+//! [--min-objects N] [--max-objects N] [--eval N] [--eval-only]`
+//!
+//! Defaults are [`TrainOptions::default`]; `--eval N` scores N held-out
+//! scenes afterwards (200 unless told), `--eval-only` just scores `--out`.
 
 use std::path::PathBuf;
 

@@ -91,7 +91,7 @@ impl Default for TrainOptions {
         Self {
             vision_steps: 400,
             vision_batch_size: 32,
-            steps: 3000,
+            steps: 2500,
             batch_size: 8,
             lr: 2e-3,
             vision_lr_scale: 1.0,
