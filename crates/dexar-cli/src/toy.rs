@@ -44,9 +44,12 @@ pub enum ToyCommand {
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Optimiser steps.
+    /// Optimiser steps of the answer stage.
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
+    /// Steps of the vision warm-up stage (0 skips it).
+    #[arg(long, value_name = "N")]
+    pub vision_steps: Option<usize>,
     /// Scenes per step.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
@@ -104,6 +107,9 @@ fn train(args: &TrainArgs) -> CliResult<()> {
     if let Some(v) = args.steps {
         opts.steps = v;
     }
+    if let Some(v) = args.vision_steps {
+        opts.vision_steps = v;
+    }
     if let Some(v) = args.batch_size {
         opts.batch_size = v;
     }
@@ -114,6 +120,11 @@ fn train(args: &TrainArgs) -> CliResult<()> {
         opts.seed = v;
     }
     crate::explain::prepare_out_dir(&opts.out_dir)?;
+    // candle's per-op thread pool busy-waits; on a small shared machine one
+    // thread per op trains several times faster. An explicit setting wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(opts.steps as u64)
     } else {

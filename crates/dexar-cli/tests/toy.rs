@@ -54,3 +54,35 @@ fn toy_data_writes_a_directory_eval_reads() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("(0 skipped)"));
 }
+
+#[test]
+fn toy_train_writes_a_checkpoint_explain_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("model");
+    let o = dexar(&[
+        "toy",
+        "train",
+        "--steps",
+        "3",
+        "--vision-steps",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("trained 3 steps"));
+    let ex = dir.path().join("ex");
+    let o = dexar(&[
+        "explain",
+        "--model",
+        out.to_str().unwrap(),
+        "--prompt",
+        "describe the image",
+        "--max-tokens",
+        "2",
+        "--no-png",
+        "--out",
+        ex.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
