@@ -378,7 +378,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
 }
 
 /// The model's view of the image (resized, cropped), enlarged for display.
-fn display_view(ckpt: &Checkpoint, img: &image::DynamicImage) -> image::RgbImage {
+pub(crate) fn display_view(ckpt: &Checkpoint, img: &image::DynamicImage) -> image::RgbImage {
     let view = ckpt.processor.model_view(img);
     let side = view.width().min(view.height()).max(1);
     if side >= 256 {

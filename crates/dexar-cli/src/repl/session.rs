@@ -139,21 +139,7 @@ pub fn encode(
     })
 }
 
-/// The model's view of the image, enlarged so small ones draw crisply.
-fn display_view(ckpt: &Checkpoint, img: &DynamicImage) -> RgbImage {
-    let view = ckpt.processor.model_view(img);
-    let side = view.width().min(view.height()).max(1);
-    if side >= 256 {
-        return view;
-    }
-    let scale = 256u32.div_ceil(side);
-    image::imageops::resize(
-        &view,
-        view.width() * scale,
-        view.height() * scale,
-        image::imageops::FilterType::CatmullRom,
-    )
-}
+use crate::explain::display_view;
 
 impl Session {
     /// Built-ins first, then the loaded plugins.
