@@ -1,6 +1,8 @@
 //! End-to-end tests of `dexar explain`: the real binary on the fixture
 //! checkpoints, its explain.json contract and its handling of bad input.
 
+mod common;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -329,44 +331,11 @@ fn bad_images_prompts_and_flags_are_refused_with_one_line() {
     assert_user_error(&o, "--out");
 }
 
-/// Builds an example plugin of this workspace into the test's target dir and
-/// copies it into a private directory (the host refuses group/world-writable places).
-#[cfg(target_os = "linux")]
-fn build_plugin(package: &str, lib: &str) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    let target = profile_dir.parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "-q",
-        "-p",
-        package,
-        "--manifest-path",
-        s(&manifest),
-        "--target-dir",
-        s(target),
-    ]);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    assert!(cmd.status().unwrap().success(), "building plugin {package}");
-    let dir = std::env::temp_dir().join(format!("dexar-cli-test-plugins-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let copy = dir.join(format!("lib{lib}.so"));
-    std::fs::copy(profile_dir.join(format!("lib{lib}.so")), &copy).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
-    copy
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn explain_runs_a_plugin_strategy() {
-    let plugin = build_plugin("legrad", "legrad");
+    let plugins = tempfile::tempdir().unwrap();
+    let plugin = common::build_plugin("legrad", "legrad", plugins.path());
     let out = tempfile::tempdir().unwrap();
     let args = [
         "--plugin",
