@@ -47,7 +47,7 @@ pub struct TrainArgs {
     /// Optimiser steps of the answer stage.
     #[arg(long, value_name = "N")]
     pub steps: Option<usize>,
-    /// Steps of the vision warm-up stage (0 skips it).
+    /// Steps of the vision warm-up stage, the patch probe alone (0 skips it).
     #[arg(long, value_name = "N")]
     pub vision_steps: Option<usize>,
     /// Scenes per step.

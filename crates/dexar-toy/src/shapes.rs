@@ -120,6 +120,7 @@ pub enum Color {
 }
 
 impl Color {
+    /// Also the order in which descriptions name objects.
     pub const ALL: [Color; 8] = [
         Color::Red,
         Color::Orange,
@@ -253,7 +254,8 @@ impl SceneObject {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
     pub image: RgbImage,
-    /// In drawing order; [`crate::WordLink::object`] indexes this.
+    /// In the order of [`Color::ALL`] (also the drawing order);
+    /// [`crate::WordLink::object`] indexes this.
     pub objects: Vec<SceneObject>,
     /// The answer to [`crate::DESCRIBE_PROMPT`], e.g. `a red circle above a blue square`.
     pub description: LinkedText,
@@ -295,7 +297,11 @@ pub fn generate(config: &SceneConfig, seed: u64, index: u64) -> Scene {
     rng.shuffle(&mut shapes);
     rng.shuffle(&mut colors);
 
-    let placements = place(&mut rng, config.size, &shapes[..count], &colors[..count]);
+    let mut placements = place(&mut rng, config.size, &shapes[..count], &colors[..count]);
+    // Objects, and so descriptions, go in the fixed order of `Color::ALL`:
+    // every scene has exactly one right description. (Boxes never overlap,
+    // so the drawing order does not change a pixel.)
+    placements.sort_by_key(|p| p.color as usize);
     let (image, objects) = draw(&mut rng, &config, &placements);
     let description = text::describe(&objects);
     let questions = text::questions(&objects, config.size);

@@ -199,6 +199,9 @@ impl TextBuilder {
     }
 }
 
+/// Objects are named in the order given (the generator's: that of
+/// [`Color::ALL`]).
+///
 /// `a red circle`, `a red circle above a blue square`, and for more objects
 /// the first one related to each other one: `a red circle left of a blue
 /// square and a green cross` when the relation is shared, else `a red circle

@@ -12,15 +12,16 @@
 //! `</s>` only; AdamW with linear warm-up and cosine decay.
 //!
 //! Two stages, as LLaVA itself starts from a pretrained CLIP: stage 1 warms
-//! the vision tower and projector up on the shape of single objects
-//! (`vision_warmup.rs`), stage 2 trains everything on answers while that
-//! shape task goes on beside them with a small weight. Without it the tokens
-//! carry colour only: answers are learned through colour first, and colour
+//! the vision tower and projector up with a patch probe that reads each image
+//! token's object colour and shape (`patch_probe.rs`; no decoder, so cheap),
+//! stage 2 trains everything on answers while the probe goes on beside them
+//! with a small weight, on the same image tokens. Without it the tokens carry
+//! colour only: answers are learned through colour first, and colour
 //! gradients starve shape (measured: shape answers at chance after 20 k
 //! training scenes).
 
 mod batch;
-mod vision_warmup;
+mod patch_probe;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use dexar_model::{LlavaConfig, LlavaModel};
 
 pub(crate) use batch::{batch_loss, BatchMaker};
-use vision_warmup::{VisionProbe, VisionWarmup};
+use patch_probe::PatchProbe;
 
 use crate::model_config::{preprocessor_json, ToyModelConfig, IMAGE_SIZE};
 use crate::rng::SplitMix64;
@@ -47,6 +48,9 @@ pub const CHECKPOINT_FILES: [&str; 4] = [
     "preprocessor_config.json",
 ];
 
+/// Stage-1 scenes come from their own stream of the training seed.
+const VISION_STREAM: u64 = 0x7157_0a11;
+
 /// Seed of the training scenes unless told otherwise. Held-out evaluation
 /// uses [`crate::HELD_OUT_SEED`], a different stream.
 pub const TRAIN_SEED: u64 = 1;
@@ -54,8 +58,8 @@ pub const TRAIN_SEED: u64 = 1;
 /// How to train. [`Default`] reproduces the bundled model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    /// Steps of stage 1, the vision tower's warm-up on the shape of single
-    /// objects (see `train/vision_warmup.rs`); 0 skips it.
+    /// Steps of stage 1, the vision tower's warm-up on the patch probe alone
+    /// (see `train/patch_probe.rs`); 0 skips it.
     pub vision_steps: usize,
     /// Scenes per stage-1 step.
     pub vision_batch_size: usize,
@@ -68,9 +72,9 @@ pub struct TrainOptions {
     pub lr: f64,
     /// Stage 2 trains the vision tower at `lr * vision_lr_scale`.
     pub vision_lr_scale: f64,
-    /// Weight of the stage-1 probe loss kept up during stage 2 (on
-    /// `vision_batch_size / 2` scenes a step); 0 trains on answers alone.
-    pub vision_aux_weight: f64,
+    /// Weight of the patch-probe loss kept up during stage 2 (on the
+    /// batch's own images); 0 trains on answers alone.
+    pub probe_weight: f64,
     /// Steps of linear warm-up before the cosine decay.
     pub warmup_steps: usize,
     /// The learning rate decays to `lr * final_lr_fraction`.
@@ -95,7 +99,7 @@ impl Default for TrainOptions {
             batch_size: 8,
             lr: 2e-3,
             vision_lr_scale: 1.0,
-            vision_aux_weight: 0.5,
+            probe_weight: 0.5,
             warmup_steps: 100,
             final_lr_fraction: 0.05,
             weight_decay: 0.01,
@@ -148,7 +152,7 @@ impl TrainOptions {
 /// The two stages of [`train`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrainStage {
-    /// The vision tower alone, on which shapes and colours a scene holds.
+    /// The vision tower alone, on the colour and shape under each patch.
     Vision,
     /// The whole model, on answers.
     Answers,
@@ -161,7 +165,7 @@ pub struct TrainProgress {
     /// 1-based, counting both stages (`vision_steps + steps` in all).
     pub step: usize,
     pub steps: usize,
-    /// Stage 1: mean cross-entropy of the shape probe.
+    /// Stage 1: the patch probe's colour plus shape cross-entropy.
     /// Stage 2: mean cross-entropy per answer token of this step's batch.
     pub loss: f32,
     /// Exponential moving average of `loss` (smoothing 0.95), for display.
@@ -211,10 +215,19 @@ pub fn train(
     let trainable = vars_by_name(&varmap)?;
     let total_steps = opts.vision_steps + opts.steps;
 
+    let names = varmap_names(&varmap)?;
+    let probe = PatchProbe::new(config.text.hidden_size, opts.seed)?;
+    let mut probe_optimizer = AdamW::new(
+        probe.vars(),
+        ParamsAdamW {
+            lr: opts.lr,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+
     let mut vision_losses = Vec::with_capacity(opts.vision_steps);
-    let mut probe = VisionProbe::new(&model, opts.seed)?;
     if opts.vision_steps > 0 {
-        let names = varmap_names(&varmap)?;
         let tower: Vec<candle_core::Var> = names
             .iter()
             .zip(&trainable)
@@ -223,13 +236,32 @@ pub fn train(
             })
             .map(|(_, v)| v.clone())
             .collect();
-        let mut warmup = VisionWarmup::new(probe, tower, opts.lr)?;
+        let mut optimizer = AdamW::new(
+            tower,
+            ParamsAdamW {
+                lr: opts.lr,
+                weight_decay: 0.0,
+                ..ParamsAdamW::default()
+            },
+        )?;
+        let stream = opts.seed ^ VISION_STREAM;
         let mut smoothed: Option<f32> = None;
         for step in 1..=opts.vision_steps {
             let lr = opts.vision_lr_at(step);
             let first = ((step - 1) * opts.vision_batch_size) as u64;
-            let range = first..first + opts.vision_batch_size as u64;
-            let loss = warmup.step(&model, &data, &opts.scene, opts.seed, range, lr)?;
+            let (pixels, targets) = data.images(
+                &opts.scene,
+                stream,
+                first..first + opts.vision_batch_size as u64,
+            )?;
+            let tokens = model.image_encoder.forward(&pixels)?;
+            let loss = probe.loss(&tokens, &targets)?;
+            let grads = loss.backward()?;
+            optimizer.set_learning_rate(lr);
+            optimizer.step(&grads)?;
+            probe_optimizer.set_learning_rate(lr);
+            probe_optimizer.step(&grads)?;
+            let loss = loss.to_scalar::<f32>()?;
             if !loss.is_finite() {
                 return Err(ToyError::Diverged { step, loss });
             }
@@ -246,10 +278,8 @@ pub fn train(
                 elapsed: start.elapsed(),
             });
         }
-        probe = warmup.into_probe();
     }
 
-    let names = varmap_names(&varmap)?;
     let (tower, rest): (Vec<_>, Vec<_>) = names
         .iter()
         .zip(&trainable)
@@ -266,15 +296,6 @@ pub fn train(
         )
     };
     let (mut tower_optimizer, mut optimizer) = (adamw(tower)?, adamw(rest)?);
-    let mut probe_optimizer = AdamW::new(
-        probe.vars(),
-        ParamsAdamW {
-            lr: opts.lr,
-            weight_decay: 0.0,
-            ..ParamsAdamW::default()
-        },
-    )?;
-    let aux_batch = (opts.vision_batch_size / 2).max(1) as u64;
 
     let mut losses = Vec::with_capacity(opts.steps);
     let mut smoothed: Option<f32> = None;
@@ -288,20 +309,12 @@ pub fn train(
             opts.seed,
             first..first + opts.batch_size as u64,
         )?;
-        let loss = batch_loss(&model, &batch)?;
-        let objective = if opts.vision_aux_weight > 0.0 {
-            // The stage-1 task keeps going beside the answers, so the colour
+        let (loss, tokens) = batch_loss(&model, &batch)?;
+        let objective = if opts.probe_weight > 0.0 {
+            // The probe keeps going beside the answers, so the colour
             // gradients of the answers cannot wash shape out of the tokens.
-            let first =
-                (opts.vision_steps * opts.vision_batch_size) as u64 + (step as u64 - 1) * aux_batch;
-            let aux = probe.loss(
-                &model,
-                &data,
-                &opts.scene,
-                opts.seed,
-                first..first + aux_batch,
-            )?;
-            (&loss + (aux * opts.vision_aux_weight)?)?
+            let probe_loss = probe.loss(&tokens, &batch.patches)?;
+            (&loss + (probe_loss * opts.probe_weight)?)?
         } else {
             loss.clone()
         };

@@ -172,6 +172,9 @@ fn objects_of_a_scene_differ_in_shape_and_colour() {
             for b in &scene.objects[i + 1..] {
                 assert_ne!(a.shape, b.shape);
                 assert_ne!(a.color, b.color);
+                // Listed (and described) in the order of `Color::ALL`.
+                let rank = |c: Color| Color::ALL.iter().position(|&x| x == c);
+                assert!(rank(a.color) < rank(b.color), "{}", scene.description.text);
             }
         }
     }

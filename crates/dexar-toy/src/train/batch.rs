@@ -9,6 +9,8 @@ use dexar_model::{ImageProcessor, LlavaConfig, LlavaModel, TextTokenizer};
 
 use crate::model_config::{preprocessor_json, IMAGE_SIZE};
 use crate::shapes::{generate, SceneConfig};
+
+use super::patch_probe::PatchTargets;
 use crate::vocab::{chat_prompt, tokenizer_json, EOS_ID, IMAGE_ID, PAD_ID};
 use crate::ToyError;
 
@@ -23,6 +25,8 @@ pub(crate) struct Batch {
     pub groups: Vec<SuffixGroup>,
     /// Scored tokens in all groups.
     pub scored_count: usize,
+    /// What the patch probe must read from each image token.
+    pub patches: PatchTargets,
 }
 
 /// Suffixes of one length class.
@@ -49,6 +53,8 @@ pub(crate) struct BatchMaker {
     pub(crate) tokenizer: TextTokenizer,
     pub(crate) processor: ImageProcessor,
     num_image_tokens: usize,
+    /// Side of the patch grid.
+    grid: usize,
     device: Device,
 }
 
@@ -63,6 +69,7 @@ impl BatchMaker {
             tokenizer,
             processor,
             num_image_tokens: config.num_image_tokens(),
+            grid: config.vision.image_size / config.vision.patch_size,
             device: Device::Cpu,
         })
     }
@@ -86,6 +93,24 @@ impl BatchMaker {
         Ok((prepared.input_ids, prepared.image_span))
     }
 
+    /// Pixels `[I, 3, H, W]` and patch targets of scenes `indices`, for the
+    /// probe alone.
+    pub fn images(
+        &self,
+        scene_config: &SceneConfig,
+        seed: u64,
+        indices: std::ops::Range<u64>,
+    ) -> Result<(Tensor, PatchTargets), ToyError> {
+        let mut pixels = Vec::new();
+        let mut targets = PatchTargets::default();
+        for index in indices {
+            let scene = generate(scene_config, seed, index);
+            pixels.push(self.pixels(&scene.image)?);
+            targets.push_scene(&scene, self.grid);
+        }
+        Ok((Tensor::stack(&pixels, 0)?, targets))
+    }
+
     pub fn batch(
         &self,
         scene_config: &SceneConfig,
@@ -96,8 +121,10 @@ impl BatchMaker {
         let mut head: Option<Vec<u32>> = None;
         let (mut short, mut long): (Vec<Suffix>, Vec<Suffix>) = (Vec::new(), Vec::new());
         let images = indices.end.saturating_sub(indices.start) as usize;
+        let mut patches = PatchTargets::default();
         for (image, index) in indices.enumerate() {
             let scene = generate(scene_config, seed, index);
+            patches.push_scene(&scene, self.grid);
             let img = image::DynamicImage::ImageRgb8(scene.image.clone());
             let (p, size) = self.processor.preprocess(&img);
             debug_assert_eq!(size, (IMAGE_SIZE as u32, IMAGE_SIZE as u32));
@@ -140,6 +167,7 @@ impl BatchMaker {
             head_ids: Tensor::new(head.as_slice(), &self.device)?,
             groups,
             scored_count,
+            patches,
         })
     }
 
@@ -168,11 +196,11 @@ impl BatchMaker {
     }
 }
 
-/// Mean cross-entropy of the scored tokens. The prefix `<s> USER: <image>`
-/// runs once per image; its key/value cache is then repeated for each of
-/// the image's prompts and the suffixes continue at the same positions a
-/// full sequence would give them.
-pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<Tensor, ToyError> {
+/// Mean cross-entropy of the scored tokens, and the image tokens `[I, N, D]`
+/// it was computed from. The prefix `<s> USER: <image>` runs once per image;
+/// its key/value cache is then repeated for each of the image's prompts and
+/// the suffixes continue at the same positions a full sequence would give them.
+pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<(Tensor, Tensor), ToyError> {
     let decoder = &model.decoder;
     let features = model.image_encoder.forward(&batch.pixels)?; // [I, N, D]
     let (images, _, d) = features.dims3()?;
@@ -215,7 +243,7 @@ pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<Tensor, To
         });
     }
     let total = total.ok_or_else(|| ToyError::Options("empty batch".into()))?;
-    Ok((total / batch.scored_count.max(1) as f64)?)
+    Ok(((total / batch.scored_count.max(1) as f64)?, features))
 }
 
 /// Sum of `-log softmax(logits)[target]`, composed from differentiable ops.

@@ -68,9 +68,14 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
     let maker = BatchMaker::new(&config).expect("batch maker");
     let scene_config = SceneConfig::default();
     let batch = maker.batch(&scene_config, 5, 0..2).expect("batch");
-    let loss = batch_loss(&model, &batch)
-        .and_then(|l| Ok(l.to_scalar::<f32>()?))
-        .expect("loss");
+    let (loss, tokens) = batch_loss(&model, &batch).expect("loss");
+    let loss = loss.to_scalar::<f32>().expect("scalar");
+    assert_eq!(tokens.dims3().expect("tokens"), (2, 16, 32));
+    assert_eq!(
+        batch.patches.len(),
+        2 * 16,
+        "one probe target per image token"
+    );
 
     let mut nll = Vec::new();
     for index in 0..2 {
@@ -228,7 +233,7 @@ fn profile_one_step() {
         let _ = feats.sum_all().unwrap().to_scalar::<f32>();
         let t_vis = t.elapsed();
         let t = Instant::now();
-        let loss = batch_loss(&model, &batch).unwrap();
+        let (loss, _) = batch_loss(&model, &batch).unwrap();
         let _ = loss.to_scalar::<f32>();
         let t_fwd = t.elapsed();
         let t = Instant::now();
