@@ -84,6 +84,9 @@ pub struct Capture {
     /// from a backward pass (candle keeps gradients of leaves only). Memory
     /// heavy; for the naive reference path.
     pub full: bool,
+    /// Return every layer's output `[B, T, D]` (implied by `full`), still
+    /// connected to the graph: for losses on intermediate layers in training.
+    pub layer_outputs: bool,
 }
 
 /// Key/value cache, `[B, H_kv, T, hd]` per layer.
@@ -112,7 +115,7 @@ pub struct DecoderOutput {
     pub probes: Vec<(usize, LayerProbe)>,
     /// With [`Capture::full`]: per layer, attention probabilities `[B, H, T, T_k]`.
     pub attn: Vec<Tensor>,
-    /// With [`Capture::full`]: per layer, outputs `[B, T, D]`.
+    /// With [`Capture::full`] or [`Capture::layer_outputs`]: per layer, outputs `[B, T, D]`.
     pub layer_outputs: Vec<Tensor>,
 }
 
@@ -271,6 +274,8 @@ impl Decoder {
             }
             if capture.full {
                 out.attn.push(probs);
+            }
+            if capture.full || capture.layer_outputs {
                 out.layer_outputs.push(x.clone());
             }
         }

@@ -154,7 +154,7 @@ pub fn generate_traced(
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let capture = Capture {
         probes: settings.layers.clone(),
-        full: false,
+        ..Capture::default()
     };
     let mut cache = KvCache::default();
     let embeds = model.embed_with_image(&prompt.input_ids, prompt.image_span, image_features)?;

@@ -42,8 +42,8 @@ pub fn naive_step(
         0,
         None,
         &Capture {
-            probes: 0..0,
             full: true,
+            ..Capture::default()
         },
     )?;
     let q = ids.len() - 1;

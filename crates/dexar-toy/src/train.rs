@@ -75,6 +75,10 @@ pub struct TrainOptions {
     /// Weight of the patch-probe loss kept up during stage 2 (on the
     /// batch's own images); 0 trains on answers alone.
     pub probe_weight: f64,
+    /// Weight of the logit-lens loss: every decoder layer but the last also
+    /// predicts the answers through the final norm and LM head (deep
+    /// supervision); 0 trains the last layer's prediction alone.
+    pub lens_weight: f64,
     /// Steps of linear warm-up before the cosine decay.
     pub warmup_steps: usize,
     /// The learning rate decays to `lr * final_lr_fraction`.
@@ -100,6 +104,7 @@ impl Default for TrainOptions {
             lr: 2e-3,
             vision_lr_scale: 1.0,
             probe_weight: 0.5,
+            lens_weight: 0.0,
             warmup_steps: 100,
             final_lr_fraction: 0.05,
             weight_decay: 0.01,
@@ -309,15 +314,18 @@ pub fn train(
             opts.seed,
             first..first + opts.batch_size as u64,
         )?;
-        let (loss, tokens) = batch_loss(&model, &batch)?;
-        let objective = if opts.probe_weight > 0.0 {
+        let losses_of_batch = batch_loss(&model, &batch, opts.lens_weight > 0.0)?;
+        let loss = losses_of_batch.answers;
+        let mut objective = loss.clone();
+        if opts.probe_weight > 0.0 {
             // The probe keeps going beside the answers, so the colour
             // gradients of the answers cannot wash shape out of the tokens.
-            let probe_loss = probe.loss(&tokens, &batch.patches)?;
-            (&loss + (probe_loss * opts.probe_weight)?)?
-        } else {
-            loss.clone()
-        };
+            let probe_loss = probe.loss(&losses_of_batch.tokens, &batch.patches)?;
+            objective = (objective + (probe_loss * opts.probe_weight)?)?;
+        }
+        if let Some(lens) = losses_of_batch.lens {
+            objective = (objective + (lens * opts.lens_weight)?)?;
+        }
         let mut grads = objective.backward()?;
         if opts.grad_clip > 0.0 {
             clip_grad_norm(&mut grads, &trainable, opts.grad_clip)?;

@@ -196,11 +196,25 @@ impl BatchMaker {
     }
 }
 
-/// Mean cross-entropy of the scored tokens, and the image tokens `[I, N, D]`
-/// it was computed from. The prefix `<s> USER: <image>` runs once per image;
+/// What [`batch_loss`] computes.
+pub(crate) struct BatchLoss {
+    /// Mean cross-entropy of the scored tokens.
+    pub answers: Tensor,
+    /// With `lens`: the same through the logit lens (final norm and LM head)
+    /// of every decoder layer but the last, averaged over those layers.
+    pub lens: Option<Tensor>,
+    /// The image tokens `[I, N, D]` the decoder received.
+    pub tokens: Tensor,
+}
+
+/// Losses of a batch. The prefix `<s> USER: <image>` runs once per image;
 /// its key/value cache is then repeated for each of the image's prompts and
 /// the suffixes continue at the same positions a full sequence would give them.
-pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<(Tensor, Tensor), ToyError> {
+pub(crate) fn batch_loss(
+    model: &LlavaModel,
+    batch: &Batch,
+    lens: bool,
+) -> Result<BatchLoss, ToyError> {
     let decoder = &model.decoder;
     let features = model.image_encoder.forward(&batch.pixels)?; // [I, N, D]
     let (images, _, d) = features.dims3()?;
@@ -214,7 +228,18 @@ pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<(Tensor, T
     let prefix_len = prefix.dim(1)?;
     let mut prefix_cache = KvCache::default();
     decoder.forward(&prefix, 0, Some(&mut prefix_cache), &Capture::default())?;
-    let mut total: Option<Tensor> = None;
+    let lens_layers = decoder.layers.len().saturating_sub(1);
+    let capture = Capture {
+        layer_outputs: lens && lens_layers > 0,
+        ..Capture::default()
+    };
+    let add = |acc: Option<Tensor>, t: Tensor| -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(match acc {
+            Some(a) => (a + t)?,
+            None => t,
+        }))
+    };
+    let (mut total, mut lens_total): (Option<Tensor>, Option<Tensor>) = (None, None);
     for group in &batch.groups {
         let fan_out = |kv: &(Tensor, Tensor)| -> candle_core::Result<(Tensor, Tensor)> {
             Ok((
@@ -231,19 +256,29 @@ pub(crate) fn batch_loss(model: &LlavaModel, batch: &Batch) -> Result<(Tensor, T
         };
         let suffix = decoder.embed(&group.ids)?; // [B, S, D]
         let (b, s, _) = suffix.dims3()?;
-        let out = decoder.forward(&suffix, prefix_len, Some(&mut cache), &Capture::default())?;
+        let out = decoder.forward(&suffix, prefix_len, Some(&mut cache), &capture)?;
+        let scored = |h: &Tensor| -> candle_core::Result<Tensor> {
+            let h = h.reshape((b * s, d))?.index_select(&group.scored, 0)?;
+            summed_nll(&decoder.logits(&h)?, &group.targets)
+        };
         let hidden = out
             .hidden
+            .as_ref()
             .ok_or_else(|| ToyError::Options("decoder returned no hidden state".into()))?;
-        let hidden = hidden.reshape((b * s, d))?.index_select(&group.scored, 0)?;
-        let nll = summed_nll(&decoder.logits(&hidden)?, &group.targets)?;
-        total = Some(match total {
-            Some(t) => (t + nll)?,
-            None => nll,
-        });
+        total = add(total, scored(hidden)?)?;
+        for h in out.layer_outputs.iter().take(lens_layers) {
+            lens_total = add(lens_total, scored(h)?)?;
+        }
     }
     let total = total.ok_or_else(|| ToyError::Options("empty batch".into()))?;
-    Ok(((total / batch.scored_count.max(1) as f64)?, features))
+    let count = batch.scored_count.max(1) as f64;
+    Ok(BatchLoss {
+        answers: (total / count)?,
+        lens: lens_total
+            .map(|t| t / (count * lens_layers as f64))
+            .transpose()?,
+        tokens: features,
+    })
 }
 
 /// Sum of `-log softmax(logits)[target]`, composed from differentiable ops.

@@ -68,16 +68,23 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
     let maker = BatchMaker::new(&config).expect("batch maker");
     let scene_config = SceneConfig::default();
     let batch = maker.batch(&scene_config, 5, 0..2).expect("batch");
-    let (loss, tokens) = batch_loss(&model, &batch).expect("loss");
-    let loss = loss.to_scalar::<f32>().expect("scalar");
-    assert_eq!(tokens.dims3().expect("tokens"), (2, 16, 32));
+    let losses = batch_loss(&model, &batch, true).expect("loss");
+    let loss = losses.answers.to_scalar::<f32>().expect("scalar");
+    assert_eq!(losses.tokens.dims3().expect("tokens"), (2, 16, 32));
+    let lens = losses
+        .lens
+        .expect("lens loss")
+        .to_scalar::<f32>()
+        .expect("scalar");
     assert_eq!(
         batch.patches.len(),
         2 * 16,
         "one probe target per image token"
     );
 
-    let mut nll = Vec::new();
+    // Per token: the last layer's NLL and layer 0's logit-lens NLL (the
+    // tiny decoder has two layers).
+    let (mut nll, mut lens_nll) = (Vec::new(), Vec::new());
     for index in 0..2 {
         let scene = generate(&scene_config, 5, index);
         let img = image::DynamicImage::ImageRgb8(scene.image.clone());
@@ -91,20 +98,33 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
             let x = model
                 .embed_with_image(&ids, span, &features)
                 .expect("embed");
+            let capture = Capture {
+                layer_outputs: true,
+                ..Capture::default()
+            };
             let out = model
                 .decoder
-                .forward(&x, 0, None, &Capture::default())
+                .forward(&x, 0, None, &capture)
                 .expect("forward");
+            assert_eq!(out.layer_outputs.len(), 2);
             let hidden = out.hidden.expect("hidden").squeeze(0).expect("squeeze");
-            let logits = model.decoder.logits(&hidden).expect("logits");
-            for j in first..ids.len() - 1 {
-                let row: Vec<f32> = logits.i(j).and_then(|r| r.to_vec1()).expect("row");
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let log_z = row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
-                nll.push(log_z - row[ids[j + 1] as usize]);
+            let layer0 = out.layer_outputs[0].squeeze(0).expect("squeeze");
+            for (h, sink) in [(&hidden, &mut nll), (&layer0, &mut lens_nll)] {
+                let logits = model.decoder.logits(h).expect("logits");
+                for j in first..ids.len() - 1 {
+                    let row: Vec<f32> = logits.i(j).and_then(|r| r.to_vec1()).expect("row");
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let log_z = row.iter().map(|v| (v - max).exp()).sum::<f32>().ln() + max;
+                    sink.push(log_z - row[ids[j + 1] as usize]);
+                }
             }
         }
     }
+    let expected_lens = lens_nll.iter().sum::<f32>() / lens_nll.len() as f32;
+    assert!(
+        (lens - expected_lens).abs() < 1e-4 * expected_lens.abs().max(1.0),
+        "batched logit-lens loss {lens} vs full sequences {expected_lens}"
+    );
     assert_eq!(nll.len(), batch.scored_count);
     assert_eq!(batch.groups.len(), 2, "short and long suffixes");
     let expected = nll.iter().sum::<f32>() / nll.len() as f32;
@@ -233,7 +253,7 @@ fn profile_one_step() {
         let _ = feats.sum_all().unwrap().to_scalar::<f32>();
         let t_vis = t.elapsed();
         let t = Instant::now();
-        let (loss, _) = batch_loss(&model, &batch).unwrap();
+        let loss = batch_loss(&model, &batch, false).unwrap().answers;
         let _ = loss.to_scalar::<f32>();
         let t_fwd = t.elapsed();
         let t = Instant::now();
