@@ -56,6 +56,14 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, value_name = "LR")]
     pub lr: Option<f64>,
+    /// Weight of the patch probe (colour and shape under each image token)
+    /// beside the answers; 0 switches it off.
+    #[arg(long, value_name = "W")]
+    pub probe_weight: Option<f64>,
+    /// Weight of the logit-lens loss (every decoder layer but the last also
+    /// predicts the answers); 0 switches it off.
+    #[arg(long, value_name = "W")]
+    pub lens_weight: Option<f64>,
     /// Seed of the weights and of the training scenes.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -119,6 +127,12 @@ fn train(args: &TrainArgs) -> CliResult<()> {
     if let Some(v) = args.seed {
         opts.seed = v;
     }
+    if let Some(v) = args.probe_weight {
+        opts.probe_weight = v;
+    }
+    if let Some(v) = args.lens_weight {
+        opts.lens_weight = v;
+    }
     crate::explain::prepare_out_dir(&opts.out_dir)?;
     // candle's per-op thread pool busy-waits; on a small shared machine one
     // thread per op trains several times faster. An explicit setting wins.
@@ -126,7 +140,7 @@ fn train(args: &TrainArgs) -> CliResult<()> {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(opts.steps as u64)
+        ProgressBar::new((opts.vision_steps + opts.steps) as u64)
     } else {
         ProgressBar::hidden()
     };

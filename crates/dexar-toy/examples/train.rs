@@ -2,7 +2,7 @@
 //! train` exists:
 //!
 //! `cargo run --release -p dexar-toy --example train -- [--out DIR]
-//! [--steps N] [--vision-steps N] [--batch N] [--lr X] [--probe W] [--lens W]
+//! [--steps N] [--vision-steps N] [--batch N] [--lr X] [--probe W] [--lens W] [--embed-std X]
 //! [--vision-lr-scale X] [--seed N] [--vision H,I,L,HEADS] [--text H,I,L,HEADS]
 //! [--min-objects N] [--max-objects N] [--eval N] [--eval-only]`
 //!
@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--lr" => opts.lr = value()?.parse()?,
             "--probe" => opts.probe_weight = value()?.parse()?,
             "--lens" => opts.lens_weight = value()?.parse()?,
+            "--embed-std" => opts.embedding_std = value()?.parse()?,
             "--vision-lr-scale" => opts.vision_lr_scale = value()?.parse()?,
             "--warmup" => opts.warmup_steps = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,

@@ -86,6 +86,11 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     /// Global gradient-norm clip; `0` switches clipping off.
     pub grad_clip: f64,
+    /// Standard deviation of the initial token embeddings (the other
+    /// weights start at 0.02). Embeddings on the scale of what the attention
+    /// layers add keep the residual stream from being just one head's
+    /// output, as in large LLMs; see the README's bundled-model section.
+    pub embedding_std: f32,
     /// Seeds the weights and the stream of training scenes.
     pub seed: u64,
     /// Where the checkpoint is written (created if missing).
@@ -105,6 +110,7 @@ impl Default for TrainOptions {
             vision_lr_scale: 1.0,
             probe_weight: 0.5,
             lens_weight: 0.0,
+            embedding_std: 0.02,
             warmup_steps: 100,
             final_lr_fraction: 0.05,
             weight_decay: 0.01,
@@ -149,6 +155,14 @@ impl TrainOptions {
         }
         if !(0.0..=1.0).contains(&self.final_lr_fraction) {
             return bad("final_lr_fraction must be within 0..=1".into());
+        }
+        for (name, w) in [
+            ("probe weight", self.probe_weight),
+            ("lens weight", self.lens_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(format!("{name} {w} must be a finite number >= 0"));
+            }
         }
         self.model.validate().map_err(ToyError::Options)
     }
@@ -210,7 +224,7 @@ pub fn train(
     let config_json = opts.model.config_json();
     let config = LlavaConfig::from_value(&config_json)
         .map_err(|e| ToyError::Options(format!("toy config.json does not parse: {e:?}")))?;
-    let varmap = init_weights(&opts.model, &config, opts.seed, &device)?;
+    let varmap = init_weights(&opts.model, &config, opts.seed, opts.embedding_std, &device)?;
     let model = LlavaModel::load(
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
         &config,
@@ -428,7 +442,11 @@ enum Init {
     SinCos2d(usize, f32),
 }
 
-fn weight_specs(m: &ToyModelConfig, vocab: usize) -> Vec<(String, Vec<usize>, Init)> {
+fn weight_specs(
+    m: &ToyModelConfig,
+    vocab: usize,
+    embedding_std: f32,
+) -> Vec<(String, Vec<usize>, Init)> {
     const STD: f32 = 0.02;
     let mut specs: Vec<(String, Vec<usize>, Init)> = Vec::new();
     let mut linear = |prefix: &str, inp: usize, out: usize, bias: bool, std: f32| {
@@ -507,7 +525,7 @@ fn weight_specs(m: &ToyModelConfig, vocab: usize) -> Vec<(String, Vec<usize>, In
         (
             format!("{lm}.embed_tokens.weight"),
             vec![vocab, dt],
-            Init::Random(STD),
+            Init::Random(embedding_std),
         ),
         (format!("{lm}.norm.weight"), vec![dt], Init::Ones),
     ]);
@@ -571,10 +589,11 @@ pub(crate) fn init_weights(
     m: &ToyModelConfig,
     config: &LlavaConfig,
     seed: u64,
+    embedding_std: f32,
     device: &Device,
 ) -> Result<VarMap, ToyError> {
     let varmap = VarMap::new();
-    for (name, shape, init) in weight_specs(m, config.text.vocab_size) {
+    for (name, shape, init) in weight_specs(m, config.text.vocab_size, embedding_std) {
         let n: usize = shape.iter().product();
         let values: Vec<f32> = match init {
             Init::Ones => vec![1.0; n],

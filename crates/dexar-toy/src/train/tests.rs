@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 fn tiny_model() -> (LlavaConfig, VarMap, LlavaModel) {
     let sizes = ToyModelConfig::tiny();
     let config = LlavaConfig::from_value(&sizes.config_json()).expect("config");
-    let varmap = init_weights(&sizes, &config, 7, &Device::Cpu).expect("init");
+    let varmap = init_weights(&sizes, &config, 7, 0.02, &Device::Cpu).expect("init");
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = LlavaModel::load(vb, &config).expect("the model loads from the VarMap");
     (config, varmap, model)
@@ -35,6 +35,11 @@ fn schedule_warms_up_then_decays_to_the_floor() {
         ..TrainOptions::default()
     };
     assert!(matches!(bad.validate(), Err(ToyError::Options(_))));
+    let negative = TrainOptions {
+        lens_weight: -1.0,
+        ..TrainOptions::default()
+    };
+    assert!(matches!(negative.validate(), Err(ToyError::Options(m)) if m.contains("lens weight")));
 }
 
 #[test]
@@ -42,7 +47,7 @@ fn initial_weights_depend_on_the_seed_only() {
     let sizes = ToyModelConfig::tiny();
     let config = LlavaConfig::from_value(&sizes.config_json()).expect("config");
     let get = |seed| {
-        let varmap = init_weights(&sizes, &config, seed, &Device::Cpu).expect("init");
+        let varmap = init_weights(&sizes, &config, seed, 0.02, &Device::Cpu).expect("init");
         let data = varmap.data().lock().expect("lock");
         let mut names: Vec<&String> = data.keys().collect();
         names.sort();
@@ -234,7 +239,7 @@ fn profile_one_step() {
     use std::time::Instant;
     let sizes = ToyModelConfig::demo();
     let config = LlavaConfig::from_value(&sizes.config_json()).unwrap();
-    let varmap = init_weights(&sizes, &config, 1, &Device::Cpu).unwrap();
+    let varmap = init_weights(&sizes, &config, 1, 0.02, &Device::Cpu).unwrap();
     let model = LlavaModel::load(
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
         &config,
