@@ -231,10 +231,10 @@ pub fn train(
     )?;
     let data = BatchMaker::new(&config)?;
     // In name order, so the gradient norm sums the same way every run.
-    let trainable = vars_by_name(&varmap)?;
+    let named = named_vars(&varmap)?;
+    let trainable: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let total_steps = opts.vision_steps + opts.steps;
 
-    let names = varmap_names(&varmap)?;
     let probe = PatchProbe::new(config.text.hidden_size, opts.seed)?;
     let mut probe_optimizer = AdamW::new(
         probe.vars(),
@@ -245,11 +245,10 @@ pub fn train(
         },
     )?;
 
-    let mut vision_losses = Vec::with_capacity(opts.vision_steps);
+    let mut vision_log = LossLog::new(TrainStage::Vision, 0, total_steps, start);
     if opts.vision_steps > 0 {
-        let tower: Vec<candle_core::Var> = names
+        let tower: Vec<candle_core::Var> = named
             .iter()
-            .zip(&trainable)
             .filter(|(n, _)| {
                 n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector.")
             })
@@ -264,7 +263,6 @@ pub fn train(
             },
         )?;
         let stream = opts.seed ^ VISION_STREAM;
-        let mut smoothed: Option<f32> = None;
         for step in 1..=opts.vision_steps {
             let lr = opts.vision_lr_at(step);
             let first = ((step - 1) * opts.vision_batch_size) as u64;
@@ -280,30 +278,14 @@ pub fn train(
             optimizer.step(&grads)?;
             probe_optimizer.set_learning_rate(lr);
             probe_optimizer.step(&grads)?;
-            let loss = loss.to_scalar::<f32>()?;
-            if !loss.is_finite() {
-                return Err(ToyError::Diverged { step, loss });
-            }
-            vision_losses.push(loss);
-            let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
-            smoothed = Some(s);
-            progress(TrainProgress {
-                stage: TrainStage::Vision,
-                step,
-                steps: total_steps,
-                loss,
-                smoothed_loss: s,
-                lr,
-                elapsed: start.elapsed(),
-            });
+            vision_log.record(step, loss.to_scalar::<f32>()?, lr, progress)?;
         }
     }
 
-    let (tower, rest): (Vec<_>, Vec<_>) = names
+    let (tower, rest): (Vec<_>, Vec<_>) = named
         .iter()
-        .zip(&trainable)
         .partition(|(n, _)| n.starts_with("vision_tower."));
-    let adamw = |vars: Vec<(&String, &candle_core::Var)>| {
+    let adamw = |vars: Vec<&(String, candle_core::Var)>| {
         AdamW::new(
             vars.into_iter().map(|(_, v)| v.clone()).collect(),
             ParamsAdamW {
@@ -316,8 +298,7 @@ pub fn train(
     };
     let (mut tower_optimizer, mut optimizer) = (adamw(tower)?, adamw(rest)?);
 
-    let mut losses = Vec::with_capacity(opts.steps);
-    let mut smoothed: Option<f32> = None;
+    let mut answer_log = LossLog::new(TrainStage::Answers, opts.vision_steps, total_steps, start);
     for step in 1..=opts.steps {
         let lr = opts.lr_at(step);
         optimizer.set_learning_rate(lr);
@@ -348,28 +329,11 @@ pub fn train(
         tower_optimizer.step(&grads)?;
         probe_optimizer.set_learning_rate(lr);
         probe_optimizer.step(&grads)?;
-        let loss = loss.to_scalar::<f32>()?;
-        if !loss.is_finite() {
-            return Err(ToyError::Diverged {
-                step: opts.vision_steps + step,
-                loss,
-            });
-        }
-        losses.push(loss);
-        let s = smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
-        smoothed = Some(s);
-        progress(TrainProgress {
-            stage: TrainStage::Answers,
-            step: opts.vision_steps + step,
-            steps: total_steps,
-            loss,
-            smoothed_loss: s,
-            lr,
-            elapsed: start.elapsed(),
-        });
+        answer_log.record(step, loss.to_scalar::<f32>()?, lr, progress)?;
     }
 
     let weights_bytes = save_checkpoint(&opts.out_dir, &config_json, &varmap)?;
+    let (vision_losses, losses) = (vision_log.losses, answer_log.losses);
     let tail = (losses.len() / 10).max(1);
     let final_loss = losses[losses.len() - tail..].iter().sum::<f32>() / tail as f32;
     Ok(TrainReport {
@@ -385,25 +349,67 @@ pub fn train(
     })
 }
 
-fn varmap_names(varmap: &VarMap) -> Result<Vec<String>, ToyError> {
+/// Every variable with its name, sorted by name.
+fn named_vars(varmap: &VarMap) -> Result<Vec<(String, candle_core::Var)>, ToyError> {
     let data = varmap
         .data()
         .lock()
         .map_err(|_| ToyError::Options("weight store poisoned by an earlier panic".into()))?;
-    let mut names: Vec<String> = data.keys().cloned().collect();
-    names.sort();
-    Ok(names)
+    let mut named: Vec<(String, candle_core::Var)> =
+        data.iter().map(|(n, v)| (n.clone(), v.clone())).collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(named)
 }
 
-/// Every variable, sorted by name (the order of [`varmap_names`]).
-fn vars_by_name(varmap: &VarMap) -> Result<Vec<candle_core::Var>, ToyError> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| ToyError::Options("weight store poisoned by an earlier panic".into()))?;
-    let mut named: Vec<(&String, &candle_core::Var)> = data.iter().collect();
-    named.sort_by(|a, b| a.0.cmp(b.0));
-    Ok(named.into_iter().map(|(_, v)| v.clone()).collect())
+/// Per-stage loss bookkeeping: divergence check, history, smoothing, progress.
+struct LossLog {
+    stage: TrainStage,
+    /// Steps of earlier stages, so reported steps count both stages.
+    offset: usize,
+    total_steps: usize,
+    start: Instant,
+    losses: Vec<f32>,
+    smoothed: Option<f32>,
+}
+
+impl LossLog {
+    fn new(stage: TrainStage, offset: usize, total_steps: usize, start: Instant) -> Self {
+        Self {
+            stage,
+            offset,
+            total_steps,
+            start,
+            losses: Vec::new(),
+            smoothed: None,
+        }
+    }
+
+    /// Records the loss of (1-based, in-stage) `step` and reports it.
+    fn record(
+        &mut self,
+        step: usize,
+        loss: f32,
+        lr: f64,
+        progress: &mut dyn FnMut(TrainProgress),
+    ) -> Result<(), ToyError> {
+        let step = self.offset + step;
+        if !loss.is_finite() {
+            return Err(ToyError::Diverged { step, loss });
+        }
+        self.losses.push(loss);
+        let s = self.smoothed.map_or(loss, |s| 0.95 * s + 0.05 * loss);
+        self.smoothed = Some(s);
+        progress(TrainProgress {
+            stage: self.stage,
+            step,
+            steps: self.total_steps,
+            loss,
+            smoothed_loss: s,
+            lr,
+            elapsed: self.start.elapsed(),
+        });
+        Ok(())
+    }
 }
 
 /// Scales all gradients so that their global L2 norm is at most `max_norm`.

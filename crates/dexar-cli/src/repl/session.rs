@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::commands::Selection;
+use crate::explain::display_view;
 
 /// Decoding and explanation settings the commands change.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,8 +139,6 @@ pub fn encode(
         features,
     })
 }
-
-use crate::explain::display_view;
 
 impl Session {
     /// Built-ins first, then the loaded plugins.
