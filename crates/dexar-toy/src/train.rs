@@ -33,6 +33,7 @@ use dexar_model::{LlavaConfig, LlavaModel};
 
 pub(crate) use batch::{batch_loss, BatchMaker};
 use patch_probe::PatchProbe;
+pub use patch_probe::ProbeReadout;
 
 use crate::model_config::{preprocessor_json, ToyModelConfig, IMAGE_SIZE};
 use crate::rng::SplitMix64;
@@ -75,6 +76,11 @@ pub struct TrainOptions {
     /// Weight of the patch-probe loss kept up during stage 2 (on the
     /// batch's own images); 0 trains on answers alone.
     pub probe_weight: f64,
+    /// How the probe reads image tokens.
+    pub probe_readout: ProbeReadout,
+    /// In stage 2 the probe also reads the image positions of every decoder
+    /// layer's output but the last's (what later layers attend to).
+    pub probe_decoder_layers: bool,
     /// Weight of the logit-lens loss: every decoder layer but the last also
     /// predicts the answers through the final norm and LM head (deep
     /// supervision); 0 trains the last layer's prediction alone.
@@ -109,6 +115,8 @@ impl Default for TrainOptions {
             lr: 1e-3,
             vision_lr_scale: 1.0,
             probe_weight: 0.5,
+            probe_readout: ProbeReadout::Linear,
+            probe_decoder_layers: false,
             lens_weight: 0.0,
             embedding_std: 0.3,
             warmup_steps: 100,
@@ -235,7 +243,8 @@ pub fn train(
     let trainable: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let total_steps = opts.vision_steps + opts.steps;
 
-    let probe = PatchProbe::new(config.text.hidden_size, opts.seed)?;
+    let probe = PatchProbe::for_decoder(opts.probe_readout, &model.decoder, opts.seed)?;
+    let lens_probe = opts.probe_readout == ProbeReadout::Lens;
     let mut probe_optimizer = AdamW::new(
         probe.vars(),
         ParamsAdamW {
@@ -250,7 +259,11 @@ pub fn train(
         let tower: Vec<candle_core::Var> = named
             .iter()
             .filter(|(n, _)| {
-                n.starts_with("vision_tower.") || n.starts_with("multi_modal_projector.")
+                n.starts_with("vision_tower.")
+                    || n.starts_with("multi_modal_projector.")
+                    || (lens_probe
+                        && (n.starts_with("language_model.lm_head.")
+                            || n.starts_with("language_model.model.norm.")))
             })
             .map(|(_, v)| v.clone())
             .collect();
@@ -309,13 +322,21 @@ pub fn train(
             opts.seed,
             first..first + opts.batch_size as u64,
         )?;
-        let losses_of_batch = batch_loss(&model, &batch, opts.lens_weight > 0.0)?;
+        let losses_of_batch = batch_loss(
+            &model,
+            &batch,
+            opts.lens_weight > 0.0,
+            opts.probe_weight > 0.0 && opts.probe_decoder_layers,
+        )?;
         let loss = losses_of_batch.answers;
         let mut objective = loss.clone();
         if opts.probe_weight > 0.0 {
             // The probe keeps going beside the answers, so the colour
             // gradients of the answers cannot wash shape out of the tokens.
-            let probe_loss = probe.loss(&losses_of_batch.tokens, &batch.patches)?;
+            let mut probe_loss = probe.loss(&losses_of_batch.tokens, &batch.patches)?;
+            for tokens in &losses_of_batch.layer_tokens {
+                probe_loss = (probe_loss + probe.loss(tokens, &batch.patches)?)?;
+            }
             objective = (objective + (probe_loss * opts.probe_weight)?)?;
         }
         if let Some(lens) = losses_of_batch.lens {

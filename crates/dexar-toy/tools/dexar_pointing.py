@@ -10,7 +10,9 @@ For the description of each scene (teacher forced) and each linked colour or
 shape word it computes g^{l,t,i} = d lens_l[y] / d A_l[q,:] by autograd
 (DEXAR.md), the maps, and where their argmax patch lands: on the named
 object, on another object, or on background. Variants: the final norm's scale
-held constant ("const_norm"), and single layers. A patch counts as on an object
+held constant ("const_norm"), the gradient of the log-probability instead of
+the logit ("log_prob"), of the logit minus the mean logit of the words of the
+same role, colours or shapes ("role_centred"), and single layers. A patch counts as on an object
 when the object covers more than half of it or its centre pixel (`dexar eval`
 upsamples bilinearly instead, so numbers differ slightly).
 """
@@ -56,6 +58,14 @@ def dexar(g, s, e):
     return (w[..., None] * gv).sum((0, 1))
 
 
+# Words of each role (colour, shape), for the centred variants.
+role_ids = {}
+for r in records:
+    for o in r["objects"]:
+        word = r["answer"].split(" ")[o["word"]]
+        role_ids.setdefault(o["role"], set()).add(tok.token_to_id(word))
+role_ids = {k: sorted(v) for k, v in role_ids.items()}
+
 counts, words = {}, 0
 for r in records:
     text = f"USER: {'<image>' * side * side}\n{r['prompt']} ASSISTANT: {r['answer']}"
@@ -82,22 +92,30 @@ for r in records:
     for obj in r["objects"]:
         target = len(ids) - n_answer + obj["word"]
         q, y = target - 1, ids[target]
-        grads = {False: [], True: []}
-        for const_norm in (False, True):
+        grads = {k: [] for k in ("lens", "const_norm", "log_prob", "role_centred")}
+        for kind in grads:
             for l in range(L):
                 h = caps[("h", l)][0, q]
-                if const_norm:
+                if kind == "const_norm":
                     rms = h.pow(2).mean().add(norm.variance_epsilon).sqrt().detach()
                     logits = head(norm.weight * (h / rms))
                 else:
                     logits = head(norm(h))
-                (g,) = torch.autograd.grad(logits[y], caps[("attn", l)], retain_graph=True)
-                grads[const_norm].append(g[0, :, q, :].double().numpy())
-        g = np.stack(grads[False])
+                if kind == "log_prob":
+                    score = torch.log_softmax(logits, -1)[y]
+                elif kind == "role_centred":
+                    score = logits[y] - logits[role_ids[obj["role"]]].mean()
+                else:
+                    score = logits[y]
+                (g,) = torch.autograd.grad(score, caps[("attn", l)], retain_graph=True)
+                grads[kind].append(g[0, :, q, :].double().numpy())
+        g = np.stack(grads["lens"])
         attn = np.stack([caps[("attn", l)][0, :, q, :].detach().double().numpy() for l in range(L)])
         maps = {
             "dexar": dexar(g, s, e),
-            "dexar_const_norm": dexar(np.stack(grads[True]), s, e),
+            "dexar_const_norm": dexar(np.stack(grads["const_norm"]), s, e),
+            "dexar_log_prob": dexar(np.stack(grads["log_prob"]), s, e),
+            "dexar_role_centred": dexar(np.stack(grads["role_centred"]), s, e),
             "raw_attention": attn[:, :, s:e].mean((0, 1)),
             "grad_x_attn": np.maximum(g * attn, 0)[:, :, s:e].sum((0, 1)),
         }

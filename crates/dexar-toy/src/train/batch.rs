@@ -205,6 +205,9 @@ pub(crate) struct BatchLoss {
     pub lens: Option<Tensor>,
     /// The image tokens `[I, N, D]` the decoder received.
     pub tokens: Tensor,
+    /// With `image_layers`: the image positions `[I, N, D]` of the outputs
+    /// of every decoder layer but the last (what later layers attend to).
+    pub layer_tokens: Vec<Tensor>,
 }
 
 /// Losses of a batch. The prefix `<s> USER: <image>` runs once per image;
@@ -214,6 +217,7 @@ pub(crate) fn batch_loss(
     model: &LlavaModel,
     batch: &Batch,
     lens: bool,
+    image_layers: bool,
 ) -> Result<BatchLoss, ToyError> {
     let decoder = &model.decoder;
     let features = model.image_encoder.forward(&batch.pixels)?; // [I, N, D]
@@ -227,8 +231,23 @@ pub(crate) fn batch_loss(
     let prefix = Tensor::cat(&[&head, &features], 1)?;
     let prefix_len = prefix.dim(1)?;
     let mut prefix_cache = KvCache::default();
-    decoder.forward(&prefix, 0, Some(&mut prefix_cache), &Capture::default())?;
+    let prefix_out = decoder.forward(
+        &prefix,
+        0,
+        Some(&mut prefix_cache),
+        &Capture {
+            layer_outputs: image_layers,
+            ..Capture::default()
+        },
+    )?;
     let lens_layers = decoder.layers.len().saturating_sub(1);
+    let n_image = features.dim(1)?;
+    let layer_tokens = prefix_out
+        .layer_outputs
+        .iter()
+        .take(lens_layers)
+        .map(|h| h.narrow(1, head_len, n_image))
+        .collect::<Result<Vec<_>, _>>()?;
     let capture = Capture {
         layer_outputs: lens && lens_layers > 0,
         ..Capture::default()
@@ -278,6 +297,7 @@ pub(crate) fn batch_loss(
             .map(|t| t / (count * lens_layers as f64))
             .transpose()?,
         tokens: features,
+        layer_tokens,
     })
 }
 

@@ -14,10 +14,36 @@
 //! steps are cheap); stage 2 keeps it beside the answers with a small weight,
 //! on the same forward pass of the batch's images.
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use dexar_model::decoder::Decoder;
+use dexar_model::nn::RmsNorm;
 
 use crate::shapes::{Color, Scene, Shape};
+use crate::vocab::token_id;
 use crate::ToyError;
+
+/// How the probe reads an image token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProbeReadout {
+    /// Two throw-away linear heads (colour or background, shape or
+    /// background).
+    #[default]
+    Linear,
+    /// The decoder's own logit lens: the final norm, then the LM-head rows of
+    /// the colour words and of the shape words (plus one learned background
+    /// row each). Image tokens then say what they show in the words the
+    /// answers use, as a pretrained LLaVA's image tokens partly do.
+    Lens,
+}
+
+/// The decoder's final norm and LM head, and the colour and shape words.
+struct LensReadout {
+    norm: RmsNorm,
+    /// `[V, D]`; its rows are gathered at every loss, as training moves them.
+    lm_head: Tensor,
+    color_ids: Tensor,
+    shape_ids: Tensor,
+}
 
 /// Colour classes: the colours, then background.
 const COLOR_CLASSES: usize = Color::ALL.len() + 1;
@@ -82,15 +108,57 @@ impl PatchTargets {
     }
 }
 
-/// The probe's two linear heads.
+/// The probe's two heads: weights and biases of linear heads, or, with the
+/// lens readout, the background rows (`[1, D]`) beside the LM-head rows.
 pub(crate) struct PatchProbe {
     color: (Var, Var),
     shape: (Var, Var),
+    lens: Option<LensReadout>,
 }
 
 impl PatchProbe {
-    /// Heads over `dim`-wide tokens, initialised like PyTorch's `nn.Linear`.
+    /// Linear heads over `dim`-wide tokens, initialised like PyTorch's
+    /// `nn.Linear`.
     pub fn new(dim: usize, seed: u64) -> Result<Self, ToyError> {
+        Self::with_heads(dim, seed, COLOR_CLASSES, SHAPE_CLASSES, None)
+    }
+
+    /// The probe `readout` asks for; the lens reads through `decoder`'s own
+    /// final norm and LM head, which the probe's loss then trains too.
+    pub fn for_decoder(
+        readout: ProbeReadout,
+        decoder: &Decoder,
+        seed: u64,
+    ) -> Result<Self, ToyError> {
+        let dim = decoder.cfg.hidden_size;
+        if readout == ProbeReadout::Linear {
+            return Self::new(dim, seed);
+        }
+        let ids = |words: Vec<&str>| -> Result<Tensor, ToyError> {
+            let ids = words
+                .iter()
+                .map(|w| {
+                    token_id(w).ok_or_else(|| ToyError::Options(format!("no token for {w:?}")))
+                })
+                .collect::<Result<Vec<u32>, _>>()?;
+            Ok(Tensor::new(ids.as_slice(), decoder.lm_head.device())?)
+        };
+        let lens = LensReadout {
+            norm: decoder.norm.clone(),
+            lm_head: decoder.lm_head.clone(),
+            color_ids: ids(Color::ALL.iter().map(|c| c.name()).collect())?,
+            shape_ids: ids(Shape::ALL.iter().map(|s| s.name()).collect())?,
+        };
+        Self::with_heads(dim, seed, 1, 1, Some(lens))
+    }
+
+    fn with_heads(
+        dim: usize,
+        seed: u64,
+        color_rows: usize,
+        shape_rows: usize,
+        lens: Option<LensReadout>,
+    ) -> Result<Self, ToyError> {
         let mut rng = crate::rng::SplitMix64::for_scene(seed, PROBE_STREAM);
         let a = 1.0 / (dim as f32).sqrt();
         let mut head = |classes: usize| -> Result<(Var, Var), ToyError> {
@@ -103,12 +171,18 @@ impl PatchProbe {
             ))
         };
         Ok(Self {
-            color: head(COLOR_CLASSES)?,
-            shape: head(SHAPE_CLASSES)?,
+            color: head(color_rows)?,
+            shape: head(shape_rows)?,
+            lens,
         })
     }
 
+    /// The probe's own weights (the lens readout's LM head and norm belong
+    /// to the model).
     pub fn vars(&self) -> Vec<Var> {
+        if self.lens.is_some() {
+            return vec![self.color.0.clone(), self.shape.0.clone()];
+        }
         vec![
             self.color.0.clone(),
             self.color.1.clone(),
@@ -127,18 +201,36 @@ impl PatchProbe {
                 targets.len()
             )));
         }
-        let flat = tokens.reshape((images * n, dim))?;
+        let mut flat = tokens.reshape((images * n, dim))?;
+        if let Some(lens) = &self.lens {
+            flat = lens.norm.forward(&flat)?;
+        }
         let device = tokens.device();
         let weights = Tensor::new(targets.weights.as_slice(), device)?;
         let total = targets.weights.iter().sum::<f32>().max(1.0) as f64;
         let mut loss: Option<Tensor> = None;
-        for ((w, b), labels) in [
-            (&self.color, &targets.colors),
-            (&self.shape, &targets.shapes),
+        for ((w, b), labels, lens_rows) in [
+            (
+                &self.color,
+                &targets.colors,
+                self.lens.as_ref().map(|l| (&l.lm_head, &l.color_ids)),
+            ),
+            (
+                &self.shape,
+                &targets.shapes,
+                self.lens.as_ref().map(|l| (&l.lm_head, &l.shape_ids)),
+            ),
         ] {
-            let logits = flat
-                .matmul(&w.as_tensor().t()?)?
-                .broadcast_add(b.as_tensor())?;
+            let logits = match lens_rows {
+                // Word rows, then background, like the linear heads' classes.
+                Some((lm_head, ids)) => {
+                    let rows = Tensor::cat(&[&lm_head.index_select(ids, 0)?, w.as_tensor()], 0)?;
+                    flat.matmul(&rows.t()?)?
+                }
+                None => flat
+                    .matmul(&w.as_tensor().t()?)?
+                    .broadcast_add(b.as_tensor())?,
+            };
             let nll = row_nll(&logits, &Tensor::new(labels.as_slice(), device)?)?;
             let head = ((nll * &weights)?.sum_all()? / total)?;
             loss = Some(match loss {
@@ -262,5 +354,101 @@ mod tests {
             weights: vec![1.0],
         };
         assert!(probe.loss(&tokens, &short).is_err());
+    }
+
+    /// The lens readout: final norm, then the LM-head rows of the colour
+    /// (shape) words and the background row, checked with plain loops; its
+    /// loss trains the LM head.
+    #[test]
+    fn lens_readout_is_the_logit_lens_over_the_attribute_words() {
+        use crate::model_config::ToyModelConfig;
+        use candle_nn::VarBuilder;
+        use dexar_model::{LlavaConfig, LlavaModel};
+
+        let sizes = ToyModelConfig::tiny();
+        let config = LlavaConfig::from_value(&sizes.config_json()).unwrap();
+        let varmap = crate::train::init_weights(&sizes, &config, 3, 0.3, &Device::Cpu).unwrap();
+        let model = LlavaModel::load(
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            &config,
+        )
+        .unwrap();
+        let decoder = &model.decoder;
+        let probe = PatchProbe::for_decoder(ProbeReadout::Lens, decoder, 1).unwrap();
+        assert_eq!(
+            probe.vars().len(),
+            2,
+            "only the background rows are the probe's"
+        );
+        let dim = decoder.cfg.hidden_size;
+        let values: Vec<f32> = (0..3 * dim)
+            .map(|i| ((i * 7919) % 23) as f32 / 5.0 - 2.0)
+            .collect();
+        let tokens = Tensor::from_vec(values.clone(), (1, 3, dim), &Device::Cpu).unwrap();
+        let targets = PatchTargets {
+            colors: vec![2, 8, 5],
+            shapes: vec![6, 1, 3],
+            weights: vec![1.0, 1.0, 0.0],
+        };
+        let loss = probe.loss(&tokens, &targets).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap();
+
+        let lm_head: Vec<Vec<f32>> = decoder.lm_head.to_vec2().unwrap();
+        let gain: Vec<f32> = decoder.norm.weight.to_vec1().unwrap();
+        let eps = decoder.norm.eps as f32;
+        let row_of = |word: &str| lm_head[token_id(word).unwrap() as usize].clone();
+        let color_rows: Vec<Vec<f32>> = Color::ALL
+            .iter()
+            .map(|c| row_of(c.name()))
+            .chain(probe.color.0.as_tensor().to_vec2::<f32>().unwrap())
+            .collect();
+        let shape_rows: Vec<Vec<f32>> = Shape::ALL
+            .iter()
+            .map(|s| row_of(s.name()))
+            .chain(probe.shape.0.as_tensor().to_vec2::<f32>().unwrap())
+            .collect();
+        let mut expected = 0.0f32;
+        for (r, x) in values.chunks(dim).enumerate() {
+            let rms = (x.iter().map(|v| v * v).sum::<f32>() / dim as f32 + eps).sqrt();
+            let normed: Vec<f32> = x.iter().zip(&gain).map(|(v, g)| v / rms * g).collect();
+            for (rows, label) in [
+                (&color_rows, targets.colors[r]),
+                (&shape_rows, targets.shapes[r]),
+            ] {
+                let logits: Vec<f32> = rows
+                    .iter()
+                    .map(|w| w.iter().zip(&normed).map(|(a, b)| a * b).sum())
+                    .collect();
+                let log_z = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+                expected += targets.weights[r] * (log_z - logits[label as usize]) / 2.0;
+            }
+        }
+        assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
+
+        let grads = loss.backward().unwrap();
+        let head_grad = grads.get(&decoder.lm_head).expect("the LM head is trained");
+        let red = head_grad
+            .get(token_id(Color::ALL[2].name()).unwrap() as usize)
+            .unwrap();
+        assert!(
+            red.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+        let unused = head_grad.get(crate::vocab::EOS_ID as usize).unwrap();
+        assert_eq!(
+            unused
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap(),
+            0.0
+        );
     }
 }

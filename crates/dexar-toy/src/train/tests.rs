@@ -73,7 +73,12 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
     let maker = BatchMaker::new(&config).expect("batch maker");
     let scene_config = SceneConfig::default();
     let batch = maker.batch(&scene_config, 5, 0..2).expect("batch");
-    let losses = batch_loss(&model, &batch, true).expect("loss");
+    let losses = batch_loss(&model, &batch, true, true).expect("loss");
+    assert_eq!(
+        losses.layer_tokens.len(),
+        1,
+        "every decoder layer but the last"
+    );
     let loss = losses.answers.to_scalar::<f32>().expect("scalar");
     assert_eq!(losses.tokens.dims3().expect("tokens"), (2, 16, 32));
     let lens = losses
@@ -114,6 +119,13 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
             assert_eq!(out.layer_outputs.len(), 2);
             let hidden = out.hidden.expect("hidden").squeeze(0).expect("squeeze");
             let layer0 = out.layer_outputs[0].squeeze(0).expect("squeeze");
+            // The image positions of layer 0's output, as the probe reads them.
+            let batched = losses.layer_tokens[0].i(index as usize).expect("image");
+            let full = layer0.narrow(0, span.0, span.1 - span.0).expect("span");
+            let diff = (batched - full)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("diff");
+            assert!(diff < 1e-5, "layer-0 image tokens differ by {diff}");
             for (h, sink) in [(&hidden, &mut nll), (&layer0, &mut lens_nll)] {
                 let logits = model.decoder.logits(h).expect("logits");
                 for j in first..ids.len() - 1 {
@@ -258,7 +270,7 @@ fn profile_one_step() {
         let _ = feats.sum_all().unwrap().to_scalar::<f32>();
         let t_vis = t.elapsed();
         let t = Instant::now();
-        let loss = batch_loss(&model, &batch, false).unwrap().answers;
+        let loss = batch_loss(&model, &batch, false, false).unwrap().answers;
         let _ = loss.to_scalar::<f32>();
         let t_fwd = t.elapsed();
         let t = Instant::now();
