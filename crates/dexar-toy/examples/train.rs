@@ -38,6 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--warmup" => opts.warmup_steps = value()?.parse()?,
             "--probe-lens" => opts.probe_readout = dexar_toy::ProbeReadout::Lens,
             "--probe-layers" => opts.probe_decoder_layers = true,
+            "--centre-labels" => opts.probe_labels = dexar_toy::PatchLabels::Centre,
+            "--probe-lens-binary" => opts.probe_readout = dexar_toy::ProbeReadout::LensBinary,
             "--wd" => opts.weight_decay = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,
             "--out" => opts.out_dir = PathBuf::from(value()?),

@@ -33,7 +33,7 @@ use dexar_model::{LlavaConfig, LlavaModel};
 
 pub(crate) use batch::{batch_loss, BatchMaker};
 use patch_probe::PatchProbe;
-pub use patch_probe::ProbeReadout;
+pub use patch_probe::{PatchLabels, ProbeReadout};
 
 use crate::model_config::{preprocessor_json, ToyModelConfig, IMAGE_SIZE};
 use crate::rng::SplitMix64;
@@ -78,6 +78,8 @@ pub struct TrainOptions {
     pub probe_weight: f64,
     /// How the probe reads image tokens.
     pub probe_readout: ProbeReadout,
+    /// Which object each patch is labelled with for the probe.
+    pub probe_labels: PatchLabels,
     /// In stage 2 the probe also reads the image positions of every decoder
     /// layer's output but the last's (what later layers attend to).
     pub probe_decoder_layers: bool,
@@ -116,6 +118,7 @@ impl Default for TrainOptions {
             vision_lr_scale: 1.0,
             probe_weight: 0.5,
             probe_readout: ProbeReadout::Linear,
+            probe_labels: PatchLabels::Cover,
             probe_decoder_layers: false,
             lens_weight: 0.0,
             embedding_std: 0.3,
@@ -237,14 +240,15 @@ pub fn train(
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
         &config,
     )?;
-    let data = BatchMaker::new(&config)?;
+    let mut data = BatchMaker::new(&config)?;
+    data.labels = opts.probe_labels;
     // In name order, so the gradient norm sums the same way every run.
     let named = named_vars(&varmap)?;
     let trainable: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let total_steps = opts.vision_steps + opts.steps;
 
     let probe = PatchProbe::for_decoder(opts.probe_readout, &model.decoder, opts.seed)?;
-    let lens_probe = opts.probe_readout == ProbeReadout::Lens;
+    let lens_probe = opts.probe_readout != ProbeReadout::Linear;
     let mut probe_optimizer = AdamW::new(
         probe.vars(),
         ParamsAdamW {

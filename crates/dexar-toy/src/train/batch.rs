@@ -10,7 +10,7 @@ use dexar_model::{ImageProcessor, LlavaConfig, LlavaModel, TextTokenizer};
 use crate::model_config::{preprocessor_json, IMAGE_SIZE};
 use crate::shapes::{generate, SceneConfig};
 
-use super::patch_probe::PatchTargets;
+use super::patch_probe::{PatchLabels, PatchTargets};
 use crate::vocab::{chat_prompt, tokenizer_json, EOS_ID, IMAGE_ID, PAD_ID};
 use crate::ToyError;
 
@@ -55,6 +55,8 @@ pub(crate) struct BatchMaker {
     num_image_tokens: usize,
     /// Side of the patch grid.
     grid: usize,
+    /// How patches are labelled for the probe.
+    pub(crate) labels: PatchLabels,
     device: Device,
 }
 
@@ -70,6 +72,7 @@ impl BatchMaker {
             processor,
             num_image_tokens: config.num_image_tokens(),
             grid: config.vision.image_size / config.vision.patch_size,
+            labels: PatchLabels::default(),
             device: Device::Cpu,
         })
     }
@@ -106,7 +109,7 @@ impl BatchMaker {
         for index in indices {
             let scene = generate(scene_config, seed, index);
             pixels.push(self.pixels(&scene.image)?);
-            targets.push_scene(&scene, self.grid);
+            targets.push_scene(&scene, self.grid, self.labels);
         }
         Ok((Tensor::stack(&pixels, 0)?, targets))
     }
@@ -124,7 +127,7 @@ impl BatchMaker {
         let mut patches = PatchTargets::default();
         for (image, index) in indices.enumerate() {
             let scene = generate(scene_config, seed, index);
-            patches.push_scene(&scene, self.grid);
+            patches.push_scene(&scene, self.grid, self.labels);
             let img = image::DynamicImage::ImageRgb8(scene.image.clone());
             let (p, size) = self.processor.preprocess(&img);
             debug_assert_eq!(size, (IMAGE_SIZE as u32, IMAGE_SIZE as u32));

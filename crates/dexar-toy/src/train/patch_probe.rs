@@ -34,6 +34,12 @@ pub enum ProbeReadout {
     /// row each). Image tokens then say what they show in the words the
     /// answers use, as a pretrained LLaVA's image tokens partly do.
     Lens,
+    /// The same lens rows scored word by word (logistic, no background row):
+    /// a word's lens logit must be positive where the patch shows it and
+    /// negative elsewhere, so background and other objects read low for that
+    /// word in absolute terms, not only against a background class (softmax
+    /// leaves the common level of a patch's logits free).
+    LensBinary,
 }
 
 /// The decoder's final norm and LM head, and the colour and shape words.
@@ -43,6 +49,8 @@ struct LensReadout {
     lm_head: Tensor,
     color_ids: Tensor,
     shape_ids: Tensor,
+    /// Logistic per word instead of softmax over words and background.
+    binary: bool,
 }
 
 /// Colour classes: the colours, then background.
@@ -58,6 +66,21 @@ const MIN_COVER: f32 = 0.25;
 /// Probe weights start from their own stream of the training seed.
 const PROBE_STREAM: u64 = 0x9b0b_e5ee;
 
+/// Which object a patch is labelled with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PatchLabels {
+    /// The object covering most of the patch, when it covers at least a
+    /// quarter of it; slivers below that are left out.
+    #[default]
+    Cover,
+    /// The object under the patch's centre (at least two of its four centre
+    /// pixels), which is where a heatmap upsampled from the patch grid puts
+    /// the patch's value; a patch whose centre is background is background
+    /// even when an object's edge crosses it. An object holding no patch
+    /// centre (a thin one) labels the patch it covers most.
+    Centre,
+}
+
 /// Per-patch targets of a batch of images, row-major patches image by image.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct PatchTargets {
@@ -69,7 +92,65 @@ pub(crate) struct PatchTargets {
 
 impl PatchTargets {
     /// Appends the targets of `scene` on a `grid` x `grid` patch partition.
-    pub fn push_scene(&mut self, scene: &Scene, grid: usize) {
+    pub fn push_scene(&mut self, scene: &Scene, grid: usize, rule: PatchLabels) {
+        match rule {
+            PatchLabels::Cover => self.push_by_cover(scene, grid),
+            PatchLabels::Centre => self.push_by_centre(scene, grid),
+        }
+    }
+
+    fn push_by_centre(&mut self, scene: &Scene, grid: usize) {
+        let (w, h) = scene.image.dimensions();
+        let (pw, ph) = (w as usize / grid, h as usize / grid);
+        let first = self.len();
+        let mut labelled = vec![false; scene.objects.len()];
+        // (pixels, patch) each object covers most, for the thin-object rule.
+        let mut most: Vec<(usize, usize)> = vec![(0, 0); scene.objects.len()];
+        for row in 0..grid {
+            for col in 0..grid {
+                let (cx, cy) = ((col * pw + pw / 2) as u32, (row * ph + ph / 2) as u32);
+                let mut label = None;
+                for (i, o) in scene.objects.iter().enumerate() {
+                    let centre = [(0, 0), (1, 0), (0, 1), (1, 1)]
+                        .iter()
+                        .filter(|(dx, dy)| o.covers(cx - 1 + dx, cy - 1 + dy))
+                        .count();
+                    if centre >= 2 && label.is_none() {
+                        label = Some(i);
+                    }
+                    let mut n = 0;
+                    for y in row * ph..(row + 1) * ph {
+                        for x in col * pw..(col + 1) * pw {
+                            n += usize::from(o.covers(x as u32, y as u32));
+                        }
+                    }
+                    if n > most[i].0 {
+                        most[i] = (n, row * grid + col);
+                    }
+                }
+                let (color, shape) = match label {
+                    Some(i) => {
+                        labelled[i] = true;
+                        let o = &scene.objects[i];
+                        (o.color as usize, o.shape as usize)
+                    }
+                    None => (Color::ALL.len(), Shape::ALL.len()),
+                };
+                self.colors.push(color as u32);
+                self.shapes.push(shape as u32);
+                self.weights.push(1.0);
+            }
+        }
+        for (i, o) in scene.objects.iter().enumerate() {
+            if !labelled[i] && most[i].0 > 0 {
+                let p = first + most[i].1;
+                self.colors[p] = o.color as u32;
+                self.shapes[p] = o.shape as u32;
+            }
+        }
+    }
+
+    fn push_by_cover(&mut self, scene: &Scene, grid: usize) {
         let (w, h) = scene.image.dimensions();
         let (pw, ph) = (w as usize / grid, h as usize / grid);
         let area = (pw * ph) as f32;
@@ -134,6 +215,7 @@ impl PatchProbe {
         if readout == ProbeReadout::Linear {
             return Self::new(dim, seed);
         }
+        let binary = readout == ProbeReadout::LensBinary;
         let ids = |words: Vec<&str>| -> Result<Tensor, ToyError> {
             let ids = words
                 .iter()
@@ -148,6 +230,7 @@ impl PatchProbe {
             lm_head: decoder.lm_head.clone(),
             color_ids: ids(Color::ALL.iter().map(|c| c.name()).collect())?,
             shape_ids: ids(Shape::ALL.iter().map(|s| s.name()).collect())?,
+            binary,
         };
         Self::with_heads(dim, seed, 1, 1, Some(lens))
     }
@@ -180,6 +263,9 @@ impl PatchProbe {
     /// The probe's own weights (the lens readout's LM head and norm belong
     /// to the model).
     pub fn vars(&self) -> Vec<Var> {
+        if self.lens.as_ref().is_some_and(|l| l.binary) {
+            return Vec::new();
+        }
         if self.lens.is_some() {
             return vec![self.color.0.clone(), self.shape.0.clone()];
         }
@@ -221,6 +307,29 @@ impl PatchProbe {
                 self.lens.as_ref().map(|l| (&l.lm_head, &l.shape_ids)),
             ),
         ] {
+            if let (Some((lm_head, ids)), Some(lens)) = (lens_rows, &self.lens) {
+                if lens.binary {
+                    let logits = flat.matmul(&lm_head.index_select(ids, 0)?.t()?)?;
+                    let words = logits.dim(1)?;
+                    let mut onehot = vec![0f32; labels.len() * words];
+                    for (r, &label) in labels.iter().enumerate() {
+                        if (label as usize) < words {
+                            onehot[r * words + label as usize] = 1.0;
+                        }
+                    }
+                    let onehot = Tensor::from_vec(onehot, (labels.len(), words), device)?;
+                    // softplus(z) - t z, stably: relu(z) + ln(1 + e^-|z|) - t z.
+                    let softplus =
+                        (logits.relu()? + (logits.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+                    let bce = (softplus - (onehot * &logits)?)?.sum(1)?;
+                    let head = ((bce * &weights)?.sum_all()? / total)?;
+                    loss = Some(match loss {
+                        Some(l) => (l + head)?,
+                        None => head,
+                    });
+                    continue;
+                }
+            }
             let logits = match lens_rows {
                 // Word rows, then background, like the linear heads' classes.
                 Some((lm_head, ids)) => {
@@ -262,7 +371,7 @@ mod tests {
         for index in 0..30 {
             let scene = generate(&config, 3, index);
             let mut t = PatchTargets::default();
-            t.push_scene(&scene, 8);
+            t.push_scene(&scene, 8, PatchLabels::Cover);
             assert_eq!(t.len(), 64);
             for (p, &w) in t.weights.iter().enumerate() {
                 let (row, col) = (p / 8, p % 8);
@@ -302,6 +411,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn centre_labels_follow_the_patch_centres() {
+        let config = SceneConfig::default().noise_free();
+        let mut fallbacks = 0;
+        for index in 0..40 {
+            let scene = generate(&config, 3, index);
+            let mut t = PatchTargets::default();
+            t.push_scene(&scene, 8, PatchLabels::Centre);
+            assert_eq!(t.len(), 64);
+            assert!(t.weights.iter().all(|&w| w == 1.0), "no patch is left out");
+            for p in 0..64 {
+                let (row, col) = (p / 8, p % 8);
+                let (cx, cy) = (col as u32 * 8 + 4, row as u32 * 8 + 4);
+                let centre = |o: &crate::shapes::SceneObject| {
+                    [(0, 0), (1, 0), (0, 1), (1, 1)]
+                        .iter()
+                        .filter(|(dx, dy)| o.covers(cx - 1 + dx, cy - 1 + dy))
+                        .count()
+                        >= 2
+                };
+                match scene.objects.iter().find(|o| centre(o)) {
+                    Some(o) => {
+                        assert_eq!((t.colors[p], t.shapes[p]), (o.color as u32, o.shape as u32))
+                    }
+                    None if t.colors[p] == 8 => assert_eq!(t.shapes[p], 6),
+                    None => {
+                        // Only a thin object with no centre of its own may
+                        // label a patch whose centre is background.
+                        let o = scene
+                            .objects
+                            .iter()
+                            .find(|o| o.color as u32 == t.colors[p])
+                            .expect("a colour of the scene");
+                        assert_eq!(t.shapes[p], o.shape as u32);
+                        assert!(!(0..64).any(|q| q != p
+                            && t.colors[q] == o.color as u32
+                            && t.shapes[q] == o.shape as u32));
+                        fallbacks += 1;
+                    }
+                }
+            }
+            for o in &scene.objects {
+                assert!(
+                    (0..64).any(|p| t.colors[p] == o.color as u32 && t.shapes[p] == o.shape as u32),
+                    "{} {} has no patch",
+                    o.color.name(),
+                    o.shape.name()
+                );
+            }
+        }
+        assert!(fallbacks < 10, "{fallbacks} thin objects in 40 scenes");
     }
 
     #[test]
@@ -374,12 +536,6 @@ mod tests {
         )
         .unwrap();
         let decoder = &model.decoder;
-        let probe = PatchProbe::for_decoder(ProbeReadout::Lens, decoder, 1).unwrap();
-        assert_eq!(
-            probe.vars().len(),
-            2,
-            "only the background rows are the probe's"
-        );
         let dim = decoder.cfg.hidden_size;
         let values: Vec<f32> = (0..3 * dim)
             .map(|i| ((i * 7919) % 23) as f32 / 5.0 - 2.0)
@@ -390,39 +546,82 @@ mod tests {
             shapes: vec![6, 1, 3],
             weights: vec![1.0, 1.0, 0.0],
         };
-        let loss = probe.loss(&tokens, &targets).unwrap();
-        let got = loss.to_scalar::<f32>().unwrap();
-
         let lm_head: Vec<Vec<f32>> = decoder.lm_head.to_vec2().unwrap();
         let gain: Vec<f32> = decoder.norm.weight.to_vec1().unwrap();
         let eps = decoder.norm.eps as f32;
         let row_of = |word: &str| lm_head[token_id(word).unwrap() as usize].clone();
-        let color_rows: Vec<Vec<f32>> = Color::ALL
-            .iter()
-            .map(|c| row_of(c.name()))
-            .chain(probe.color.0.as_tensor().to_vec2::<f32>().unwrap())
-            .collect();
-        let shape_rows: Vec<Vec<f32>> = Shape::ALL
-            .iter()
-            .map(|s| row_of(s.name()))
-            .chain(probe.shape.0.as_tensor().to_vec2::<f32>().unwrap())
-            .collect();
-        let mut expected = 0.0f32;
-        for (r, x) in values.chunks(dim).enumerate() {
-            let rms = (x.iter().map(|v| v * v).sum::<f32>() / dim as f32 + eps).sqrt();
-            let normed: Vec<f32> = x.iter().zip(&gain).map(|(v, g)| v / rms * g).collect();
-            for (rows, label) in [
-                (&color_rows, targets.colors[r]),
-                (&shape_rows, targets.shapes[r]),
-            ] {
-                let logits: Vec<f32> = rows
-                    .iter()
-                    .map(|w| w.iter().zip(&normed).map(|(a, b)| a * b).sum())
-                    .collect();
-                let log_z = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
-                expected += targets.weights[r] * (log_z - logits[label as usize]) / 2.0;
+        let expected_loss = |probe: &PatchProbe, binary: bool| -> f32 {
+            let background = |head: &(Var, Var)| -> Vec<Vec<f32>> {
+                if binary {
+                    Vec::new()
+                } else {
+                    head.0.as_tensor().to_vec2().unwrap()
+                }
+            };
+            let color_rows: Vec<Vec<f32>> = Color::ALL
+                .iter()
+                .map(|c| row_of(c.name()))
+                .chain(background(&probe.color))
+                .collect();
+            let shape_rows: Vec<Vec<f32>> = Shape::ALL
+                .iter()
+                .map(|s| row_of(s.name()))
+                .chain(background(&probe.shape))
+                .collect();
+            let mut expected = 0.0f32;
+            for (r, x) in values.chunks(dim).enumerate() {
+                let rms = (x.iter().map(|v| v * v).sum::<f32>() / dim as f32 + eps).sqrt();
+                let normed: Vec<f32> = x.iter().zip(&gain).map(|(v, g)| v / rms * g).collect();
+                for (rows, label) in [
+                    (&color_rows, targets.colors[r]),
+                    (&shape_rows, targets.shapes[r]),
+                ] {
+                    let logits: Vec<f32> = rows
+                        .iter()
+                        .map(|w| w.iter().zip(&normed).map(|(a, b)| a * b).sum())
+                        .collect();
+                    let nll = if binary {
+                        // -ln sigmoid(z) for the shown word, -ln(1 - sigmoid(z)) for the rest.
+                        let sigmoid = |z: f32| 1.0 / (1.0 + (-z).exp());
+                        logits
+                            .iter()
+                            .enumerate()
+                            .map(|(c, &z)| {
+                                if c == label as usize {
+                                    -sigmoid(z).ln()
+                                } else {
+                                    -(1.0 - sigmoid(z)).ln()
+                                }
+                            })
+                            .sum::<f32>()
+                    } else {
+                        let log_z = logits.iter().map(|l| l.exp()).sum::<f32>().ln();
+                        log_z - logits[label as usize]
+                    };
+                    expected += targets.weights[r] * nll / 2.0;
+                }
             }
-        }
+            expected
+        };
+        let binary = PatchProbe::for_decoder(ProbeReadout::LensBinary, decoder, 1).unwrap();
+        assert!(binary.vars().is_empty(), "no rows of its own");
+        let got = binary
+            .loss(&tokens, &targets)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let expected = expected_loss(&binary, true);
+        assert!((got - expected).abs() < 1e-5, "binary {got} vs {expected}");
+
+        let probe = PatchProbe::for_decoder(ProbeReadout::Lens, decoder, 1).unwrap();
+        assert_eq!(
+            probe.vars().len(),
+            2,
+            "only the background rows are the probe's"
+        );
+        let loss = probe.loss(&tokens, &targets).unwrap();
+        let got = loss.to_scalar::<f32>().unwrap();
+        let expected = expected_loss(&probe, false);
         assert!((got - expected).abs() < 1e-5, "{got} vs {expected}");
 
         let grads = loss.backward().unwrap();
