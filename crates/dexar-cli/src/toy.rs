@@ -56,8 +56,8 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, value_name = "LR")]
     pub lr: Option<f64>,
-    /// Weight of the patch probe (colour and shape under each image token)
-    /// beside the answers; 0 switches it off.
+    /// Weight of the patch probe (colour and shape words under each image
+    /// token, read through the logit lens) beside the answers; 0 switches it off.
     #[arg(long, value_name = "W")]
     pub probe_weight: Option<f64>,
     /// Weight of the logit-lens loss (every decoder layer but the last also

@@ -1,9 +1,10 @@
-//! Trains the demo model and scores it on held-out scenes, until `dexar toy
-//! train` exists:
+//! Trains the demo model with every training option exposed (`dexar toy
+//! train` keeps the usual few) and scores it on held-out scenes:
 //!
 //! `cargo run --release -p dexar-toy --example train -- [--out DIR]
 //! [--steps N] [--vision-steps N] [--batch N] [--lr X] [--probe W] [--lens W] [--embed-std X]
-//! [--vision-lr-scale X] [--seed N] [--vision H,I,L,HEADS] [--text H,I,L,HEADS]
+//! [--vision-lr-scale X] [--warmup N] [--wd X] [--seed N] [--vision H,I,L,HEADS]
+//! [--text H,I,L,HEADS] [--probe-linear] [--probe-input-only] [--cover-labels]
 //! [--min-objects N] [--max-objects N] [--eval N] [--eval-only]`
 //!
 //! Defaults are [`TrainOptions::default`]; `--eval N` scores N held-out
@@ -36,10 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--embed-std" => opts.embedding_std = value()?.parse()?,
             "--vision-lr-scale" => opts.vision_lr_scale = value()?.parse()?,
             "--warmup" => opts.warmup_steps = value()?.parse()?,
-            "--probe-lens" => opts.probe_readout = dexar_toy::ProbeReadout::Lens,
-            "--probe-layers" => opts.probe_decoder_layers = true,
-            "--centre-labels" => opts.probe_labels = dexar_toy::PatchLabels::Centre,
-            "--probe-lens-binary" => opts.probe_readout = dexar_toy::ProbeReadout::LensBinary,
+            "--probe-linear" => opts.probe_readout = dexar_toy::ProbeReadout::Linear,
+            "--probe-input-only" => opts.probe_decoder_layers = false,
+            "--cover-labels" => opts.probe_labels = dexar_toy::PatchLabels::Cover,
             "--wd" => opts.weight_decay = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,
             "--out" => opts.out_dir = PathBuf::from(value()?),

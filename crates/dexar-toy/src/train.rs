@@ -13,12 +13,13 @@
 //!
 //! Two stages, as LLaVA itself starts from a pretrained CLIP: stage 1 warms
 //! the vision tower and projector up with a patch probe that reads each image
-//! token's object colour and shape (`patch_probe.rs`; no decoder, so cheap),
-//! stage 2 trains everything on answers while the probe goes on beside them
-//! with a small weight, on the same image tokens. Without it the tokens carry
-//! colour only: answers are learned through colour first, and colour
-//! gradients starve shape (measured: shape answers at chance after 20 k
-//! training scenes).
+//! token's object colour and shape through the logit lens (`patch_probe.rs`;
+//! no decoder layers, so cheap), stage 2 trains everything on answers while
+//! the probe goes on beside them with a small weight, on the same image
+//! tokens and on their image positions after each decoder layer. Without it
+//! the tokens carry colour only: answers are learned through colour first,
+//! and colour gradients starve shape (measured: shape answers at chance after
+//! 20 k training scenes).
 
 mod batch;
 mod patch_probe;
@@ -117,9 +118,9 @@ impl Default for TrainOptions {
             lr: 1e-3,
             vision_lr_scale: 1.0,
             probe_weight: 0.5,
-            probe_readout: ProbeReadout::Linear,
-            probe_labels: PatchLabels::Cover,
-            probe_decoder_layers: false,
+            probe_readout: ProbeReadout::Lens,
+            probe_labels: PatchLabels::Centre,
+            probe_decoder_layers: true,
             lens_weight: 0.0,
             embedding_std: 0.3,
             warmup_steps: 100,
