@@ -121,12 +121,7 @@ impl PatchTargets {
                     if centre >= 2 && label.is_none() {
                         label = Some(i);
                     }
-                    let mut n = 0;
-                    for y in row * ph..(row + 1) * ph {
-                        for x in col * pw..(col + 1) * pw {
-                            n += usize::from(o.covers(x as u32, y as u32));
-                        }
-                    }
+                    let n = covered_pixels(o, row * ph..(row + 1) * ph, col * pw..(col + 1) * pw);
                     if n > most[i].0 {
                         most[i] = (n, row * grid + col);
                     }
@@ -161,12 +156,7 @@ impl PatchTargets {
             for col in 0..grid {
                 let mut best: Option<(usize, usize)> = None; // (pixels, object)
                 for (i, o) in scene.objects.iter().enumerate() {
-                    let mut n = 0;
-                    for y in row * ph..(row + 1) * ph {
-                        for x in col * pw..(col + 1) * pw {
-                            n += usize::from(o.covers(x as u32, y as u32));
-                        }
-                    }
+                    let n = covered_pixels(o, row * ph..(row + 1) * ph, col * pw..(col + 1) * pw);
                     if n > 0 && best.is_none_or(|(m, _)| n > m) {
                         best = Some((n, i));
                     }
@@ -190,6 +180,20 @@ impl PatchTargets {
     pub fn len(&self) -> usize {
         self.weights.len()
     }
+}
+
+/// Pixels of `o` inside the patch spanning `rows` x `cols`.
+fn covered_pixels(
+    o: &crate::shapes::SceneObject,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) -> usize {
+    rows.map(|y| {
+        cols.clone()
+            .filter(|&x| o.covers(x as u32, y as u32))
+            .count()
+    })
+    .sum()
 }
 
 /// The probe's two heads: weights and biases of linear heads, or, with the
