@@ -40,6 +40,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--probe-linear" => opts.probe_readout = dexar_toy::ProbeReadout::Linear,
             "--probe-input-only" => opts.probe_decoder_layers = false,
             "--cover-labels" => opts.probe_labels = dexar_toy::PatchLabels::Cover,
+            "--probe-smoothing" => opts.probe_shaping.label_smoothing = value()?.parse()?,
+            "--probe-z" => opts.probe_shaping.z_weight = value()?.parse()?,
             "--wd" => opts.weight_decay = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,
             "--out" => opts.out_dir = PathBuf::from(value()?),

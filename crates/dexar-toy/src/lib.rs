@@ -37,8 +37,8 @@ pub use text::{
     number_word, LinkedText, QaPair, Region, Relation, WordLink, WordRole, DESCRIBE_PROMPT,
 };
 pub use train::{
-    train, PatchLabels, ProbeReadout, TrainOptions, TrainProgress, TrainReport, TrainStage,
-    CHECKPOINT_FILES, TRAIN_SEED,
+    train, PatchLabels, ProbeReadout, ProbeShaping, TrainOptions, TrainProgress, TrainReport,
+    TrainStage, CHECKPOINT_FILES, TRAIN_SEED,
 };
 pub use vocab::{chat_prompt, tokenizer_json, vocabulary};
 

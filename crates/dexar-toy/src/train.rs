@@ -34,7 +34,7 @@ use dexar_model::{LlavaConfig, LlavaModel};
 
 pub(crate) use batch::{batch_loss, BatchMaker};
 use patch_probe::PatchProbe;
-pub use patch_probe::{PatchLabels, ProbeReadout};
+pub use patch_probe::{PatchLabels, ProbeReadout, ProbeShaping};
 
 use crate::model_config::{preprocessor_json, ToyModelConfig, IMAGE_SIZE};
 use crate::rng::SplitMix64;
@@ -81,6 +81,8 @@ pub struct TrainOptions {
     pub probe_readout: ProbeReadout,
     /// Which object each patch is labelled with for the probe.
     pub probe_labels: PatchLabels,
+    /// Label smoothing and z-loss of the probe's loss.
+    pub probe_shaping: ProbeShaping,
     /// In stage 2 the probe also reads the image positions of every decoder
     /// layer's output but the last's (what later layers attend to).
     pub probe_decoder_layers: bool,
@@ -122,6 +124,7 @@ impl Default for TrainOptions {
             probe_weight: 0.5,
             probe_readout: ProbeReadout::Lens,
             probe_labels: PatchLabels::Centre,
+            probe_shaping: ProbeShaping::default(),
             probe_decoder_layers: true,
             lens_weight: 0.0,
             embedding_std: 0.3,
@@ -177,6 +180,20 @@ impl TrainOptions {
             if !(w.is_finite() && w >= 0.0) {
                 return bad(format!("{name} {w} must be a finite number >= 0"));
             }
+        }
+        let ProbeShaping {
+            label_smoothing,
+            z_weight,
+        } = self.probe_shaping;
+        if !(0.0..1.0).contains(&label_smoothing) {
+            return bad(format!(
+                "probe label smoothing {label_smoothing} must be within 0..1"
+            ));
+        }
+        if !(z_weight.is_finite() && z_weight >= 0.0) {
+            return bad(format!(
+                "probe z-loss weight {z_weight} must be a finite number >= 0"
+            ));
         }
         self.model.validate().map_err(ToyError::Options)
     }
@@ -250,7 +267,8 @@ pub fn train(
     let trainable: Vec<candle_core::Var> = named.iter().map(|(_, v)| v.clone()).collect();
     let total_steps = opts.vision_steps + opts.steps;
 
-    let probe = PatchProbe::for_decoder(opts.probe_readout, &model.decoder, opts.seed)?;
+    let probe = PatchProbe::for_decoder(opts.probe_readout, &model.decoder, opts.seed)?
+        .with_shaping(opts.probe_shaping);
     let lens_probe = opts.probe_readout != ProbeReadout::Linear;
     let mut probe_optimizer = AdamW::new(
         probe.vars(),
