@@ -5,6 +5,7 @@
 //! [--steps N] [--vision-steps N] [--batch N] [--lr X] [--probe W] [--lens W] [--embed-std X]
 //! [--vision-lr-scale X] [--warmup N] [--wd X] [--seed N] [--vision H,I,L,HEADS]
 //! [--text H,I,L,HEADS] [--probe-linear] [--probe-input-only] [--cover-labels]
+//! [--probe-smoothing EPS] [--probe-z W]
 //! [--min-objects N] [--max-objects N] [--eval N] [--eval-only]`
 //!
 //! Defaults are [`TrainOptions::default`]; `--eval N` scores N held-out
