@@ -212,7 +212,8 @@ pub(crate) struct PatchProbe {
 /// object's edge, for a shape) end with the largest logits, and it leaves the
 /// common level of a patch's logits free: a background patch may read
 /// "triangle" high as long as its background row reads higher. DEX-AR's map
-/// is the named word's own logit, so both show in it.
+/// is the named word's own logit, so both show in it. Measured, neither
+/// helped the maps (`TrainOptions::probe_shaping`), so both are off by default.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ProbeShaping {
     /// Label smoothing `eps`: the target puts `1 - eps` on the patch's class
