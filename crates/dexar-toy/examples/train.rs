@@ -5,7 +5,7 @@
 //! [--steps N] [--vision-steps N] [--batch N] [--lr X] [--probe W] [--lens W] [--embed-std X]
 //! [--vision-lr-scale X] [--warmup N] [--wd X] [--seed N] [--vision H,I,L,HEADS]
 //! [--text H,I,L,HEADS] [--probe-linear] [--probe-input-only] [--cover-labels]
-//! [--probe-smoothing EPS] [--probe-z W]
+//! [--probe-smoothing EPS] [--probe-z W] [--probe-pointing W]
 //! [--min-objects N] [--max-objects N] [--eval N] [--eval-only]`
 //!
 //! Defaults are [`TrainOptions::default`]; `--eval N` scores N held-out
@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--cover-labels" => opts.probe_labels = dexar_toy::PatchLabels::Cover,
             "--probe-smoothing" => opts.probe_shaping.label_smoothing = value()?.parse()?,
             "--probe-z" => opts.probe_shaping.z_weight = value()?.parse()?,
+            "--probe-pointing" => opts.probe_shaping.pointing_weight = value()?.parse()?,
             "--wd" => opts.weight_decay = value()?.parse()?,
             "--seed" => opts.seed = value()?.parse()?,
             "--out" => opts.out_dir = PathBuf::from(value()?),

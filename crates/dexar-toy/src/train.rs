@@ -187,16 +187,19 @@ impl TrainOptions {
         let ProbeShaping {
             label_smoothing,
             z_weight,
+            pointing_weight,
         } = self.probe_shaping;
         if !(0.0..1.0).contains(&label_smoothing) {
             return bad(format!(
                 "probe label smoothing {label_smoothing} must be within 0..1"
             ));
         }
-        if !(z_weight.is_finite() && z_weight >= 0.0) {
-            return bad(format!(
-                "probe z-loss weight {z_weight} must be a finite number >= 0"
-            ));
+        for (name, w) in [("z-loss", z_weight), ("pointing", pointing_weight)] {
+            if !(w.is_finite() && w >= 0.0) {
+                return bad(format!(
+                    "probe {name} weight {w} must be a finite number >= 0"
+                ));
+            }
         }
         self.model.validate().map_err(ToyError::Options)
     }

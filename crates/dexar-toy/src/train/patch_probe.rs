@@ -223,6 +223,13 @@ pub struct ProbeShaping {
     /// level of a patch's logits near 0, so the word's own logit, not only
     /// its lead over the others, says whether the patch shows it.
     pub z_weight: f32,
+    /// Weight of the pointing term: for every word an image shows (a colour
+    /// or shape class some patch is labelled with), the cross-entropy over
+    /// the image's patches of that word's logit, against all the patches
+    /// labelled with it: `logsumexp_all(s) - logsumexp_labelled(s)`. It asks
+    /// what DEX-AR's pointing game asks of a map, that the word reads highest
+    /// on its own object's patches, which the per-patch terms leave free.
+    pub pointing_weight: f32,
 }
 
 impl PatchProbe {
@@ -353,7 +360,12 @@ impl PatchProbe {
                 &Tensor::new(labels.as_slice(), device)?,
                 self.shaping,
             )?;
-            let head = ((nll * &weights)?.sum_all()? / total)?;
+            let mut head = ((nll * &weights)?.sum_all()? / total)?;
+            if self.shaping.pointing_weight > 0.0 {
+                let pointing =
+                    pointing_loss(&logits.reshape((images, n, ()))?, labels, &targets.weights)?;
+                head = (head + (pointing * f64::from(self.shaping.pointing_weight))?)?;
+            }
             loss = Some(match loss {
                 Some(l) => (l + head)?,
                 None => head,
@@ -386,6 +398,49 @@ fn row_loss(
         loss = (loss + (z.sqr()? * f64::from(shaping.z_weight))?)?;
     }
     loss.squeeze(1)
+}
+
+/// Added to a logit to leave it out of a logsumexp (finite, so that left-out
+/// terms and absent words stay NaN-free and get exactly zero gradient).
+const LEFT_OUT: f64 = -1e4;
+
+/// The pointing term of [`ProbeShaping::pointing_weight`], averaged over the
+/// (image, word) pairs present. `logits` is `[I, N, C]`, the last class
+/// background (never a target); `labels` and `weights` are `I * N` long;
+/// patches of weight 0 are left out of both sets.
+fn pointing_loss(logits: &Tensor, labels: &[u32], weights: &[f32]) -> candle_core::Result<Tensor> {
+    let (images, n, classes) = logits.dims3()?;
+    let words = classes - 1;
+    let mut outside = vec![0f32; images * n * words];
+    let mut present = vec![0f32; images * words];
+    for (p, (&label, &w)) in labels.iter().zip(weights).enumerate() {
+        let image = p / n;
+        for k in 0..words {
+            let on = w > 0.0 && label as usize == k;
+            outside[p * words + k] = if on { 0.0 } else { LEFT_OUT as f32 };
+            if on {
+                present[image * words + k] = 1.0;
+            }
+        }
+    }
+    let device = logits.device();
+    let left_out: Vec<f32> = weights
+        .iter()
+        .map(|&w| if w > 0.0 { 0.0 } else { LEFT_OUT as f32 })
+        .collect();
+    let scores = logits.narrow(2, 0, words)?;
+    let all = scores.broadcast_add(&Tensor::from_vec(left_out, (images, n, 1), device)?)?;
+    let on = (&scores + Tensor::from_vec(outside, (images, n, words), device)?)?;
+    let pairs = present.iter().sum::<f32>().max(1.0) as f64;
+    let present = Tensor::from_vec(present, (images, 1, words), device)?;
+    let per_pair = (logsumexp_over_patches(&all)? - logsumexp_over_patches(&on)?)?;
+    (per_pair * present)?.sum_all()? / pairs
+}
+
+/// `log Σ_n exp(x[:, n, :])`, keeping the patch axis, with a detached shift.
+fn logsumexp_over_patches(x: &Tensor) -> candle_core::Result<Tensor> {
+    let max = x.max_keepdim(1)?.detach();
+    x.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max
 }
 
 #[cfg(test)]
@@ -495,30 +550,42 @@ mod tests {
     }
 
     fn probe_tokens() -> (Tensor, PatchTargets) {
+        // Two images of three patches; the second shows one colour and one
+        // shape on two patches, and colour 8 and shape 6 are background.
         let tokens = Tensor::new(
-            &[[
-                [0.5f32, -1.0, 2.0, 0.0],
-                [1.0, 1.0, -0.5, 0.25],
-                [0.0, 3.0, 0.0, -1.0],
-            ]],
+            &[
+                [
+                    [0.5f32, -1.0, 2.0, 0.0],
+                    [1.0, 1.0, -0.5, 0.25],
+                    [0.0, 3.0, 0.0, -1.0],
+                ],
+                [
+                    [-0.5, 0.5, 1.5, 1.0],
+                    [2.0, -1.0, 0.5, -0.5],
+                    [0.25, 0.0, -2.0, 1.5],
+                ],
+            ],
             &Device::Cpu,
         )
         .unwrap();
         let targets = PatchTargets {
-            colors: vec![2, 8, 5],
-            shapes: vec![1, 6, 3],
-            weights: vec![1.0, 0.0, 1.0],
+            colors: vec![2, 8, 5, 2, 2, 8],
+            shapes: vec![1, 6, 3, 4, 6, 4],
+            weights: vec![1.0, 0.0, 1.0, 1.0, 1.0, 1.0],
         };
         (tokens, targets)
     }
 
     /// Plain loops: per head the weighted mean over patches of the smoothed
-    /// cross-entropy plus the z-loss, summed over the two heads.
+    /// cross-entropy plus the z-loss, plus the pointing term's mean over the
+    /// (image, word) pairs present, summed over the two heads.
     fn loop_loss(probe: &PatchProbe, tokens: &Tensor, targets: &PatchTargets) -> f64 {
-        let rows: Vec<Vec<f32>> = tokens.squeeze(0).unwrap().to_vec2().unwrap();
+        let (_, n, dim) = tokens.dims3().unwrap();
+        let rows: Vec<Vec<f32>> = tokens.reshape(((), dim)).unwrap().to_vec2().unwrap();
         let ProbeShaping {
             label_smoothing: eps,
             z_weight,
+            pointing_weight,
         } = probe.shaping;
         let total: f32 = targets.weights.iter().sum();
         let mut expected = 0.0f64;
@@ -528,15 +595,40 @@ mod tests {
         ] {
             let w: Vec<Vec<f32>> = head.0.as_tensor().to_vec2().unwrap();
             let b: Vec<f32> = head.1.as_tensor().to_vec1().unwrap();
-            for (r, row) in rows.iter().enumerate() {
-                let logits: Vec<f64> = w
-                    .iter()
-                    .zip(&b)
-                    .map(|(wc, bc)| {
-                        f64::from(wc.iter().zip(row).map(|(a, x)| a * x).sum::<f32>() + bc)
-                    })
+            let all_logits: Vec<Vec<f64>> = rows
+                .iter()
+                .map(|row| {
+                    w.iter()
+                        .zip(&b)
+                        .map(|(wc, bc)| {
+                            f64::from(wc.iter().zip(row).map(|(a, x)| a * x).sum::<f32>() + bc)
+                        })
+                        .collect()
+                })
+                .collect();
+            let lse_of = |values: Vec<f64>| values.iter().map(|l| l.exp()).sum::<f64>().ln();
+            let (mut pointing, mut pairs) = (0.0f64, 0usize);
+            for image in 0..rows.len() / n {
+                let patches: Vec<usize> = (image * n..(image + 1) * n)
+                    .filter(|&p| targets.weights[p] > 0.0)
                     .collect();
-                let lse = logits.iter().map(|l| l.exp()).sum::<f64>().ln();
+                for k in 0..w.len() - 1 {
+                    let on: Vec<usize> = patches
+                        .iter()
+                        .copied()
+                        .filter(|&p| labels[p] as usize == k)
+                        .collect();
+                    if on.is_empty() {
+                        continue;
+                    }
+                    pairs += 1;
+                    pointing += lse_of(patches.iter().map(|&p| all_logits[p][k]).collect())
+                        - lse_of(on.iter().map(|&p| all_logits[p][k]).collect());
+                }
+            }
+            expected += f64::from(pointing_weight) * pointing / pairs.max(1) as f64;
+            for (r, logits) in all_logits.iter().enumerate() {
+                let lse = lse_of(logits.clone());
                 let classes = logits.len() as f64;
                 let mut row_loss = 0.0;
                 for (c, l) in logits.iter().enumerate() {
@@ -556,10 +648,17 @@ mod tests {
     #[test]
     fn loss_is_the_weighted_mean_cross_entropy_of_both_heads() {
         let (tokens, targets) = probe_tokens();
-        for (label_smoothing, z_weight) in [(0.0, 0.0), (0.1, 0.0), (0.0, 0.05), (0.2, 0.1)] {
+        for (label_smoothing, z_weight, pointing_weight) in [
+            (0.0, 0.0, 0.0),
+            (0.1, 0.0, 0.0),
+            (0.0, 0.05, 0.0),
+            (0.0, 0.0, 0.7),
+            (0.2, 0.1, 0.5),
+        ] {
             let probe = PatchProbe::new(4, 1).unwrap().with_shaping(ProbeShaping {
                 label_smoothing,
                 z_weight,
+                pointing_weight,
             });
             let got = probe
                 .loss(&tokens, &targets)
@@ -569,7 +668,7 @@ mod tests {
             let expected = loop_loss(&probe, &tokens, &targets);
             assert!(
                 (f64::from(got) - expected).abs() < 1e-5,
-                "eps {label_smoothing} z {z_weight}: {got} vs {expected}"
+                "eps {label_smoothing} z {z_weight} pointing {pointing_weight}: {got} vs {expected}"
             );
         }
         let probe = PatchProbe::new(4, 1).unwrap();
@@ -589,6 +688,7 @@ mod tests {
         let probe = PatchProbe::new(4, 1).unwrap().with_shaping(ProbeShaping {
             label_smoothing: 0.2,
             z_weight: 0.1,
+            pointing_weight: 0.5,
         });
         let var = Var::from_tensor(&tokens).unwrap();
         let grads = probe

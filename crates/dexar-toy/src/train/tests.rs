@@ -40,28 +40,32 @@ fn schedule_warms_up_then_decays_to_the_floor() {
         ..TrainOptions::default()
     };
     assert!(matches!(negative.validate(), Err(ToyError::Options(m)) if m.contains("lens weight")));
-    for (label_smoothing, z_weight, word) in [
-        (1.0, 0.0, "label smoothing"),
-        (-0.1, 0.0, "label smoothing"),
-        (0.1, f32::NAN, "z-loss"),
-        (0.0, -1.0, "z-loss"),
+    for (label_smoothing, z_weight, pointing_weight, word) in [
+        (1.0, 0.0, 0.0, "label smoothing"),
+        (-0.1, 0.0, 0.0, "label smoothing"),
+        (0.1, f32::NAN, 0.0, "z-loss"),
+        (0.0, -1.0, 0.0, "z-loss"),
+        (0.0, 0.0, -0.5, "pointing"),
+        (0.0, 0.0, f32::INFINITY, "pointing"),
     ] {
         let shaped = TrainOptions {
             probe_shaping: super::ProbeShaping {
                 label_smoothing,
                 z_weight,
+                pointing_weight,
             },
             ..TrainOptions::default()
         };
         assert!(
             matches!(shaped.validate(), Err(ToyError::Options(ref m)) if m.contains(word)),
-            "{label_smoothing} / {z_weight}"
+            "{label_smoothing} / {z_weight} / {pointing_weight}"
         );
     }
     let shaped = TrainOptions {
         probe_shaping: super::ProbeShaping {
             label_smoothing: 0.1,
             z_weight: 0.1,
+            pointing_weight: 0.5,
         },
         ..TrainOptions::default()
     };
