@@ -81,10 +81,12 @@ pub struct TrainOptions {
     pub probe_readout: ProbeReadout,
     /// Which object each patch is labelled with for the probe.
     pub probe_labels: PatchLabels,
-    /// Label smoothing and z-loss of the probe's loss (off by default: on
-    /// `toy:200:777` smoothing 0.1 alone gave 75.6% / 70.4% pointing for
-    /// seeds 1 / 2 against 78.2% / 66.8% without; with a z-loss of 0.1
-    /// beside it 57.3% / 54.1% on `toy:100`; README, bundled-model section).
+    /// Label smoothing, z-loss and pointing term of the probe's loss (off by
+    /// default: on `toy:200:777` smoothing 0.1 alone gave 75.6% / 70.4%
+    /// DEX-AR pointing for seeds 1 / 2 against 78.2% / 66.8% without; with a
+    /// z-loss of 0.1 beside it 57.3% / 54.1% on `toy:100`; the pointing term
+    /// at 0.5 raised the unfiltered maps to 82-86% and left DEX-AR at 66-78%;
+    /// README, bundled-model section).
     pub probe_shaping: ProbeShaping,
     /// In stage 2 the probe also reads the image positions of every decoder
     /// layer's output but the last's (what later layers attend to).

@@ -212,8 +212,10 @@ pub(crate) struct PatchProbe {
 /// object's edge, for a shape) end with the largest logits, and it leaves the
 /// common level of a patch's logits free: a background patch may read
 /// "triangle" high as long as its background row reads higher. DEX-AR's map
-/// is the named word's own logit, so both show in it. Measured, neither
-/// helped the maps (`TrainOptions::probe_shaping`), so both are off by default.
+/// is the named word's own logit, so both show in it; nor does it ask that
+/// a word read highest on its own object across the image (the pointing
+/// term). Measured, none helped DEX-AR's maps (`TrainOptions::probe_shaping`;
+/// the pointing term helped the unfiltered sum), so all are off by default.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ProbeShaping {
     /// Label smoothing `eps`: the target puts `1 - eps` on the patch's class
