@@ -216,8 +216,9 @@ pub(crate) struct PatchProbe {
 /// a word read highest on its own object across the image (the pointing
 /// term). Measured (`TrainOptions::probe_shaping`), smoothing and z-loss did
 /// not help DEX-AR's maps and are off by default (`Default` here is all off);
-/// the pointing term made the unfiltered maps better in every run and
-/// DEX-AR's in some, and the bundled model is trained with it.
+/// the pointing term made the unfiltered maps better in every run that kept
+/// the probe on the decoder layers and DEX-AR's in some, and the bundled
+/// model is trained with it.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ProbeShaping {
     /// Label smoothing `eps`: the target puts `1 - eps` on the patch's class
@@ -406,7 +407,7 @@ fn row_loss(
 
 /// Added to a logit to leave it out of a logsumexp (finite, so that left-out
 /// terms and absent words stay NaN-free and get exactly zero gradient).
-const LEFT_OUT: f64 = -1e4;
+const LEFT_OUT: f32 = -1e4;
 
 /// The pointing term of [`ProbeShaping::pointing_weight`], averaged over the
 /// (image, word) pairs present. `logits` is `[I, N, C]`, the last class
@@ -415,23 +416,22 @@ const LEFT_OUT: f64 = -1e4;
 fn pointing_loss(logits: &Tensor, labels: &[u32], weights: &[f32]) -> candle_core::Result<Tensor> {
     let (images, n, classes) = logits.dims3()?;
     let words = classes - 1;
-    let mut outside = vec![0f32; images * n * words];
+    // Per patch: LEFT_OUT unless it is in the loss (`left_out`), and per
+    // word, unless it is in the loss and labelled with that word (`outside`).
+    let mut left_out = vec![LEFT_OUT; images * n];
+    let mut outside = vec![LEFT_OUT; images * n * words];
     let mut present = vec![0f32; images * words];
     for (p, (&label, &w)) in labels.iter().zip(weights).enumerate() {
-        let image = p / n;
-        for k in 0..words {
-            let on = w > 0.0 && label as usize == k;
-            outside[p * words + k] = if on { 0.0 } else { LEFT_OUT as f32 };
-            if on {
-                present[image * words + k] = 1.0;
+        let k = label as usize;
+        if w > 0.0 {
+            left_out[p] = 0.0;
+            if k < words {
+                outside[p * words + k] = 0.0;
+                present[(p / n) * words + k] = 1.0;
             }
         }
     }
     let device = logits.device();
-    let left_out: Vec<f32> = weights
-        .iter()
-        .map(|&w| if w > 0.0 { 0.0 } else { LEFT_OUT as f32 })
-        .collect();
     let scores = logits.narrow(2, 0, words)?;
     let all = scores.broadcast_add(&Tensor::from_vec(left_out, (images, n, 1), device)?)?;
     let on = (&scores + Tensor::from_vec(outside, (images, n, words), device)?)?;
