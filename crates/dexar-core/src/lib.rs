@@ -2,19 +2,26 @@
 //!
 //! What it is for: the [`StepTrace`] a traced generation step produces, the
 //! DEX-AR head scores and maps computed from it (see `shared/DEXAR.md`), the
-//! built-in attribution strategies and the map helpers shared by every front end.
+//! layer selection, the built-in attribution strategies, the map helpers
+//! shared by every front end, the quality metrics of `dexar eval`, the
+//! mapping of answer words to tokens, and atomic file writes.
 //!
 //! What it is not: it knows nothing of candle, model files, terminals or
 //! plugins. Models produce traces; everything else consumes them.
 
+pub mod atomic;
+pub mod layers;
 pub mod maps;
 pub mod metrics;
 pub mod strategy;
 pub mod trace;
+pub mod words;
 
-pub use maps::{minmax, Grid, TokenMap};
+pub use atomic::write_atomic;
+pub use layers::LayerSelection;
+pub use maps::{minmax, upsample_bilinear, weighted_sum, Grid, MapError, TokenMap};
 pub use strategy::{
-    builtin_strategies, builtin_strategy, layer_range, DexarStrategy, GradXAttnStrategy,
-    HeadScores, RawAttentionStrategy, Strategy, StrategyError, BUILTIN_NAMES,
+    builtin_strategy, weighted_sentence_map, DexarStrategy, GradXAttnStrategy, HeadScores,
+    RawAttentionStrategy, Strategy, StrategyError, BUILTIN_NAMES,
 };
 pub use trace::{PositionKind, StepTrace, TraceError};

@@ -1,4 +1,5 @@
-//! Heatmap grids and the min-max normalisation every displayed map goes through.
+//! Heatmap grids, token maps, the min-max normalisation every displayed map
+//! goes through, and bilinear upsampling of a grid map to pixels.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,6 +72,108 @@ pub fn minmax(values: &[f32]) -> (Vec<f32>, bool) {
     )
 }
 
+/// A map that does not fit its grid, or cannot be resampled.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MapError {
+    #[error("the map grid {height}x{width} is empty; a heatmap needs at least one cell")]
+    EmptyGrid { height: usize, width: usize },
+    #[error("the map has {got} values but its {height}x{width} grid needs {expected}")]
+    MapSize {
+        height: usize,
+        width: usize,
+        expected: usize,
+        got: usize,
+    },
+    #[error("the map holds a non-finite value (NaN or infinity) at index {index}")]
+    NonFinite { index: usize },
+    #[error("{width}x{height} is too many pixels to resample to")]
+    TooLarge { width: usize, height: usize },
+}
+
+/// `Σ_t weight_t · raw_t` over token maps, in f64 then rounded to f32: the
+/// un-normalised sentence map (empty when there are no maps).
+pub fn weighted_sum(maps: &[TokenMap]) -> Vec<f32> {
+    let Some(first) = maps.first() else {
+        return Vec::new();
+    };
+    let mut sum = vec![0f64; first.raw.len()];
+    for m in maps {
+        for (acc, &v) in sum.iter_mut().zip(&m.raw) {
+            *acc += m.weight as f64 * v as f64;
+        }
+    }
+    sum.into_iter().map(|v| v as f32).collect()
+}
+
+/// A non-empty grid holding one finite value per cell.
+pub fn check_map(map: &[f32], grid: Grid) -> Result<(), MapError> {
+    if grid.is_empty() {
+        return Err(MapError::EmptyGrid {
+            height: grid.height,
+            width: grid.width,
+        });
+    }
+    if map.len() != grid.len() {
+        return Err(MapError::MapSize {
+            height: grid.height,
+            width: grid.width,
+            expected: grid.len(),
+            got: map.len(),
+        });
+    }
+    match map.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(MapError::NonFinite { index }),
+        None => Ok(()),
+    }
+}
+
+/// Resamples a row-major `grid` map to `out_w x out_h` exactly like
+/// `F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False)`
+/// (no antialiasing): output pixel centres map back to
+/// `src = (dst + 0.5) · in / out − 0.5`, clamped below at 0, and the far
+/// neighbour index is clamped at the edge. Computed in f32, like PyTorch.
+///
+/// Returns row-major `out_h x out_w` values (empty when either is 0). Fails on
+/// an empty grid, a map of the wrong length or a non-finite value.
+pub fn upsample_bilinear(
+    map: &[f32],
+    grid: Grid,
+    out_w: usize,
+    out_h: usize,
+) -> Result<Vec<f32>, MapError> {
+    check_map(map, grid)?;
+    let len = out_w.checked_mul(out_h).ok_or(MapError::TooLarge {
+        width: out_w,
+        height: out_h,
+    })?;
+    let xs = axis_taps(grid.width, out_w);
+    let ys = axis_taps(grid.height, out_h);
+    let mut out = Vec::with_capacity(len);
+    for &(y0, y1, wy) in &ys {
+        let (row0, row1) = (&map[y0 * grid.width..], &map[y1 * grid.width..]);
+        for &(x0, x1, wx) in &xs {
+            let top = (1.0 - wx) * row0[x0] + wx * row0[x1];
+            let bottom = (1.0 - wx) * row1[x0] + wx * row1[x1];
+            out.push((1.0 - wy) * top + wy * bottom);
+        }
+    }
+    Ok(out)
+}
+
+/// Per output index along one axis (`input >= 1`): both source indices and the
+/// weight of the second, as in PyTorch's `upsample_bilinear2d` kernel.
+fn axis_taps(input: usize, output: usize) -> Vec<(usize, usize, f32)> {
+    let scale = input as f32 / output.max(1) as f32;
+    (0..output)
+        .map(|dst| {
+            let src = ((dst as f32 + 0.5) * scale - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(input - 1);
+            let i1 = (i0 + 1).min(input - 1);
+            (i0, i1, src - i0 as f32)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +193,67 @@ mod tests {
         assert!(minmax(&[]).1);
         assert!(minmax(&[1.0, f32::NAN]).1);
         assert_eq!(minmax(&[1.0, f32::INFINITY]).0, vec![0.0, 0.0]);
+    }
+
+    fn assert_all_close(got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!((g - w).abs() < 1e-5, "index {i}: got {g}, want {w}");
+        }
+    }
+
+    const G2: Grid = Grid {
+        height: 2,
+        width: 2,
+    };
+
+    // [[0, 1], [2, 3]] to 4x4: along either axis src = (d + 0.5) * 0.5 - 0.5
+    // = [-0.25 -> 0, 0.25, 0.75, 1.25 -> (1, 1)], so the weight of the second
+    // row/column is [0, .25, .75, 1] and value = fx * 1 + fy * 2.
+    #[rustfmt::skip]
+    const UP_0123: [f32; 16] = [
+        0.0, 0.25, 0.75, 1.0,
+        0.5, 0.75, 1.25, 1.5,
+        1.5, 1.75, 2.25, 2.5,
+        2.0, 2.25, 2.75, 3.0,
+    ];
+
+    #[test]
+    fn upsample_two_by_two_to_four_by_four() {
+        let up = upsample_bilinear(&[0.0, 1.0, 2.0, 3.0], G2, 4, 4).unwrap();
+        assert_all_close(&up, &UP_0123);
+        // Same size is the identity; 1x3 -> 1x5 (scale 0.6): src = [0, .4, 1, 1.6, 2].
+        let up = upsample_bilinear(&[0.0, 10.0, 20.0], Grid::new(1, 3), 5, 1).unwrap();
+        assert_all_close(&up, &[0.0, 4.0, 10.0, 16.0, 20.0]);
+        let map: Vec<f32> = (0..6).map(|v| v as f32).collect();
+        assert_all_close(
+            &upsample_bilinear(&map, Grid::new(2, 3), 3, 2).unwrap(),
+            &map,
+        );
+    }
+
+    #[test]
+    fn upsample_rejects_bad_maps() {
+        assert!(matches!(
+            upsample_bilinear(&[1.0; 3], G2, 4, 4),
+            Err(MapError::MapSize {
+                expected: 4,
+                got: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            upsample_bilinear(&[], Grid::new(0, 2), 4, 4),
+            Err(MapError::EmptyGrid { .. })
+        ));
+        assert_eq!(
+            upsample_bilinear(&[0.0, f32::NAN, 0.0, 0.0], G2, 4, 4),
+            Err(MapError::NonFinite { index: 1 })
+        );
+        assert!(upsample_bilinear(&[1.0; 4], G2, 0, 3).unwrap().is_empty());
+        assert!(matches!(
+            upsample_bilinear(&[1.0; 4], G2, usize::MAX, 2),
+            Err(MapError::TooLarge { .. })
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! of DEXAR.md's Evaluation section. Every strategy maps one [`StepTrace`] to a
 //! [`TokenMap`] and aggregates token maps into a sentence map.
 
-use crate::maps::{minmax, TokenMap};
+use crate::maps::{minmax, weighted_sum, TokenMap};
 use crate::trace::{StepTrace, TraceError};
 
 /// Names of the built-in strategies, in display order.
@@ -32,31 +32,9 @@ pub trait Strategy: Send + Sync {
     }
 }
 
-/// `minmax(Σ_t weight_t · raw_t)`; all zeros when there is nothing to sum.
+/// `minmax(Σ_t weight_t · raw_t)`; empty when there is nothing to sum.
 pub fn weighted_sentence_map(maps: &[TokenMap]) -> Vec<f32> {
-    let Some(first) = maps.first() else {
-        return Vec::new();
-    };
-    let mut sum = vec![0f64; first.raw.len()];
-    for m in maps {
-        for (acc, &v) in sum.iter_mut().zip(&m.raw) {
-            *acc += m.weight as f64 * v as f64;
-        }
-    }
-    let sum: Vec<f32> = sum.into_iter().map(|v| v as f32).collect();
-    minmax(&sum).0
-}
-
-/// The first decoder layer used for `layer_index` (DEXAR.md: negative counts
-/// from the end, clamped to 0; a start past the last layer is clamped to it).
-pub fn layer_range(layer_index: i64, num_layers: usize) -> std::ops::Range<usize> {
-    let n = num_layers as i64;
-    let start = if layer_index < 0 {
-        (n + layer_index).max(0)
-    } else {
-        layer_index.min(n - 1).max(0)
-    };
-    start as usize..num_layers
+    minmax(&weighted_sum(maps)).0
 }
 
 fn relu(x: f32) -> f32 {
@@ -274,12 +252,4 @@ pub fn builtin_strategy(name: &str, topk: usize) -> Option<Box<dyn Strategy>> {
         "grad-x-attn" => Box::new(GradXAttnStrategy),
         _ => return None,
     })
-}
-
-/// All built-in strategies, in [`BUILTIN_NAMES`] order.
-pub fn builtin_strategies(topk: usize) -> Vec<Box<dyn Strategy>> {
-    BUILTIN_NAMES
-        .iter()
-        .filter_map(|n| builtin_strategy(n, topk))
-        .collect()
 }

@@ -123,11 +123,6 @@ impl StepTrace {
         end - self.grid.len()..end
     }
 
-    /// Whether key position `j` belongs to the image span (CLS included).
-    pub fn is_image(&self, j: usize) -> bool {
-        j >= self.image_span.0 && j < self.image_span.1
-    }
-
     /// The trace restricted to layer slots whose absolute layer index is `>= first_layer`.
     pub fn restricted_to_layers_from(&self, first_layer: usize) -> StepTrace {
         let keep: Vec<usize> = (0..self.layers.len())

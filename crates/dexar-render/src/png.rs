@@ -1,6 +1,5 @@
 //! PNG encoding, in memory and as an atomic file write.
 
-use std::io::Write;
 use std::path::Path;
 
 use image::codecs::png::PngEncoder;
@@ -22,34 +21,15 @@ pub fn png_bytes(img: &RgbImage) -> Result<Vec<u8>, RenderError> {
     Ok(bytes)
 }
 
-/// Writes `img` as a PNG to `path` atomically: the bytes go to a temporary
-/// file in the same directory, which is synced and then renamed over `path`,
-/// so a reader never sees a half-written file and a failed write leaves any
+/// Writes `img` as a PNG to `path` atomically ([`dexar_core::write_atomic`]):
+/// a reader never sees a half-written file and a failed write leaves any
 /// previous file intact. Errors name `path`.
 pub fn save_png_atomic(path: &Path, img: &RgbImage) -> Result<(), RenderError> {
     let bytes = png_bytes(img)?;
-    let write_err = |source| RenderError::Write {
+    dexar_core::write_atomic(path, &bytes).map_err(|source| RenderError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".dexar-").suffix(".png.tmp");
-    // Temp files are private (0600) by default; the result should get the
-    // usual umask-governed mode of a file the user saved.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder.tempfile_in(dir).map_err(write_err)?;
-    tmp.write_all(&bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]

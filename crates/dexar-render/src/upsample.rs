@@ -24,7 +24,7 @@ pub fn upsample_bilinear(
         .iter()
         .map(|&v| if v.is_finite() { v } else { 0.0 })
         .collect();
-    dexar_core::metrics::upsample_bilinear(&finite, grid, out_w as usize, out_h as usize).map_err(
+    dexar_core::upsample_bilinear(&finite, grid, out_w as usize, out_h as usize).map_err(
         |_| RenderError::TooLarge {
             width: u64::from(out_w),
             height: u64::from(out_h),

@@ -63,11 +63,6 @@ impl Graphics {
             Graphics::Ascii => "ascii",
         }
     }
-
-    /// True for the protocols that send real pixels (kitty, sixel, iTerm2).
-    pub fn is_pixel_protocol(&self) -> bool {
-        matches!(self, Graphics::Kitty | Graphics::Sixel | Graphics::Iterm)
-    }
 }
 
 impl fmt::Display for Graphics {
@@ -249,7 +244,6 @@ mod tests {
             err.contains("kitty, sixel, iterm, blocks, blocks256, ascii"),
             "{err}"
         );
-        assert!(Graphics::Kitty.is_pixel_protocol() && !Graphics::Truecolor.is_pixel_protocol());
     }
 
     #[test]
