@@ -115,13 +115,7 @@ impl LlavaConfig {
                 format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
             )
         })?;
-        Self::from_value(&value).map_err(|e| match e {
-            ParseError::Unsupported(model_type) => ModelError::Unsupported {
-                path: path.into(),
-                model_type,
-            },
-            ParseError::Field(message) => ModelError::bad_file(path, message),
-        })
+        Self::from_value(&value).map_err(|e| e.at(path))
     }
 
     pub fn from_value(v: &Value) -> std::result::Result<Self, ParseError> {
@@ -228,13 +222,24 @@ impl LlavaConfig {
                 text.hidden_act
             )));
         }
-        if vision.patch_size == 0
-            || !vision.image_size.is_multiple_of(vision.patch_size)
-            || vision.num_attention_heads == 0
+        if vision.num_attention_heads == 0
+            || !vision
+                .hidden_size
+                .is_multiple_of(vision.num_attention_heads)
         {
-            return Err(ParseError::Field(
-                "vision_config: image_size must be a multiple of patch_size".into(),
-            ));
+            return Err(ParseError::Field(format!(
+                "vision_config: num_attention_heads ({}) must be a positive divisor of hidden_size ({})",
+                vision.num_attention_heads, vision.hidden_size
+            )));
+        }
+        if vision.patch_size == 0
+            || vision.image_size == 0
+            || !vision.image_size.is_multiple_of(vision.patch_size)
+        {
+            return Err(ParseError::Field(format!(
+                "vision_config: image_size ({}) must be a positive multiple of patch_size ({})",
+                vision.image_size, vision.patch_size
+            )));
         }
         let vision_feature_layers = match v.get("vision_feature_layer") {
             None => vec![-2],
@@ -295,10 +300,26 @@ impl LlavaConfig {
     }
 }
 
-#[derive(Debug)]
+/// Why a `config.json` was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParseError {
+    #[error("unsupported model: {0}")]
     Unsupported(String),
+    #[error("{0}")]
     Field(String),
+}
+
+impl ParseError {
+    /// The error for a config read from `path`.
+    pub fn at(self, path: &Path) -> ModelError {
+        match self {
+            ParseError::Unsupported(model_type) => ModelError::Unsupported {
+                path: path.into(),
+                model_type,
+            },
+            ParseError::Field(message) => ModelError::bad_file(path, message),
+        }
+    }
 }
 
 fn str_field(v: &Value, key: &str) -> Option<String> {

@@ -96,15 +96,12 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn len(&self) -> usize {
+    /// How many positions the cache holds.
+    pub fn cached_positions(&self) -> usize {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
             .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -279,7 +276,7 @@ impl Decoder {
                 out.layer_outputs.push(x.clone());
             }
         }
-        debug_assert!(cache.as_ref().is_none_or(|c| c.len() == total));
+        debug_assert!(cache.as_ref().is_none_or(|c| c.cached_positions() == total));
         out.hidden = Some(x);
         Ok(out)
     }

@@ -15,8 +15,11 @@ pub enum ModelError {
     Image { path: PathBuf, message: String },
     #[error("prompt: {0}")]
     Prompt(String),
-    #[error("sequence of {len} tokens exceeds the model's context of {max} tokens; shorten the prompt or lower --max-tokens")]
+    #[error("sequence of {len} tokens exceeds the model's context of {max} tokens; shorten the prompt or ask for fewer tokens")]
     ContextOverflow { len: usize, max: usize },
+    /// A value the user gave (a model name, a dtype, a device) that is not valid.
+    #[error("{0}")]
+    Input(String),
     #[error("invalid setting: {0}")]
     Setting(String),
     #[error("tensor computation failed: {0}")]

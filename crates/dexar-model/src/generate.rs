@@ -7,10 +7,11 @@ use dexar_core::{PositionKind, StepTrace};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use crate::decoder::{Capture, KvCache};
 use crate::error::{ModelError, Result};
-use crate::llava::Checkpoint;
+use crate::llava::{Checkpoint, ImageFeatures};
 use crate::prompt::PreparedPrompt;
 
 /// Decoding settings.
@@ -115,7 +116,7 @@ pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut StdR
 pub fn generate_traced(
     ckpt: &Checkpoint,
     prompt: &PreparedPrompt,
-    image_features: &Tensor,
+    image_features: &ImageFeatures,
     settings: &GenerationSettings,
     mode: &Mode,
     cancel: &AtomicBool,
@@ -157,8 +158,17 @@ pub fn generate_traced(
         ..Capture::default()
     };
     let mut cache = KvCache::default();
+    let prefill_start = Instant::now();
     let embeds = model.embed_with_image(&prompt.input_ids, prompt.image_span, image_features)?;
     let mut out = decoder.forward(&embeds, 0, Some(&mut cache), &capture)?;
+    tracing::debug!(
+        prompt_tokens = p0,
+        traced_layers = ?settings.layers,
+        ms = prefill_start.elapsed().as_secs_f64() * 1e3,
+        "prefill"
+    );
+    // The decode step that produced `out` (none before the first token).
+    let mut decode_ms = 0.0;
     let mut tokens: Vec<u32> = Vec::new();
     let grid = cfg.grid();
     let stop = loop {
@@ -191,6 +201,7 @@ pub fn generate_traced(
         if matches!(mode, Mode::Generate) && Some(token) == eos {
             break StopReason::Eos;
         }
+        let backward_start = Instant::now();
         let num_positions = q + 1;
         let heads = cfg.text.num_attention_heads;
         let mut grads = Vec::with_capacity(out.probes.len() * heads * num_positions);
@@ -229,6 +240,13 @@ pub fn generate_traced(
             image_span: prompt.image_span,
             grid,
         };
+        tracing::debug!(
+            step = t,
+            token,
+            decode_ms,
+            backward_ms = backward_start.elapsed().as_secs_f64() * 1e3,
+            "traced step"
+        );
         tokens.push(token);
         if !on_step(TracedStep { trace, logits }) {
             break StopReason::Cancelled;
@@ -240,10 +258,12 @@ pub fn generate_traced(
         if pos >= max_pos {
             break StopReason::ContextFull;
         }
+        let decode_start = Instant::now();
         let x = decoder
             .embed(&Tensor::new(&[token], &model.device)?)?
             .unsqueeze(0)?;
         out = decoder.forward(&x, pos, Some(&mut cache), &capture)?;
+        decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
     };
     Ok(Generation {
         text: ckpt.tokenizer.decode(&tokens),

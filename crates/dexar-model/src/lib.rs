@@ -1,12 +1,17 @@
 //! dexar-model: LLaVA-family vision-language models in candle, instrumented
 //! for exact, streaming DEX-AR (see `shared/DEXAR.md`).
 //!
-//! What it is for: loading llava-hf checkpoints (config, weights in either
-//! name layout, tokenizer, image processor), preparing prompts as transformers
-//! does, and generating with a [`dexar_core::StepTrace`] per token computed by
-//! the local backward; plus a naive full-recompute autograd path as a second
-//! implementation. What it is not: strategies, rendering or any UI.
+//! What it is for: naming a model ([`ModelSpec`]: the bundled one, a
+//! directory or a Hugging Face id in the local cache) and loading it
+//! (config, weights in either name layout, tokenizer, image processor, chat
+//! template), preparing prompts as transformers does, and generating with a
+//! [`dexar_core::StepTrace`] per token computed by the local backward; plus
+//! a naive full-recompute autograd path as a second implementation, and
+//! random LLaVA-shaped checkpoints for benchmarks. What it is not:
+//! strategies, rendering or any UI. It is the only crate of dexar (besides
+//! the demo model's trainer) that knows candle.
 
+pub mod chat;
 pub mod config;
 pub mod decoder;
 pub mod error;
@@ -15,30 +20,30 @@ pub mod llava;
 mod local_backward;
 pub mod naive;
 pub mod nn;
+pub mod options;
 pub mod preprocess;
 pub mod prompt;
 pub mod score;
+pub mod spec;
+pub mod synthetic;
 pub mod vision;
 
-pub use config::{FeatureSelect, LlavaConfig, TextConfig, VisionConfig};
+pub use chat::{apply_template, ChatTemplate, Turn};
+pub use config::{FeatureSelect, LlavaConfig, ParseError, TextConfig, VisionConfig};
 pub use error::{ModelError, Result};
 pub use generate::{
     generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep,
 };
-pub use llava::{Checkpoint, LlavaModel, LoadOptions, WeightLayout};
+pub use llava::{Checkpoint, ImageFeatures, LlavaModel, MemoryCheckpoint, WeightLayout};
 pub use naive::{naive_step, NaiveStep};
-pub use preprocess::{decode_image, load_image, ImageProcessor};
-pub use prompt::{apply_template, PreparedPrompt, TextTokenizer, DEFAULT_TEMPLATE, IMAGE_MARKER};
+pub use options::{parse_device, parse_dtype, LoadOptions};
+pub use preprocess::{decode_image, load_image, ImageProcessor, Pixels};
+pub use prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 pub use score::answer_logprobs;
+pub use spec::{HubEnv, ModelSource, ModelSpec};
+pub use synthetic::{synthetic_checkpoint, SyntheticSpec};
 
-/// Loads an image file and turns it into image tokens `[N, D]`.
-pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<candle_core::Tensor> {
-    let img = load_image(path)?;
-    encode_image(ckpt, &img)
-}
-
-/// Preprocesses a decoded image and runs the vision tower and projector.
-pub fn encode_image(ckpt: &Checkpoint, img: &image::DynamicImage) -> Result<candle_core::Tensor> {
-    let (pixels, size) = ckpt.processor.preprocess(img);
-    Ok(ckpt.model.encode_image(&pixels, size)?)
+/// Loads an image file and turns it into image tokens.
+pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<ImageFeatures> {
+    ckpt.encode_image(&load_image(path)?)
 }

@@ -4,12 +4,15 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use crate::chat::{apply_template, ChatTemplate, Turn};
 use crate::config::LlavaConfig;
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
-use crate::preprocess::ImageProcessor;
-use crate::prompt::TextTokenizer;
+use crate::options::LoadOptions;
+use crate::preprocess::{ImageProcessor, Pixels};
+use crate::prompt::{PreparedPrompt, TextTokenizer};
 use crate::vision::ImageEncoder;
 
 /// A loaded LLaVA-family model.
@@ -77,11 +80,12 @@ impl LlavaModel {
         })
     }
 
-    /// Pixels `[3, H, W]` (flattened, from the image processor) to image tokens `[N, D]`.
-    pub fn encode_image(&self, pixels: &[f32], (h, w): (u32, u32)) -> candle_core::Result<Tensor> {
-        let t = Tensor::from_slice(pixels, (1, 3, h as usize, w as usize), &self.device)?
-            .to_dtype(self.dtype)?;
-        self.image_encoder.forward(&t)?.squeeze(0)
+    /// Preprocessed pixels to image tokens (vision tower and projector).
+    pub fn encode_image(&self, pixels: &Pixels) -> candle_core::Result<ImageFeatures> {
+        let (h, w) = (pixels.height as usize, pixels.width as usize);
+        let t =
+            Tensor::from_slice(&pixels.data, (1, 3, h, w), &self.device)?.to_dtype(self.dtype)?;
+        Ok(ImageFeatures(self.image_encoder.forward(&t)?.squeeze(0)?))
     }
 
     /// Input embeddings `[1, T, D]` of `ids`, the span `image_span` replaced by `image_features` `[N, D]`.
@@ -89,7 +93,7 @@ impl LlavaModel {
         &self,
         ids: &[u32],
         image_span: (usize, usize),
-        image_features: &Tensor,
+        image_features: &ImageFeatures,
     ) -> candle_core::Result<Tensor> {
         let (s, e) = image_span;
         let text = self.decoder.embed(&Tensor::new(ids, &self.device)?)?;
@@ -97,7 +101,7 @@ impl LlavaModel {
         if s > 0 {
             parts.push(text.narrow(0, 0, s)?);
         }
-        parts.push(image_features.to_dtype(self.dtype)?);
+        parts.push(image_features.0.to_dtype(self.dtype)?);
         if e < ids.len() {
             parts.push(text.narrow(0, e, ids.len() - e)?);
         }
@@ -105,35 +109,45 @@ impl LlavaModel {
     }
 }
 
-/// Everything in a checkpoint directory: config, tokenizer, image processor, model.
+/// Image tokens `[N, D]` as the decoder receives them: the output of the
+/// vision tower and projector for one image.
+#[derive(Debug, Clone)]
+pub struct ImageFeatures(pub Tensor);
+
+impl ImageFeatures {
+    pub fn tensor(&self) -> &Tensor {
+        &self.0
+    }
+}
+
+/// Everything in a checkpoint directory: config, tokenizer, image processor,
+/// chat template, model.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
+    /// The directory, or a label such as `bundled:toy` for one loaded from memory.
     pub dir: PathBuf,
     pub config: LlavaConfig,
     pub tokenizer: TextTokenizer,
     pub processor: ImageProcessor,
+    pub template: ChatTemplate,
     pub model: LlavaModel,
 }
 
-/// Where to run and in which precision.
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    pub device: Device,
-    pub dtype: DType,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            device: Device::Cpu,
-            dtype: DType::F32,
-        }
-    }
+/// The files of a checkpoint held in memory (the bundled demo model).
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryCheckpoint<'a> {
+    /// Shown where a directory would be, e.g. `bundled:toy`.
+    pub label: &'a str,
+    pub config_json: &'a [u8],
+    pub tokenizer_json: &'a [u8],
+    pub preprocessor_json: &'a [u8],
+    pub weights: &'a [u8],
 }
 
 impl Checkpoint {
     /// Loads a llava-hf checkpoint directory.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
         if !dir.is_dir() {
             return Err(ModelError::MissingFile {
                 path: dir.into(),
@@ -160,49 +174,78 @@ impl Checkpoint {
             )
         })?;
         let model = LlavaModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
-        Ok(Self {
+        let ckpt = Self {
             dir: dir.into(),
             config,
             tokenizer,
             processor,
+            template: ChatTemplate::Llava15,
             model,
-        })
+        };
+        ckpt.log_loaded(start, files.len());
+        Ok(ckpt)
     }
 
     /// Loads a checkpoint held in memory (the bundled demo model).
-    pub fn from_bytes(
-        label: &Path,
-        config_json: &str,
-        tokenizer_json: &[u8],
-        preprocessor_json: &str,
-        weights: Vec<u8>,
-        opts: &LoadOptions,
-    ) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(config_json)
-            .map_err(|e| ModelError::bad_file(label.join("config.json"), e))?;
-        let config = LlavaConfig::from_value(&value)
-            .map_err(|e| ModelError::bad_file(label.join("config.json"), format!("{e:?}")))?;
-        let tokenizer = TextTokenizer::from_bytes(tokenizer_json, &label.join("tokenizer.json"))?;
-        let processor =
-            ImageProcessor::from_json(preprocessor_json, config.vision.image_size as u32)
-                .map_err(|m| ModelError::bad_file(label.join("preprocessor_config.json"), m))?;
+    pub fn from_memory(files: &MemoryCheckpoint<'_>, opts: &LoadOptions) -> Result<Self> {
+        let start = Instant::now();
+        let label = Path::new(files.label);
+        let config_path = label.join("config.json");
+        let text = |bytes: &[u8], path: &Path| {
+            std::str::from_utf8(bytes)
+                .map(str::to_string)
+                .map_err(|e| ModelError::bad_file(path, format!("not UTF-8 text ({e})")))
+        };
+        let value: serde_json::Value =
+            serde_json::from_str(&text(files.config_json, &config_path)?)
+                .map_err(|e| ModelError::bad_file(&config_path, e))?;
+        let config = LlavaConfig::from_value(&value).map_err(|e| e.at(&config_path))?;
+        let tokenizer =
+            TextTokenizer::from_bytes(files.tokenizer_json, &label.join("tokenizer.json"))?;
+        let preprocessor_path = label.join("preprocessor_config.json");
+        let processor = ImageProcessor::from_json(
+            &text(files.preprocessor_json, &preprocessor_path)?,
+            config.vision.image_size as u32,
+        )
+        .map_err(|m| ModelError::bad_file(&preprocessor_path, m))?;
         let weights_path = label.join("model.safetensors");
-        let vb = VarBuilder::from_buffered_safetensors(weights, opts.dtype, &opts.device)
-            .map_err(|e| ModelError::bad_file(&weights_path, e))?;
+        let vb =
+            VarBuilder::from_buffered_safetensors(files.weights.to_vec(), opts.dtype, &opts.device)
+                .map_err(|e| ModelError::bad_file(&weights_path, e))?;
         let model = LlavaModel::load(vb, &config).map_err(|e| weight_error(&[weights_path], e))?;
-        Ok(Self {
+        let ckpt = Self {
             dir: label.into(),
             config,
             tokenizer,
             processor,
+            template: ChatTemplate::Llava15,
             model,
-        })
+        };
+        ckpt.log_loaded(start, 1);
+        Ok(ckpt)
+    }
+
+    fn log_loaded(&self, start: Instant, weight_files: usize) {
+        let text = &self.config.text;
+        tracing::debug!(
+            model = %self.dir.display(),
+            text_model = %text.model_type,
+            layers = text.num_hidden_layers,
+            heads = text.num_attention_heads,
+            hidden = text.hidden_size,
+            image_tokens = self.config.num_image_tokens(),
+            weight_files,
+            dtype = ?self.model.dtype,
+            device = ?self.model.device.location(),
+            ms = start.elapsed().as_secs_f64() * 1e3,
+            "model loaded"
+        );
     }
 }
 
 impl Checkpoint {
     /// Tokenises a prompt that holds one `<image>` marker, expanding it.
-    pub fn prepare_prompt(&self, text: &str) -> Result<crate::prompt::PreparedPrompt> {
+    pub fn prepare_prompt(&self, text: &str) -> Result<PreparedPrompt> {
         self.tokenizer.prepare(
             text,
             self.config.image_token_index,
@@ -210,13 +253,34 @@ impl Checkpoint {
         )
     }
 
-    /// Wraps a user prompt in `template` (`{prompt}` replaced) and prepares it.
-    pub fn prepare_chat(
-        &self,
-        template: &str,
-        user: &str,
-    ) -> Result<crate::prompt::PreparedPrompt> {
-        self.prepare_prompt(&crate::prompt::apply_template(template, user)?)
+    /// The conversation of `turns` and the question `user` in the
+    /// checkpoint's chat template, prepared.
+    pub fn prepare_chat(&self, turns: &[Turn], user: &str) -> Result<PreparedPrompt> {
+        self.prepare_prompt(&self.template.render(turns, user))
+    }
+
+    /// A question in a single-turn template of the user's (`{prompt}`
+    /// replaced), prepared.
+    pub fn prepare_templated(&self, template: &str, user: &str) -> Result<PreparedPrompt> {
+        self.prepare_prompt(&apply_template(template, user)?)
+    }
+
+    /// Preprocesses a decoded image and runs the vision tower and projector.
+    pub fn encode_image(&self, img: &image::DynamicImage) -> Result<ImageFeatures> {
+        self.encode_pixels(&self.processor.preprocess(img))
+    }
+
+    /// Runs the vision tower and projector on preprocessed pixels.
+    pub fn encode_pixels(&self, pixels: &Pixels) -> Result<ImageFeatures> {
+        let start = Instant::now();
+        let features = self.model.encode_image(pixels)?;
+        tracing::debug!(
+            height = pixels.height,
+            width = pixels.width,
+            ms = start.elapsed().as_secs_f64() * 1e3,
+            "image encoded"
+        );
+        Ok(features)
     }
 }
 

@@ -4,12 +4,12 @@
 //! used by tests and as the benchmark baseline (it is what the reference
 //! wrapper does for every generated token).
 
-use candle_core::{DType, IndexOp, Tensor};
+use candle_core::{DType, IndexOp};
 use std::ops::Range;
 
 use crate::decoder::Capture;
 use crate::error::{ModelError, Result};
-use crate::llava::LlavaModel;
+use crate::llava::{ImageFeatures, LlavaModel};
 
 /// One step of the naive path, buffers `[layers, heads, positions]`.
 #[derive(Debug, Clone)]
@@ -26,7 +26,7 @@ pub fn naive_step(
     model: &LlavaModel,
     ids: &[u32],
     image_span: (usize, usize),
-    image_features: &Tensor,
+    image_features: &ImageFeatures,
     layers: Range<usize>,
     token: Option<u32>,
 ) -> Result<NaiveStep> {

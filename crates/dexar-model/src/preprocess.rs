@@ -172,12 +172,12 @@ impl ImageProcessor {
         }
     }
 
-    /// Channel-first normalised pixels `[3, H, W]`, flattened, and their (height, width).
-    pub fn preprocess(&self, image: &DynamicImage) -> (Vec<f32>, (u32, u32)) {
+    /// Channel-first normalised pixels `[3, H, W]` of the model's view.
+    pub fn preprocess(&self, image: &DynamicImage) -> Pixels {
         let cropped = self.model_view(image);
         let (cw, ch) = cropped.dimensions();
         let plane = (cw * ch) as usize;
-        let mut out = vec![0f32; 3 * plane];
+        let mut data = vec![0f32; 3 * plane];
         for (x, y, px) in cropped.enumerate_pixels() {
             for c in 0..3 {
                 let mut v = px[c] as f32;
@@ -187,10 +187,48 @@ impl ImageProcessor {
                 if self.do_normalize {
                     v = (v - self.mean[c]) / self.std[c];
                 }
-                out[c * plane + (y * cw + x) as usize] = v;
+                data[c * plane + (y * cw + x) as usize] = v;
             }
         }
-        (out, (ch, cw))
+        Pixels {
+            data,
+            height: ch,
+            width: cw,
+        }
+    }
+}
+
+/// Preprocessed pixels, channel-first `[3, height, width]`, flattened: what
+/// the vision tower takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pixels {
+    pub data: Vec<f32>,
+    pub height: u32,
+    pub width: u32,
+}
+
+impl Pixels {
+    /// The same pixels with the patches of `cells` (row-major indices of
+    /// `grid`, patches of `patch` pixels) set to 0: the image mean once
+    /// normalised, as the perturbation test removes patches.
+    pub fn with_patches_blanked(
+        &self,
+        cells: &[usize],
+        grid: dexar_core::Grid,
+        patch: usize,
+    ) -> Pixels {
+        let (h, w) = (self.height as usize, self.width as usize);
+        let mut data = self.data.clone();
+        for &cell in cells {
+            let (gy, gx) = (cell / grid.width, cell % grid.width);
+            for c in 0..3 {
+                for y in gy * patch..((gy + 1) * patch).min(h) {
+                    let row = c * h * w + y * w;
+                    data[row + (gx * patch).min(w)..row + ((gx + 1) * patch).min(w)].fill(0.0);
+                }
+            }
+        }
+        Pixels { data, ..*self }
     }
 }
 

@@ -1,5 +1,5 @@
-//! Tokenizer, chat template and `<image>` expansion, reproducing the input
-//! ids transformers' LlavaProcessor builds.
+//! Tokenizer and `<image>` expansion, reproducing the input ids
+//! transformers' LlavaProcessor builds (chat templates are in [`crate::chat`]).
 
 use std::path::{Path, PathBuf};
 
@@ -7,8 +7,6 @@ use crate::error::{ModelError, Result};
 
 /// The marker a prompt uses for the image.
 pub const IMAGE_MARKER: &str = "<image>";
-/// LLaVA-1.5's single-turn chat template; `{prompt}` is replaced by the user text.
-pub const DEFAULT_TEMPLATE: &str = "USER: <image>\n{prompt} ASSISTANT:";
 
 /// A prompt after tokenisation and image expansion.
 #[derive(Debug, Clone, PartialEq)]
@@ -126,14 +124,4 @@ impl TextTokenizer {
             ))),
         }
     }
-}
-
-/// Applies a chat template (`{prompt}` is replaced by the user text).
-pub fn apply_template(template: &str, prompt: &str) -> Result<String> {
-    if !template.contains("{prompt}") {
-        return Err(ModelError::Setting(
-            "the chat template must contain {prompt}".into(),
-        ));
-    }
-    Ok(template.replace("{prompt}", prompt))
 }

@@ -1,11 +1,11 @@
 //! Teacher-forced scoring of an answer without tracing: the log-probabilities
 //! the model gives each answer token. Used by perturbation metrics (nPPL).
 
-use candle_core::{DType, IndexOp, Tensor, D};
+use candle_core::{DType, IndexOp, D};
 
 use crate::decoder::Capture;
 use crate::error::{ModelError, Result};
-use crate::llava::Checkpoint;
+use crate::llava::{Checkpoint, ImageFeatures};
 use crate::prompt::PreparedPrompt;
 
 /// `log p(answer_t | prompt, answer_<t)` for every answer token, by one full
@@ -13,7 +13,7 @@ use crate::prompt::PreparedPrompt;
 pub fn answer_logprobs(
     ckpt: &Checkpoint,
     prompt: &PreparedPrompt,
-    image_features: &Tensor,
+    image_features: &ImageFeatures,
     answer: &[u32],
 ) -> Result<Vec<f64>> {
     if answer.is_empty() {

@@ -4,10 +4,9 @@
 mod common;
 
 use common::{max_abs, mean_abs, rel_err, Fixture, Report};
-use dexar_core::{builtin_strategy, layer_range, HeadScores, TokenMap};
+use dexar_core::{builtin_strategy, HeadScores, LayerSelection, TokenMap};
 use dexar_model::{
-    apply_template, encode_image_file, generate_traced, load_image, GenerationSettings, Mode,
-    TracedStep,
+    encode_image_file, generate_traced, load_image, GenerationSettings, Mode, TracedStep,
 };
 use std::sync::atomic::AtomicBool;
 
@@ -30,8 +29,7 @@ fn input_ids_match_transformers() {
         let p = tok.prepare(&prompt_text(&fx), image_token, n).unwrap();
         assert_eq!(p.input_ids, fx.ids("input_ids"), "{name}: chat prompt ids");
         assert_eq!(p.image_span, fx.span("image_span"), "{name}: image span");
-        let templated =
-            apply_template(dexar_model::DEFAULT_TEMPLATE, "What is in the image?").unwrap();
+        let templated = fx.ckpt.template.render(&[], "What is in the image?");
         assert_eq!(
             templated,
             prompt_text(&fx),
@@ -64,8 +62,9 @@ fn pixel_values_match_the_clip_processor() {
         ("gray.png", false),
     ] {
         let img = load_image(&dir.join(file)).unwrap();
-        let (pixels, size) = fx.ckpt.processor.preprocess(&img);
-        assert_eq!(size, (32, 32));
+        let pixels = fx.ckpt.processor.preprocess(&img);
+        assert_eq!((pixels.height, pixels.width), (32, 32));
+        let pixels = pixels.data;
         let want = fx.f32s(&format!("pixel_values.{}", file.trim_end_matches(".png")));
         if exact {
             report.check(
@@ -143,7 +142,7 @@ fn check_mode(name: &str, mode_key: &str, report: &mut Report) {
     });
     assert_eq!(tokens, want_tokens, "{name} {mode_key}: tokens");
     let feats = encode_image_file(&fx.ckpt, &common::fixtures().join("images/square.png")).unwrap();
-    let feats: Vec<f32> = feats.flatten_all().unwrap().to_vec1().unwrap();
+    let feats: Vec<f32> = feats.tensor().flatten_all().unwrap().to_vec1().unwrap();
     report.check(
         "image features rel err",
         rel_err(&feats, &fx.f32s("image_features")),
@@ -155,7 +154,7 @@ fn check_mode(name: &str, mode_key: &str, report: &mut Report) {
     let unfiltered = builtin_strategy("dexar-unfiltered", 1).unwrap();
     let raw = builtin_strategy("raw-attention", 1).unwrap();
     let gxa = builtin_strategy("grad-x-attn", 1).unwrap();
-    let lim2_start = layer_range(-2, num_layers).start;
+    let lim2_start = LayerSelection::new(-2).layers(num_layers).start;
     let (mut dexar_maps, mut unf_maps): (Vec<TokenMap>, Vec<TokenMap>) = (Vec::new(), Vec::new());
     let grid_len = fx.ckpt.config.grid().len();
     for (t, step) in steps.iter().enumerate() {

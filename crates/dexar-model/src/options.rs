@@ -1,0 +1,99 @@
+//! Where a model runs and in which precision, parsed from the names users
+//! type (`f32`, `bf16`; `cpu`, `cuda:1`).
+
+use candle_core::{DType, Device};
+
+use crate::error::{ModelError, Result};
+
+/// Where to run and in which precision.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// `f32`, `f16` or `bf16`.
+    pub fn dtype_name(&self) -> &'static str {
+        match self.dtype {
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            _ => "f32",
+        }
+    }
+
+    /// `cpu` or `cuda:N`.
+    pub fn device_name(&self) -> String {
+        match self.device.location() {
+            candle_core::DeviceLocation::Cpu => "cpu".into(),
+            candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+            candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        }
+    }
+}
+
+/// The weights' precision by name: `f32`, `f16` or `bf16` (gradients are
+/// always accumulated in f32).
+pub fn parse_dtype(name: &str) -> Result<DType> {
+    match name.trim() {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(ModelError::Input(format!(
+            "unknown dtype `{other}`; use f32, f16 or bf16"
+        ))),
+    }
+}
+
+/// `cpu`, or `cuda` / `cuda:N`, which need a build with CUDA support.
+pub fn parse_device(name: &str) -> Result<Device> {
+    let name = name.trim();
+    let ordinal = match name {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
+        _ => name
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                ModelError::Input(format!("unknown device `{name}`; use cpu, cuda or cuda:N"))
+            })?,
+    };
+    Device::new_cuda(ordinal).map_err(|e| {
+        ModelError::Input(format!(
+            "{name}: CUDA is not available ({}); build dexar with `--features cuda` on a machine with an NVIDIA GPU",
+            dexar_core::one_line(&e.to_string())
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_mistakes_say_what_to_use() {
+        for name in ["f32", "f16", "bf16"] {
+            let opts = LoadOptions {
+                dtype: parse_dtype(name).unwrap(),
+                ..LoadOptions::default()
+            };
+            assert_eq!(opts.dtype_name(), name);
+        }
+        let e = parse_dtype("f64").unwrap_err().to_string();
+        assert_eq!(e, "unknown dtype `f64`; use f32, f16 or bf16");
+        assert_eq!(LoadOptions::default().device_name(), "cpu");
+        assert!(matches!(parse_device("cpu"), Ok(Device::Cpu)));
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("use cpu, cuda or cuda:N"), "{e}");
+        assert!(parse_device("cuda:x").is_err());
+    }
+}
