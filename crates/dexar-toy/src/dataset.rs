@@ -6,8 +6,8 @@
 //! object's visible pixels) and [`DATA_FILE`]. The JSONL file is written to a
 //! temporary name and renamed, so a reader never sees half of it.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,35 +66,33 @@ pub fn write_dataset_with(
         let path = dir.join(sub);
         fs::create_dir_all(&path).map_err(|source| ToyError::Io { path, source })?;
     }
-    let final_path = dir.join(DATA_FILE);
-    let tmp_path = dir.join(format!("{DATA_FILE}.tmp"));
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ToyError::Io { path, source }
+    let path = dir.join(DATA_FILE);
+    let io_err = |source| ToyError::Io {
+        path: path.clone(),
+        source,
     };
-    let file = File::create(&tmp_path).map_err(io_err(&tmp_path))?;
-    let mut out = BufWriter::new(file);
-    let mut summary = DatasetSummary {
-        images: 0,
-        masks: 0,
-        records: 0,
-    };
-    for index in 0..n {
-        let scene = generate(config, seed, index);
-        summary.masks += write_images(dir, index, &scene)?;
-        summary.images += 1;
-        for record in records(index, &scene) {
-            serde_json::to_writer(&mut out, &record)?;
-            out.write_all(b"\n").map_err(io_err(&tmp_path))?;
-            summary.records += 1;
-        }
-    }
-    let file = out
-        .into_inner()
-        .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
-    file.sync_all().map_err(io_err(&tmp_path))?;
-    fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
-    Ok(summary)
+    dexar_core::atomic::write_atomic_with(
+        &path,
+        |out| {
+            let mut summary = DatasetSummary {
+                images: 0,
+                masks: 0,
+                records: 0,
+            };
+            for index in 0..n {
+                let scene = generate(config, seed, index);
+                summary.masks += write_images(dir, index, &scene)?;
+                summary.images += 1;
+                for record in records(index, &scene) {
+                    serde_json::to_writer(&mut *out, &record)?;
+                    out.write_all(b"\n").map_err(io_err)?;
+                    summary.records += 1;
+                }
+            }
+            Ok(summary)
+        },
+        io_err,
+    )
 }
 
 fn image_name(index: u64) -> String {

@@ -6,10 +6,7 @@
 use std::sync::atomic::AtomicBool;
 
 use dexar_core::{DexarStrategy, RawAttentionStrategy, Strategy, TokenMap};
-use dexar_model::{
-    encode_image, generate_traced, Checkpoint, GenerationSettings, Mode, TracedStep,
-    DEFAULT_TEMPLATE,
-};
+use dexar_model::{generate_traced, Checkpoint, GenerationSettings, Mode, TracedStep};
 use image::GrayImage;
 
 use crate::shapes::{generate, Color, Scene, SceneConfig, SceneObject, Shape};
@@ -119,7 +116,6 @@ pub fn answer_accuracy_with(
         layers: 0..ckpt.config.text.num_hidden_layers,
         ..GenerationSettings::default()
     };
-    let num_image_tokens = ckpt.config.num_image_tokens();
     let cancel = AtomicBool::new(false);
     let dexar = DexarStrategy {
         filtered: true,
@@ -130,12 +126,9 @@ pub fn answer_accuracy_with(
     for index in 0..n {
         let scene = generate(scene_config, seed, index);
         let img = image::DynamicImage::ImageRgb8(scene.image.clone());
-        let features = encode_image(ckpt, &img)?;
+        let features = ckpt.encode_image(&img)?;
         for (prompt, answer) in scene.qa_pairs() {
-            let text = DEFAULT_TEMPLATE.replace("{prompt}", prompt);
-            let prepared =
-                ckpt.tokenizer
-                    .prepare(&text, ckpt.config.image_token_index, num_image_tokens)?;
+            let prepared = ckpt.prepare_chat(&[], prompt)?;
             let mut steps: Vec<TracedStep> = Vec::new();
             let generation = generate_traced(
                 ckpt,

@@ -7,13 +7,16 @@
 //! writer ([`write_dataset`]) so attribution quality can be scored exactly;
 //! and the demo VLM itself: its llava-hf configuration ([`ToyModelConfig`]),
 //! its training in candle through `dexar-model`'s own model definition
-//! ([`train`]), and a held-out check of its answers ([`answer_accuracy`]).
+//! ([`train`]), a held-out check of its answers ([`answer_accuracy`]), and
+//! the trained checkpoint and sample images compiled in ([`bundled`],
+//! [`load_bundled`], [`SAMPLE_IMAGES`]).
 //!
 //! What it is not: no model code of its own (the model is `dexar-model`'s
 //! `LlavaModel`, trained as loaded) and no attribution method (that is
 //! `dexar-core`). The scenes are deterministic from a seed with a
 //! self-contained PRNG, so data sets never change with a dependency upgrade.
 
+mod bundled;
 mod dataset;
 mod eval;
 pub mod model_config;
@@ -25,6 +28,9 @@ pub mod vocab;
 
 use std::path::PathBuf;
 
+pub use bundled::{
+    bundled, default_image, export_bundled, load_bundled, BUNDLED_LABEL, SAMPLE_IMAGES,
+};
 pub use dataset::{
     write_dataset, write_dataset_with, DatasetRecord, DatasetSummary, LinkedObject, DATA_FILE,
 };

@@ -230,8 +230,9 @@ mod tests {
         let p = ImageProcessor::from_json(&text, IMAGE_SIZE as u32).expect("parses");
         assert_eq!(p.crop, (64, 64));
         let img = image::RgbImage::from_pixel(64, 64, image::Rgb([255, 0, 128]));
-        let (pixels, size) = p.preprocess(&image::DynamicImage::ImageRgb8(img));
-        assert_eq!(size, (64, 64));
+        let pixels = p.preprocess(&image::DynamicImage::ImageRgb8(img));
+        assert_eq!((pixels.height, pixels.width), (64, 64));
+        let pixels = pixels.data;
         assert_eq!(pixels[0], 1.0);
         assert_eq!(pixels[64 * 64], -1.0);
         assert!((pixels[2 * 64 * 64] - (128.0 / 127.5 - 1.0)).abs() < 1e-6);

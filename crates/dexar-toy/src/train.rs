@@ -681,8 +681,8 @@ pub(crate) fn init_weights(
     Ok(varmap)
 }
 
-/// Writes the checkpoint files (weights through a temporary file and a
-/// rename, so a reader never sees half a file); returns the weight bytes.
+/// Writes the checkpoint files, each atomically ([`dexar_core::write_atomic`]);
+/// returns the weight bytes.
 fn save_checkpoint(
     dir: &Path,
     config_json: &serde_json::Value,
@@ -702,19 +702,26 @@ fn save_checkpoint(
             .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
             .collect()
     };
-    let weights = dir.join("model.safetensors");
-    let tmp = dir.join("model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &weights).map_err(io(&weights))?;
-    let write_json = |name: &str, value: &serde_json::Value| -> Result<(), ToyError> {
+    let weights = safetensors_bytes(&tensors)?;
+    let write = |name: &str, bytes: &[u8]| -> Result<(), ToyError> {
         let path = dir.join(name);
-        let text = serde_json::to_string_pretty(value)?;
-        std::fs::write(&path, text + "\n").map_err(io(&path))
+        dexar_core::write_atomic(&path, bytes).map_err(io(&path))
     };
-    write_json("config.json", config_json)?;
-    write_json("tokenizer.json", &tokenizer_json())?;
-    write_json("preprocessor_config.json", &preprocessor_json())?;
-    Ok(std::fs::metadata(&weights).map_err(io(&weights))?.len())
+    write("model.safetensors", &weights)?;
+    let json = |value: &serde_json::Value| -> Result<Vec<u8>, ToyError> {
+        Ok((serde_json::to_string_pretty(value)? + "\n").into_bytes())
+    };
+    write("config.json", &json(config_json)?)?;
+    write("tokenizer.json", &json(&tokenizer_json())?)?;
+    write("preprocessor_config.json", &json(&preprocessor_json())?)?;
+    Ok(weights.len() as u64)
+}
+
+/// The safetensors file of `tensors`, as `candle_core::safetensors::save`
+/// writes it.
+fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Result<Vec<u8>, ToyError> {
+    safetensors::tensor::serialize(tensors.iter(), None)
+        .map_err(|e| ToyError::Candle(candle_core::Error::wrap(e)))
 }
 
 #[cfg(test)]

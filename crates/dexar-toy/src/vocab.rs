@@ -34,9 +34,10 @@ pub const SPECIAL_TOKENS: [&str; 5] = [UNK, BOS, EOS, PAD, IMAGE];
 /// Chat-role markers: added tokens, but ordinary text when decoding.
 pub const ROLE_TOKENS: [&str; 2] = [USER, ASSISTANT];
 
-/// The chat template the toy model is trained with.
+/// The text of a single-turn question in the chat template the toy model is
+/// trained with: LLaVA-1.5's.
 pub fn chat_prompt(prompt: &str) -> String {
-    format!("{USER} {IMAGE}\n{prompt} {ASSISTANT}")
+    dexar_model::ChatTemplate::Llava15.render(&[], prompt)
 }
 
 /// The full vocabulary, index = token id: [`SPECIAL_TOKENS`], then

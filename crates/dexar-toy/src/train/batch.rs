@@ -80,10 +80,10 @@ impl BatchMaker {
     /// Normalised pixels `[3, H, W]` of a scene image.
     pub(crate) fn pixels(&self, image: &image::RgbImage) -> Result<Tensor, ToyError> {
         let img = image::DynamicImage::ImageRgb8(image.clone());
-        let (p, (h, w)) = self.processor.preprocess(&img);
+        let p = self.processor.preprocess(&img);
         Ok(Tensor::from_vec(
-            p,
-            (3, h as usize, w as usize),
+            p.data,
+            (3, p.height as usize, p.width as usize),
             &self.device,
         )?)
     }
@@ -129,9 +129,9 @@ impl BatchMaker {
             let scene = generate(scene_config, seed, index);
             patches.push_scene(&scene, self.grid, self.labels);
             let img = image::DynamicImage::ImageRgb8(scene.image.clone());
-            let (p, size) = self.processor.preprocess(&img);
-            debug_assert_eq!(size, (IMAGE_SIZE as u32, IMAGE_SIZE as u32));
-            pixels.extend(p);
+            let p = self.processor.preprocess(&img);
+            debug_assert_eq!((p.height, p.width), (IMAGE_SIZE as u32, IMAGE_SIZE as u32));
+            pixels.extend(p.data);
             for (prompt, answer) in scene.qa_pairs() {
                 let (ids, (s, e)) = self.prompt_ids(prompt)?;
                 match &head {

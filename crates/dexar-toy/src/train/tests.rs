@@ -3,9 +3,7 @@ use crate::vocab::{chat_prompt, EOS_ID};
 use crate::{generate, DESCRIBE_PROMPT};
 use candle_core::IndexOp;
 use dexar_model::decoder::Capture;
-use dexar_model::{
-    encode_image, generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, StopReason,
-};
+use dexar_model::{generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, StopReason};
 use std::sync::atomic::AtomicBool;
 
 fn tiny_model() -> (LlavaConfig, VarMap, LlavaModel) {
@@ -128,8 +126,8 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
     for index in 0..2 {
         let scene = generate(&scene_config, 5, index);
         let img = image::DynamicImage::ImageRgb8(scene.image.clone());
-        let (pixels, size) = maker.processor.preprocess(&img);
-        let features = model.encode_image(&pixels, size).expect("features");
+        let pixels = maker.processor.preprocess(&img);
+        let features = model.encode_image(&pixels).expect("features");
         for (prompt, answer) in scene.qa_pairs() {
             let (mut ids, span) = maker.prompt_ids(prompt).expect("prompt");
             let first = ids.len() - 1;
@@ -231,8 +229,9 @@ fn smoke_training_lowers_the_loss_and_saves_a_loadable_checkpoint() {
     }
     let ckpt = Checkpoint::load(&opts.out_dir, &LoadOptions::default()).expect("checkpoint loads");
     let scene = generate(&SceneConfig::default(), 99, 0);
-    let features =
-        encode_image(&ckpt, &image::DynamicImage::ImageRgb8(scene.image)).expect("encode");
+    let features = ckpt
+        .encode_image(&image::DynamicImage::ImageRgb8(scene.image))
+        .expect("encode");
     let prompt = ckpt
         .tokenizer
         .prepare(
@@ -323,4 +322,18 @@ fn profile_one_step() {
                 .collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn saved_weights_are_byte_for_byte_what_candle_writes() {
+    // The bundled weights, read back and written again, give the same file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::export_bundled(dir.path()).expect("export");
+    let path = dir.path().join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).expect("load");
+    let bytes = super::safetensors_bytes(&tensors).expect("serialize");
+    assert_eq!(bytes, std::fs::read(&path).expect("read"));
+    let again = dir.path().join("again.safetensors");
+    candle_core::safetensors::save(&tensors, &again).expect("save");
+    assert_eq!(bytes, std::fs::read(&again).expect("read"));
 }
