@@ -1,0 +1,398 @@
+//! [`AppState`]: the model, the image, the conversation, the last answer
+//! with its traces over every layer, the settings and the strategies; and
+//! the operations a front end performs on them. Maps are computed on demand
+//! from the kept traces, so changing the layers or the strategy re-explains
+//! the answer without regenerating it.
+
+use dexar_core::{HeadScores, LayerSelection, StepTrace, Strategy};
+use dexar_model::{GenerationSettings, Mode, ModelSpec, PreparedPrompt, StopReason, Turn};
+use dexar_plugin::host::PluginRegistry;
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::StateError;
+use crate::generation::{self, Outcome};
+use crate::image::LoadedImage;
+use crate::model::{open_model, LoadedModel};
+use crate::selection::Selection;
+use crate::shown::Shown;
+
+/// Decoding and explanation settings a user changes while exploring.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    /// The layers the maps use (every layer is traced).
+    pub layers: LayerSelection,
+    /// k of DEX-AR's top-k head scores.
+    pub topk: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_tokens: 64,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            layers: LayerSelection::default(),
+            topk: 1,
+        }
+    }
+}
+
+/// The last answer, kept with the traces of every layer.
+pub struct Answer {
+    pub steps: Vec<StepTrace>,
+    /// How generation ended; `None` when it failed half-way.
+    pub stop: Option<StopReason>,
+    pub teacher_forced: bool,
+    pub elapsed: Duration,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        self.steps.iter().map(|s| s.token_text.as_str()).collect()
+    }
+}
+
+/// A question ready to be answered: the prepared prompt, how to generate,
+/// and what to remember afterwards.
+pub struct Ask {
+    pub question: String,
+    /// `Some` when a given answer is explained by teacher forcing; it then
+    /// replaces the last turn.
+    pub target: Option<String>,
+    pub prompt: PreparedPrompt,
+    pub mode: Mode,
+    pub settings: GenerationSettings,
+}
+
+/// What [`AppState::record`] kept of an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    pub tokens: usize,
+    pub stop: Option<StopReason>,
+    /// Why generation failed, also when some tokens came before.
+    pub failure: Option<String>,
+}
+
+/// The state every front end drives.
+pub struct AppState {
+    pub model: LoadedModel,
+    pub image: LoadedImage,
+    /// Finished turns; the last one is the one `answer` belongs to.
+    pub turns: Vec<Turn>,
+    pub answer: Option<Answer>,
+    pub settings: Settings,
+    /// The strategy maps are shown with.
+    pub strategy: String,
+    pub plugins: PluginRegistry,
+}
+
+impl AppState {
+    /// A new conversation about `image` with `model`.
+    pub fn new(
+        model: LoadedModel,
+        image: LoadedImage,
+        settings: Settings,
+        plugins: PluginRegistry,
+    ) -> Self {
+        Self {
+            model,
+            image,
+            turns: Vec::new(),
+            answer: None,
+            settings,
+            strategy: "dexar".into(),
+            plugins,
+        }
+    }
+
+    /// Built-ins first, then the loaded plugins.
+    pub fn strategy_names(&self) -> Vec<String> {
+        crate::strategies::names(&self.plugins)
+    }
+
+    pub fn strategy_by_name(&self, name: &str) -> Result<Arc<dyn Strategy>, StateError> {
+        crate::strategies::find(name, self.settings.topk, &self.plugins)
+    }
+
+    /// Makes `name` the strategy maps are shown with.
+    pub fn use_strategy(&mut self, name: &str) -> Result<String, StateError> {
+        let s = self.strategy_by_name(name)?;
+        self.strategy = s.name().to_string();
+        Ok(self.strategy.clone())
+    }
+
+    /// The absolute layers the maps use.
+    pub fn layers(&self) -> Range<usize> {
+        self.settings.layers.layers(self.model.num_layers())
+    }
+
+    /// A trace restricted to the layers the maps use.
+    pub fn restricted(&self, trace: &StepTrace) -> StepTrace {
+        self.settings
+            .layers
+            .restrict(trace, self.model.num_layers())
+    }
+
+    /// DEX-AR's token weight δ_t of a trace under the current layers.
+    pub fn token_weight(&self, trace: &StepTrace) -> f32 {
+        HeadScores::compute(&self.restricted(trace), self.settings.topk).token_weight()
+    }
+
+    fn steps(&self) -> Result<&[StepTrace], StateError> {
+        match &self.answer {
+            Some(a) if !a.steps.is_empty() => Ok(&a.steps),
+            Some(_) => Err(StateError::EmptyAnswer),
+            None => Err(StateError::NothingToShow),
+        }
+    }
+
+    /// The token indices a selection covers in the last answer.
+    pub fn resolve(&self, what: &Selection) -> Result<Range<usize>, StateError> {
+        what.resolve(self.steps()?)
+    }
+
+    /// The map of a selection under a strategy: one token's map, or the
+    /// strategy's aggregate (weighted by token weight) over several.
+    pub fn shown(&self, strategy_name: &str, what: &Selection) -> Result<Shown, StateError> {
+        let strategy = self.strategy_by_name(strategy_name)?;
+        let range = self.resolve(what)?;
+        let steps: Vec<StepTrace> = self.steps()?[range.clone()]
+            .iter()
+            .map(|s| self.restricted(s))
+            .collect();
+        Shown::compute(
+            strategy.as_ref(),
+            &steps,
+            range,
+            matches!(what, Selection::All),
+            self.settings.topk,
+        )
+    }
+
+    /// Prepares `question` for answering (or, with `target`, for explaining
+    /// that answer to the last question): the conversation so far in the
+    /// model's chat template, tokenised with the image expanded. Every layer
+    /// is traced; the layer selection picks among them afterwards.
+    pub fn prepare_ask(&self, question: &str, target: Option<&str>) -> Result<Ask, StateError> {
+        if question.contains(dexar_model::IMAGE_MARKER) {
+            return Err(StateError::ImageInPrompt);
+        }
+        let earlier = match target {
+            Some(_) => &self.turns[..self.turns.len().saturating_sub(1)],
+            None => &self.turns[..],
+        };
+        let ckpt = &self.model.ckpt;
+        let prompt = ckpt.prepare_chat(earlier, question)?;
+        let mode = match target {
+            None => Mode::Generate,
+            Some(t) => match ckpt.tokenizer.encode(t, false)? {
+                ids if ids.is_empty() => return Err(StateError::EmptyTarget),
+                ids => Mode::TeacherForced(ids),
+            },
+        };
+        let s = &self.settings;
+        Ok(Ask {
+            question: question.to_string(),
+            target: target.map(str::to_string),
+            prompt,
+            mode,
+            settings: GenerationSettings {
+                max_tokens: s.max_tokens,
+                temperature: s.temperature,
+                top_p: s.top_p,
+                seed: s.seed,
+                layers: LayerSelection::all().layers(self.model.num_layers()),
+            },
+        })
+    }
+
+    /// Teacher-forces `answer` as the answer to the last question.
+    pub fn prepare_target(&self, answer: &str) -> Result<Ask, StateError> {
+        let last = self.turns.last().ok_or(StateError::NoQuestion)?;
+        self.prepare_ask(&last.user, Some(answer))
+    }
+
+    /// Answers `ask` on a worker thread, calling `on_step` for each token as
+    /// it comes; `cancel` stops it after the token in flight.
+    pub fn stream(
+        &self,
+        ask: &Ask,
+        cancel: &AtomicBool,
+        on_step: &mut dyn FnMut(&StepTrace),
+    ) -> Outcome {
+        generation::generate(
+            &self.model.ckpt,
+            &ask.prompt,
+            &self.image.features,
+            &ask.settings,
+            &ask.mode,
+            cancel,
+            on_step,
+        )
+    }
+
+    /// Keeps what an answer produced: a new turn (or, for a target, the last
+    /// turn replaced) and the answer's traces. An answer with no token
+    /// changes nothing, so the previous answer stays current.
+    pub fn record(&mut self, ask: Ask, outcome: Outcome) -> Recorded {
+        let stop = outcome.result.as_ref().ok().map(|g| g.stop);
+        let failure = outcome.result.err();
+        let tokens = outcome.steps.len();
+        if tokens > 0 {
+            let answer = Answer {
+                steps: outcome.steps,
+                stop,
+                teacher_forced: ask.target.is_some(),
+                elapsed: outcome.elapsed,
+            };
+            if ask.target.is_some() {
+                self.turns.pop();
+            }
+            self.turns.push(Turn {
+                user: ask.question,
+                assistant: answer.text(),
+            });
+            self.answer = Some(answer);
+        }
+        Recorded {
+            tokens,
+            stop,
+            failure,
+        }
+    }
+
+    /// Forgets the conversation; the image and the settings stay.
+    pub fn clear(&mut self) {
+        self.turns.clear();
+        self.answer = None;
+    }
+
+    /// Opens another image; a new conversation starts.
+    pub fn set_image(&mut self, image: LoadedImage) {
+        self.image = image;
+        self.clear();
+    }
+
+    /// Loads another model and encodes the image for it; a new conversation
+    /// starts. The current model stays if the new one fails.
+    pub fn switch_model(&mut self, spec: &ModelSpec) -> Result<(), StateError> {
+        let model = open_model(spec, &self.model.opts)?;
+        let image = LoadedImage::encode(
+            &model.ckpt,
+            self.image.label.clone(),
+            self.image.image.clone(),
+        )?;
+        self.model = model;
+        self.image = image;
+        self.clear();
+        Ok(())
+    }
+
+    /// Unloads a plugin; if maps were shown with it, DEX-AR takes over
+    /// (`true` then).
+    pub fn unload_plugin(&mut self, name: &str) -> Result<bool, StateError> {
+        self.plugins
+            .unload(name)
+            .map_err(|e| StateError::Plugin(e.to_string()))?;
+        let reset = self.strategy == name;
+        if reset {
+            self.strategy = "dexar".into();
+        }
+        Ok(reset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dexar_model::LoadOptions;
+
+    fn state() -> AppState {
+        let model = open_model(&ModelSpec::Bundled, &LoadOptions::default()).unwrap();
+        let image = LoadedImage::bundled_default(&model.ckpt).unwrap();
+        let settings = Settings {
+            max_tokens: 6,
+            ..Settings::default()
+        };
+        AppState::new(model, image, settings, PluginRegistry::default())
+    }
+
+    fn answer(s: &mut AppState, question: &str, target: Option<&str>) -> Recorded {
+        let ask = match target {
+            Some(t) => s.prepare_target(t).unwrap(),
+            None => s.prepare_ask(question, None).unwrap(),
+        };
+        let mut streamed = 0;
+        let outcome = s.stream(&ask, &AtomicBool::new(false), &mut |_| streamed += 1);
+        assert_eq!(streamed, outcome.steps.len());
+        s.record(ask, outcome)
+    }
+
+    #[test]
+    fn turns_accumulate_and_a_target_replaces_the_last() {
+        let mut s = state();
+        assert!(matches!(s.prepare_target("x"), Err(StateError::NoQuestion)));
+        let r = answer(&mut s, "describe the image", None);
+        assert!(r.tokens > 0 && r.failure.is_none(), "{r:?}");
+        assert_eq!(s.turns.len(), 1);
+        assert_eq!(s.turns[0].assistant, s.answer.as_ref().unwrap().text());
+        answer(&mut s, "how many shapes ?", None);
+        assert_eq!(s.turns.len(), 2);
+        // The second prompt carries the first exchange.
+        let ask = s.prepare_ask("what color is the circle ?", None).unwrap();
+        assert!(
+            ask.prompt.text.contains("describe the image"),
+            "{}",
+            ask.prompt.text
+        );
+        let r = answer(&mut s, "", Some("a red circle"));
+        assert_eq!(r.stop, Some(StopReason::TargetEnd));
+        assert_eq!(s.turns.len(), 2);
+        assert_eq!(s.turns[1].user, "how many shapes ?");
+        assert_eq!(s.turns[1].assistant, "a red circle");
+        assert!(s.answer.as_ref().unwrap().teacher_forced);
+        s.clear();
+        assert!(s.turns.is_empty() && s.answer.is_none());
+    }
+
+    #[test]
+    fn maps_follow_the_layers_and_strategy_without_regenerating() {
+        let mut s = state();
+        assert!(matches!(
+            s.shown("dexar", &Selection::All),
+            Err(StateError::NothingToShow)
+        ));
+        answer(&mut s, "describe the image", None);
+        let n = s.answer.as_ref().unwrap().steps.len();
+        let all = s.shown("dexar", &Selection::Token(1)).unwrap();
+        assert_eq!(all.map01.len(), s.model.ckpt.config.grid().len());
+        s.settings.layers = LayerSelection::new(-1);
+        assert_eq!(s.layers(), 2..3);
+        let last = s.shown("dexar", &Selection::Token(1)).unwrap();
+        assert_ne!(all.map01, last.map01);
+        assert_eq!(s.answer.as_ref().unwrap().steps.len(), n);
+        let whole = s.shown("raw-attention", &Selection::All).unwrap();
+        assert!(whole.title.starts_with("whole answer"), "{}", whole.title);
+        assert!(matches!(
+            s.shown("dexar", &Selection::Token(n)),
+            Err(StateError::NoToken { .. })
+        ));
+        assert!(matches!(
+            s.shown("nope", &Selection::All),
+            Err(StateError::UnknownStrategy { .. })
+        ));
+        assert_eq!(s.use_strategy("grad-x-attn").unwrap(), "grad-x-attn");
+        assert!(matches!(
+            s.prepare_ask("where is the <image>", None),
+            Err(StateError::ImageInPrompt)
+        ));
+    }
+}
