@@ -2,6 +2,7 @@
 //! input a user can fix (a file, a flag, a prompt), 1 for anything else.
 
 use dexar_model::ModelError;
+use dexar_session::StateError;
 
 #[derive(Debug)]
 pub struct CliError {
@@ -42,9 +43,16 @@ impl From<ModelError> for CliError {
     }
 }
 
+impl From<StateError> for CliError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::Model(e) => e.into(),
+            StateError::Bundled(_) => Self::internal(e.to_string()),
+            other => Self::usage(other.to_string()),
+        }
+    }
+}
+
 pub type CliResult<T> = Result<T, CliError>;
 
-/// One line: newlines and runs of whitespace in nested messages collapsed.
-pub fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+pub use dexar_core::one_line;

@@ -2,85 +2,56 @@
 //! per-token and sentence heatmaps for every chosen strategy, written as
 //! `explain.json` and PNG overlays.
 
-use candle_core::{DType, Device};
 use clap::{ArgGroup, Args};
-use dexar_core::{layer_range, HeadScores, TokenMap, BUILTIN_NAMES};
-use dexar_model::{
-    apply_template, generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, TracedStep,
-    DEFAULT_TEMPLATE,
-};
+use dexar_core::{write_atomic, HeadScores, TokenMap, BUILTIN_NAMES};
+use dexar_model::{generate_traced, GenerationSettings, Mode, TracedStep};
 use dexar_render::Colormap;
-use indicatif::{ProgressBar, ProgressStyle};
+use dexar_session::LoadedImage;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use crate::args::{LayerArgs, ModelArgs, PluginArgs, SamplingArgs, TopkArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{
-    write_atomic, ExplainJson, ModelInfo, PromptInfo, Settings, StrategyOutput, TokenInfo, SCHEMA,
+    ExplainJson, ModelInfo, PromptInfo, Settings, StrategyOutput, TokenInfo, SCHEMA,
 };
 use crate::strategies;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("prompt_text").required(true).args(["prompt", "raw_prompt"])))]
 pub struct ExplainArgs {
-    /// Checkpoint directory in llava-hf layout (config.json, model.safetensors
-    /// or a sharded index, tokenizer.json, preprocessor_config.json).
-    /// Default: the model bundled in the binary.
-    #[arg(long, value_name = "DIR")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Image to ask about (PNG, JPEG, GIF, BMP, WebP, TIFF). Default: a bundled sample.
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
-    /// User prompt, wrapped in the chat template (see --template).
+    /// User prompt, wrapped in the model's chat template (or --template).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
     /// Prompt used as is; must contain exactly one `<image>` marker.
     #[arg(long, value_name = "TEXT")]
     pub raw_prompt: Option<String>,
-    /// Chat template for --prompt; `{prompt}` is replaced by the prompt.
-    #[arg(long, value_name = "TEMPLATE", default_value = DEFAULT_TEMPLATE)]
-    pub template: String,
+    /// A single-turn chat template for --prompt, `{prompt}` replaced by the
+    /// prompt (default: the model's own, for LLaVA-1.5
+    /// `USER: <image>\n{prompt} ASSISTANT:`).
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
     /// Explain this answer (teacher forcing) instead of generating one.
     #[arg(long, value_name = "TEXT")]
     pub target: Option<String>,
-    /// Most tokens to generate.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_tokens: usize,
-    /// First decoder layer used; negative counts from the end (-10: last ten), clamped to 0.
-    #[arg(long, value_name = "K", default_value_t = -10, allow_negative_numbers = true)]
-    pub layer_index: i64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub layers: LayerArgs,
     /// Strategy to compute (repeatable); dexar and dexar-unfiltered are always included.
     /// Default: every built-in (dexar, dexar-unfiltered, raw-attention, grad-x-attn).
     #[arg(long = "strategy", value_name = "NAME")]
     pub strategies: Vec<String>,
-    /// Load an attribution plugin (a shared library; repeatable). Its strategy
-    /// is then available to --strategy by name. Plugins in the directories of
-    /// DEXAR_PLUGIN_PATH (colon-separated) are loaded too.
-    #[arg(long = "plugin", value_name = "PATH")]
-    pub plugins: Vec<PathBuf>,
-    /// Load plugins even if their file or directory is writable by group or others.
-    #[arg(long)]
-    pub allow_insecure_plugins: bool,
-    /// k of DEX-AR's top-k head scores (1 as in the paper).
-    #[arg(long, value_name = "K", default_value_t = 1)]
-    pub topk: usize,
-    /// Sampling temperature; 0 is greedy.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling mass.
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
-    pub top_p: f64,
-    /// Random seed for sampling.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub seed: u64,
-    /// Weights precision: f32, f16 or bf16 (gradients are always accumulated in f32).
-    #[arg(long, value_name = "DTYPE", default_value = "f32")]
-    pub dtype: String,
-    /// cpu, or cuda / cuda:N (needs a build with --features cuda).
-    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    #[command(flatten)]
+    pub topk: TopkArgs,
     /// Output directory for explain.json and the PNG overlays (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -98,38 +69,6 @@ pub struct ExplainArgs {
     pub no_png: bool,
 }
 
-pub fn parse_dtype(s: &str) -> CliResult<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        _ => Err(CliError::usage(format!(
-            "--dtype: unknown dtype `{s}`; use f32, f16 or bf16"
-        ))),
-    }
-}
-
-pub fn parse_device(s: &str) -> CliResult<Device> {
-    let ordinal = match s {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        _ => match s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse::<usize>().ok())
-        {
-            Some(n) => n,
-            None => {
-                return Err(CliError::usage(format!(
-                    "--device: unknown device `{s}`; use cpu, cuda or cuda:N"
-                )))
-            }
-        },
-    };
-    Device::new_cuda(ordinal).map_err(|e| {
-        CliError::usage(format!("--device {s}: CUDA is not available ({e}); build with `--features cuda` on a machine with an NVIDIA GPU"))
-    })
-}
-
 /// Makes sure `dir` exists and is writable before any work is done.
 pub fn prepare_out_dir(dir: &Path) -> CliResult<()> {
     let fail = |e: std::io::Error| {
@@ -145,6 +84,13 @@ pub fn prepare_out_dir(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
+/// One strategy's maps of every token and its sentence map.
+struct StrategyMaps {
+    name: String,
+    maps: Vec<TokenMap>,
+    sentence: Vec<f32>,
+}
+
 pub fn run(args: &ExplainArgs) -> CliResult<()> {
     let colormap: Colormap = args.colormap.parse().map_err(|_| {
         CliError::usage(format!(
@@ -156,52 +102,35 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     if !(0.0..=1.0).contains(&args.alpha) {
         return Err(CliError::usage("--alpha must be between 0 and 1"));
     }
-    if args.topk == 0 {
-        return Err(CliError::usage("--topk must be at least 1"));
-    }
-    if args.max_tokens == 0 {
-        return Err(CliError::usage("--max-tokens must be at least 1"));
-    }
-    if !(args.temperature >= 0.0 && args.top_p > 0.0 && args.top_p <= 1.0) {
-        return Err(CliError::usage(
-            "--temperature must be >= 0 and --top-p in (0, 1]",
-        ));
-    }
-    let registry = strategies::load_plugins(&args.plugins, args.allow_insecure_plugins)?;
-    let strategies = strategies::select(&args.strategies, args.topk, Some(&registry))?;
-    let opts = LoadOptions {
-        device: parse_device(&args.device)?,
-        dtype: parse_dtype(&args.dtype)?,
-    };
+    let topk = args.topk.validated()?;
+    args.sampling.validate()?;
+    let registry = args.plugins.load()?;
+    let strategies = strategies::select(&args.strategies, topk, &registry)?;
+    let opts = args.model.load_options()?;
     prepare_out_dir(&args.out)?;
 
-    let ckpt = match &args.model {
-        Some(dir) => Checkpoint::load(dir, &opts)?,
-        None => crate::bundled::checkpoint(&opts)?,
-    };
+    let model = dexar_session::open_model(&args.model.model, &opts)?;
+    let ckpt = &model.ckpt;
     let cfg = &ckpt.config;
-    let (image_label, img) = match &args.image {
-        Some(p) => (p.display().to_string(), dexar_model::load_image(p)?),
-        None => {
-            let (name, img) = crate::bundled::default_image();
-            (format!("bundled:{name}"), img)
-        }
+    let image = match &args.image {
+        Some(p) => LoadedImage::open(ckpt, p)?,
+        None => LoadedImage::bundled_default(ckpt)?,
     };
-    let features = dexar_model::encode_image(&ckpt, &img)?;
-    let text = match (&args.prompt, &args.raw_prompt) {
+    let prompt = match (&args.prompt, &args.raw_prompt) {
         (Some(p), _) => {
             if p.contains(dexar_model::IMAGE_MARKER) {
                 return Err(CliError::usage("--prompt must not contain <image>; the template places the image (use --raw-prompt for full control)"));
             }
-            apply_template(&args.template, p)
-                .map_err(|e| CliError::usage(format!("--template: {e}")))?
+            match &args.template {
+                Some(t) => ckpt
+                    .prepare_templated(t, p)
+                    .map_err(|e| CliError::usage(format!("--template: {e}")))?,
+                None => ckpt.prepare_chat(&[], p)?,
+            }
         }
-        (None, Some(raw)) => raw.clone(),
+        (None, Some(raw)) => ckpt.prepare_prompt(raw)?,
         (None, None) => return Err(CliError::usage("give --prompt or --raw-prompt")),
     };
-    let prompt = ckpt
-        .tokenizer
-        .prepare(&text, cfg.image_token_index, cfg.num_image_tokens())?;
     let mode = match &args.target {
         Some(t) => {
             let ids = ckpt.tokenizer.encode(t, false)?;
@@ -214,26 +143,27 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         }
         None => Mode::Generate,
     };
-    let layers = layer_range(args.layer_index, cfg.text.num_hidden_layers);
+    let layers = args.layers.selection().layers(model.num_layers());
+    let sampling = &args.sampling;
     let settings = GenerationSettings {
-        max_tokens: args.max_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        seed: args.seed,
+        max_tokens: sampling.max_tokens,
+        temperature: sampling.temperature,
+        top_p: sampling.top_p,
+        seed: sampling.seed,
         layers: layers.clone(),
     };
 
     let total = match &mode {
-        Mode::Generate => args.max_tokens,
+        Mode::Generate => sampling.max_tokens,
         Mode::TeacherForced(t) => t.len(),
     };
-    let bar = progress_bar(total as u64);
+    let bar = crate::progress::bar(total as u64, "tokens");
     let mut steps: Vec<TracedStep> = Vec::new();
     let mut answer = String::new();
     let generation = generate_traced(
-        &ckpt,
+        ckpt,
         &prompt,
-        &features,
+        &image.features,
         &settings,
         &mode,
         &AtomicBool::new(false),
@@ -249,7 +179,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
 
     // Strategies over the traces.
     let mut outputs: BTreeMap<String, StrategyOutput> = BTreeMap::new();
-    let mut maps_by_strategy: Vec<(String, Vec<TokenMap>, Vec<f32>)> = Vec::new();
+    let mut computed: Vec<StrategyMaps> = Vec::new();
     for s in &strategies {
         // A failing plugin strategy is reported and skipped; the others go on.
         let result = steps
@@ -277,9 +207,13 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
                 sentence: sentence.clone(),
             },
         );
-        maps_by_strategy.push((s.name().to_string(), maps, sentence));
+        computed.push(StrategyMaps {
+            name: s.name().to_string(),
+            maps,
+            sentence,
+        });
     }
-    let dexar_maps = &maps_by_strategy[0].1;
+    let dexar_maps = &computed[0].maps;
     let tokens: Vec<TokenInfo> = steps
         .iter()
         .zip(dexar_maps)
@@ -294,7 +228,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         .collect();
     let head_weights = steps
         .iter()
-        .map(|st| HeadScores::compute(&st.trace, args.topk).weights)
+        .map(|st| HeadScores::compute(&st.trace, topk).weights)
         .collect();
     let doc = ExplainJson {
         schema: SCHEMA,
@@ -312,22 +246,22 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             } else {
                 "generate"
             },
-            layer_index: args.layer_index,
+            layer_index: args.layers.layer_index,
             layers_used: layers.collect(),
-            topk: args.topk,
-            max_tokens: args.max_tokens,
-            temperature: args.temperature,
-            top_p: args.top_p,
-            seed: args.seed,
-            dtype: args.dtype.clone(),
-            device: args.device.clone(),
+            topk,
+            max_tokens: sampling.max_tokens,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            dtype: args.model.dtype.clone(),
+            device: args.model.device.clone(),
             stop_reason: format!("{:?}", generation.stop).to_lowercase(),
         },
         prompt: PromptInfo {
             text: prompt.text.clone(),
             input_ids: prompt.input_ids.clone(),
             image_span: [prompt.image_span.0, prompt.image_span.1],
-            image: image_label,
+            image: image.label.clone(),
         },
         tokens,
         strategies: outputs,
@@ -345,15 +279,14 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         None => {}
     }
     if !args.no_png {
-        let view = display_view(&ckpt, &img);
-        for (name, maps, sentence) in &maps_by_strategy {
-            let dir = args.out.join(name);
+        for s in &computed {
+            let dir = args.out.join(&s.name);
             std::fs::create_dir_all(&dir).map_err(|e| {
                 CliError::usage(format!("--out: cannot create {} ({e})", dir.display()))
             })?;
-            for (i, m) in maps.iter().enumerate() {
+            for (i, m) in s.maps.iter().enumerate() {
                 save_overlay(
-                    &view,
+                    &image.view,
                     &m.normalized(),
                     m.grid,
                     colormap,
@@ -362,8 +295,8 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
                 )?;
             }
             save_overlay(
-                &view,
-                sentence,
+                &image.view,
+                &s.sentence,
                 cfg.grid(),
                 colormap,
                 args.alpha,
@@ -377,22 +310,6 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// The model's view of the image (resized, cropped), enlarged for display.
-pub(crate) fn display_view(ckpt: &Checkpoint, img: &image::DynamicImage) -> image::RgbImage {
-    let view = ckpt.processor.model_view(img);
-    let side = view.width().min(view.height()).max(1);
-    if side >= 256 {
-        return view;
-    }
-    let scale = 256u32.div_ceil(side);
-    image::imageops::resize(
-        &view,
-        view.width() * scale,
-        view.height() * scale,
-        image::imageops::FilterType::CatmullRom,
-    )
-}
-
 fn save_overlay(
     view: &image::RgbImage,
     map: &[f32],
@@ -404,19 +321,6 @@ fn save_overlay(
     let img = dexar_render::overlay(view, map, grid, colormap, alpha)
         .map_err(|e| CliError::internal(e.to_string()))?;
     dexar_render::save_png_atomic(path, &img).map_err(|e| CliError::usage(format!("--out: {e}")))
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total);
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {pos}/{len} tokens [{elapsed}] {wide_msg}")
-    {
-        bar.set_style(style);
-    }
-    bar
 }
 
 fn print_summary(doc: &ExplainJson, answer: &str, out: &Path) {

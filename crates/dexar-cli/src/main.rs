@@ -1,19 +1,22 @@
 //! `dexar`: see where a vision-language model looks while it talks.
 //!
-//! The binary: subcommands over dexar-model (models and traced generation),
-//! dexar-core (DEX-AR and baseline strategies) and dexar-render (pictures).
+//! The binary, kept thin: the REPL and the subcommands over dexar-session
+//! (the app state), dexar-model (models and traced generation), dexar-core
+//! (DEX-AR and baseline strategies) and dexar-render (pictures).
 
+mod args;
 mod bench;
-mod bundled;
 mod config;
 mod error;
 mod eval;
 mod explain;
 mod output;
+mod progress;
 mod repl;
 mod strategies;
 mod toy;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 
 use error::{one_line, CliResult};
@@ -22,7 +25,8 @@ use error::{one_line, CliResult};
 #[command(
     name = "dexar",
     version,
-    about = "See where a vision-language model looks while it talks (DEX-AR attribution)"
+    about = "See where a vision-language model looks while it talks (DEX-AR attribution)",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,7 +43,7 @@ enum Command {
     Explain(Box<explain::ExplainArgs>),
     /// Measure the per-token cost of exact DEX-AR: incremental vs the naive
     /// full-recompute path, in one run.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Score attribution quality over a data set (pointing game, mIoU, AP,
     /// perturbation nPPL areas) for each strategy.
     Eval(Box<eval::EvalArgs>),
@@ -58,14 +62,79 @@ fn run(cli: Cli) -> CliResult<()> {
     }
 }
 
+/// A command-line mistake on one line: clap's message and its tips.
+fn usage_error(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut parts: Vec<String> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(first) = line.strip_prefix("error: ") {
+            parts.push(first.to_string());
+        } else if line.starts_with("tip:") {
+            parts.push(line.to_string());
+        }
+    }
+    parts.push("see --help".into());
+    one_line(&parts.join("; "))
+}
+
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("DEXAR_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                eprintln!("error: {}", usage_error(&e));
+                std::process::exit(2);
+            }
+        },
+    };
     if let Err(e) = run(cli) {
         eprintln!("error: {}", one_line(&e.message));
         std::process::exit(e.code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_line_mistakes_are_one_line() {
+        let e = Cli::try_parse_from(["dexar", "--modle", "x"]).unwrap_err();
+        let msg = usage_error(&e);
+        assert!(msg.contains("--modle") && msg.ends_with("see --help"), "{msg}");
+        assert!(!msg.contains('\n'));
+        let e = Cli::try_parse_from(["dexar", "--model", "x", "explain"]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{e}");
+        let e = Cli::try_parse_from(["dexar", "explain", "--layer-index", "x"]).unwrap_err();
+        assert!(usage_error(&e).contains("--layer-index"), "{e}");
+    }
+
+    #[test]
+    fn every_subcommand_takes_the_same_model_and_layer_options() {
+        for args in [
+            vec!["dexar"],
+            vec!["dexar", "explain", "--prompt", "p", "--out", "o"],
+            vec!["dexar", "eval", "--data", "toy:1"],
+            vec!["dexar", "bench"],
+        ] {
+            let mut with = args.clone();
+            with.extend(["--model", "llava-hf/llava-1.5-7b-hf", "--layer-index", "-2"]);
+            assert!(Cli::try_parse_from(&with).is_ok(), "{with:?}");
+        }
+        let cli = Cli::try_parse_from(["dexar", "toy", "accuracy", "--model", "toy"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Toy(_))));
+        let cli = Cli::try_parse_from(["dexar", "bench"]).unwrap();
+        let Some(Command::Bench(b)) = cli.command else {
+            panic!("bench")
+        };
+        assert_eq!(b.layers.layer_index, dexar_core::LayerSelection::DEFAULT_INDEX);
+        assert_eq!(b.model.model, dexar_model::ModelSpec::Bundled);
     }
 }

@@ -1,9 +1,8 @@
-//! `explain.json`, schema `dexar.explain/1` (shared/EXPLAIN_JSON.md). Fields
+//! `explain.json`, schema `dexar.explain/1` (docs/EXPLAIN_JSON.md). Fields
 //! may be added; none renamed or removed without bumping the schema.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 pub const SCHEMA: &str = "dexar.explain/1";
 
@@ -67,16 +66,4 @@ pub struct StrategyOutput {
     pub per_token: Vec<Vec<f32>>,
     pub token_weights: Vec<f32>,
     pub sentence: Vec<f32>,
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory
-/// and a rename, so readers never see a half-written file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

@@ -1,7 +1,8 @@
-//! Choosing strategies by name, with suggestions for typos.
+//! Loading plugins at start and choosing the strategies a subcommand runs.
 
-use dexar_core::{builtin_strategy, Strategy, BUILTIN_NAMES};
+use dexar_core::{Strategy, BUILTIN_NAMES};
 use dexar_plugin::host::{HostOptions, PluginRegistry};
+use dexar_session::StateError;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ pub fn load_plugins(paths: &[PathBuf], allow_insecure: bool) -> CliResult<Plugin
 pub fn select(
     names: &[String],
     topk: usize,
-    plugins: Option<&PluginRegistry>,
+    plugins: &PluginRegistry,
 ) -> CliResult<Vec<Arc<dyn Strategy>>> {
     let mut wanted: Vec<String> = vec!["dexar".into(), "dexar-unfiltered".into()];
     let requested: Vec<String> = if names.is_empty() {
@@ -52,68 +53,20 @@ pub fn select(
             wanted.push(n);
         }
     }
-    let plugin_names: Vec<String> = plugins
-        .map(|r| r.list().into_iter().map(|p| p.name).collect())
-        .unwrap_or_default();
-    let mut known: Vec<&str> = BUILTIN_NAMES.to_vec();
-    known.extend(plugin_names.iter().map(String::as_str));
     wanted
         .iter()
         .map(|n| {
-            let found: Option<Arc<dyn Strategy>> = builtin_strategy(n, topk)
-                .map(Arc::from)
-                .or_else(|| plugins.and_then(|r| r.strategy(n)));
-            found.ok_or_else(|| {
-                let hint = nearest(n, &known)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                CliError::usage(format!(
-                    "--strategy: unknown strategy `{n}`{hint}; available: {}",
-                    known.join(", ")
-                ))
+            dexar_session::strategies::find(n, topk, plugins).map_err(|e| match e {
+                StateError::UnknownStrategy { name, hint } => CliError::usage(format!(
+                    "--strategy: unknown strategy `{name}`{}; available: {}",
+                    hint.map(|h| format!(" (did you mean `{h}`?)"))
+                        .unwrap_or_default(),
+                    dexar_session::strategies::names(plugins).join(", ")
+                )),
+                other => other.into(),
             })
         })
         .collect()
-}
-
-/// The closest candidate by edit distance, if reasonably close.
-pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    // A shared prefix of 3+ characters beats edit distance ("raw-attn").
-    let prefix = |c: &str| {
-        word.chars()
-            .zip(c.chars())
-            .take_while(|(a, b)| a == b)
-            .count()
-    };
-    if let Some((_, _, best)) = candidates
-        .iter()
-        .filter(|c| prefix(c) >= 3)
-        .map(|c| (std::cmp::Reverse(prefix(c)), levenshtein(word, c), *c))
-        .min()
-    {
-        return Some(best);
-    }
-    candidates
-        .iter()
-        .map(|c| (levenshtein(word, c), *c))
-        .filter(|(d, c)| *d <= (c.len() / 2).max(2))
-        .min()
-        .map(|(_, c)| c)
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -121,19 +74,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn suggests_close_names() {
-        assert_eq!(nearest("dexr", &BUILTIN_NAMES), Some("dexar"));
-        assert_eq!(nearest("raw-attn", &BUILTIN_NAMES), Some("raw-attention"));
-        assert_eq!(nearest("zzzzzzzzzz", &BUILTIN_NAMES), None);
-    }
-
-    #[test]
     fn always_includes_dexar_and_refuses_unknown() {
-        let s = select(&["raw-attention".into()], 1, None).unwrap();
+        let plugins = PluginRegistry::default();
+        let s = select(&["raw-attention".into()], 1, &plugins).unwrap();
         let names: Vec<&str> = s.iter().map(|s| s.name()).collect();
         assert_eq!(names, ["dexar", "dexar-unfiltered", "raw-attention"]);
-        let e = select(&["nope".into()], 1, None).err().unwrap();
+        let e = select(&["dexr".into()], 1, &plugins).err().unwrap();
         assert_eq!(e.code, 2);
-        assert!(e.message.contains("unknown strategy `nope`"));
+        assert!(
+            e.message
+                .starts_with("--strategy: unknown strategy `dexr` (did you mean `dexar`?); available: dexar,"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -2,10 +2,9 @@
 //! answers, write a labelled data set of the shapes world.
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use crate::args::ModelArgs;
 use crate::error::{CliError, CliResult};
 
 #[derive(Debug, Subcommand)]
@@ -20,9 +19,8 @@ pub enum ToyCommand {
     },
     /// Ask a model every question of held-out scenes and score its answers.
     Accuracy {
-        /// Checkpoint directory, or `toy` for the bundled model.
-        #[arg(long, value_name = "DIR|toy", default_value = "toy")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Number of held-out scenes.
         #[arg(long, value_name = "N", default_value_t = 100)]
         n: u64,
@@ -76,19 +74,14 @@ pub fn run(cmd: &ToyCommand) -> CliResult<()> {
     match cmd {
         ToyCommand::Train(args) => train(args),
         ToyCommand::Export { dir } => {
-            crate::bundled::export(dir)
+            dexar_toy::export_bundled(dir)
                 .map_err(|e| CliError::usage(format!("{}: cannot write ({e})", dir.display())))?;
             println!("wrote the bundled model to {}", dir.display());
             Ok(())
         }
         ToyCommand::Accuracy { model, n, seed } => {
-            let opts = dexar_model::LoadOptions::default();
-            let ckpt = if model == "toy" {
-                crate::bundled::checkpoint(&opts)?
-            } else {
-                dexar_model::Checkpoint::load(std::path::Path::new(model), &opts)?
-            };
-            let acc = dexar_toy::answer_accuracy(&ckpt, *n, *seed).map_err(toy_error)?;
+            let model = model.open()?;
+            let acc = dexar_toy::answer_accuracy(&model.ckpt, *n, *seed).map_err(toy_error)?;
             print!("{acc}");
             Ok(())
         }
@@ -139,16 +132,7 @@ fn train(args: &TrainArgs) -> CliResult<()> {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new((opts.vision_steps + opts.steps) as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed} < {eta}] {msg}")
-    {
-        bar.set_style(style);
-    }
+    let bar = crate::progress::bar((opts.vision_steps + opts.steps) as u64, "steps");
     let quiet = bar.is_hidden();
     let report = dexar_toy::train(&opts, &mut |p| {
         bar.set_position(p.step as u64);

@@ -25,3 +25,4 @@ pub use strategy::{
     RawAttentionStrategy, Strategy, StrategyError, BUILTIN_NAMES,
 };
 pub use trace::{PositionKind, StepTrace, TraceError};
+pub use words::one_line;

@@ -58,6 +58,12 @@ pub fn find_word(texts: &[&str], word: &str) -> Option<Range<usize>> {
     Some(*tokens.first()?..*tokens.last()? + 1)
 }
 
+/// `text` on one line: line breaks and runs of whitespace collapsed into
+/// single spaces (for messages built from nested errors).
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,5 +96,10 @@ mod tests {
         assert_eq!(find_word(&texts, "uitc"), Some(2..4));
         assert_eq!(find_word(&texts, "blue"), None);
         assert_eq!(find_word(&texts, " "), None);
+    }
+
+    #[test]
+    fn messages_fold_onto_one_line() {
+        assert_eq!(one_line("bad\n  thing\t here "), "bad thing here");
     }
 }

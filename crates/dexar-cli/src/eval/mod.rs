@@ -6,34 +6,29 @@ mod score;
 
 use clap::Args;
 use dexar_core::metrics::{Metric, MetricMeans, MetricSums};
-use dexar_model::LoadOptions;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
+use crate::args::{LayerArgs, ModelArgs, PluginArgs, TopkArgs};
 use crate::error::{CliError, CliResult};
 use data::DataSource;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// Checkpoint directory, or `toy` for the bundled demo model.
-    #[arg(long, value_name = "DIR|toy", default_value = "toy")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// `toy:N[:seed]` (N held-out scenes of the shapes world) or a directory
-    /// with data.jsonl, images and optional masks (see README).
+    /// with data.jsonl, images and optional masks (see docs/eval.md).
     #[arg(long, value_name = "SPEC")]
     pub data: String,
     /// Strategy to score (repeatable); default: every built-in and loaded plugin.
     #[arg(long = "strategy", value_name = "NAME")]
     pub strategies: Vec<String>,
-    /// First decoder layer used; negative counts from the end.
-    #[arg(long, value_name = "K", default_value_t = -10, allow_negative_numbers = true)]
-    pub layer_index: i64,
-    /// k of DEX-AR's top-k head scores.
-    #[arg(long, value_name = "K", default_value_t = 1)]
-    pub topk: usize,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    #[command(flatten)]
+    pub topk: TopkArgs,
     /// Most tokens to generate for items without a reference answer.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_tokens: usize,
@@ -46,12 +41,8 @@ pub struct EvalArgs {
     /// Write results to FILE.json or FILE.csv.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// Load an attribution plugin (repeatable).
-    #[arg(long = "plugin", value_name = "PATH")]
-    pub plugins: Vec<PathBuf>,
-    /// Load plugins even if writable by group or others.
-    #[arg(long)]
-    pub allow_insecure_plugins: bool,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,7 +85,11 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
             }
         }
     }
-    let registry = crate::strategies::load_plugins(&args.plugins, args.allow_insecure_plugins)?;
+    let topk = args.topk.validated()?;
+    if args.max_tokens == 0 {
+        return Err(CliError::usage("--max-tokens must be at least 1"));
+    }
+    let registry = args.plugins.load()?;
     let mut names = args.strategies.clone();
     if names.is_empty() {
         names = dexar_core::BUILTIN_NAMES
@@ -103,36 +98,23 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
             .collect();
         names.extend(registry.list().into_iter().map(|p| p.name));
     }
-    let strategies = crate::strategies::select(&names, args.topk, Some(&registry))?;
-    let opts = LoadOptions::default();
-    let ckpt = if args.model == "toy" {
-        crate::bundled::checkpoint(&opts)?
-    } else {
-        dexar_model::Checkpoint::load(std::path::Path::new(&args.model), &opts)?
-    };
+    let strategies = crate::strategies::select(&names, topk, &registry)?;
+    let model = args.model.open()?;
+    let ckpt = &model.ckpt;
     let loaded = data::load(&source)?;
     for s in &loaded.skipped {
         eprintln!("warning: skipped {s}");
     }
-    let layers = dexar_core::layer_range(args.layer_index, ckpt.config.text.num_hidden_layers);
+    let layers = args.layers.selection().layers(model.num_layers());
     let scorer = score::Scorer {
-        ckpt: &ckpt,
+        ckpt,
         strategies: &strategies,
         layers: layers.clone(),
         max_tokens: args.max_tokens,
         perturb: !args.no_perturbation,
         seed: args.seed,
     };
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(loaded.items.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:30} {pos}/{len} items [{elapsed} < {eta}] {wide_msg}")
-    {
-        bar.set_style(style);
-    }
+    let bar = crate::progress::bar(loaded.items.len() as u64, "items");
     let mut word_sums: Vec<MetricSums> = strategies.iter().map(|_| MetricSums::new()).collect();
     let mut sentence_sums: Vec<MetricSums> = strategies.iter().map(|_| MetricSums::new()).collect();
     let mut skipped = loaded.skipped.clone();
@@ -178,7 +160,7 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         schema: "dexar.eval/1",
         data: DataInfo {
             source: source.describe(),
-            model: ckpt.dir.display().to_string(),
+            model: model.label.clone(),
             items: scored,
             skipped: skipped.len(),
             skipped_reasons: skipped,
@@ -200,7 +182,7 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         } else {
             serde_json::to_vec_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?
         };
-        crate::output::write_atomic(out, &bytes)
+        dexar_core::write_atomic(out, &bytes)
             .map_err(|e| CliError::usage(format!("--out {}: cannot write ({e})", out.display())))?;
     }
     Ok(())

@@ -2,11 +2,11 @@
 //! tokens, segmentation metrics per word and per sentence, and normalised
 //! perplexity under patch perturbation (DEXAR.md, "Evaluation").
 
-use candle_core::Tensor;
 use dexar_core::metrics::{self, ItemMetrics, Order};
 use dexar_core::{Grid, Strategy, TokenMap};
 use dexar_model::{
-    answer_logprobs, generate_traced, Checkpoint, GenerationSettings, Mode, PreparedPrompt,
+    answer_logprobs, generate_traced, Checkpoint, GenerationSettings, ImageFeatures, Mode, Pixels,
+    PreparedPrompt,
 };
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -43,12 +43,9 @@ impl Scorer<'_> {
     pub fn score(&self, item: &EvalItem, index: u64) -> CliResult<ItemScores> {
         let ckpt = self.ckpt;
         let cfg = &ckpt.config;
-        let (pixels, size) = ckpt.processor.preprocess(&item.image);
-        let features = ckpt
-            .model
-            .encode_image(&pixels, size)
-            .map_err(|e| CliError::internal(e.to_string()))?;
-        let prompt = ckpt.prepare_chat(dexar_model::DEFAULT_TEMPLATE, &item.prompt)?;
+        let pixels = ckpt.processor.preprocess(&item.image);
+        let features = ckpt.encode_pixels(&pixels)?;
+        let prompt = ckpt.prepare_chat(&[], &item.prompt)?;
         let settings = GenerationSettings {
             max_tokens: self.max_tokens,
             layers: self.layers.clone(),
@@ -87,7 +84,7 @@ impl Scorer<'_> {
             )?;
         }
         let texts: Vec<&str> = traces.iter().map(|t| t.token_text.as_str()).collect();
-        let word_tokens = word_token_spans(&texts);
+        let word_tokens = dexar_core::words::word_tokens(&texts);
         let answer_text = texts.concat();
         let grid = cfg.grid();
         let words: Vec<(Vec<usize>, Mask)> = item
@@ -114,7 +111,7 @@ impl Scorer<'_> {
             .map_err(internal)?;
             (
                 ppl,
-                Some(self.nppl_auc(&prompt, &pixels, size, &order, &answer_ids, ppl)?),
+                Some(self.nppl_auc(&prompt, &pixels, &order, &answer_ids, ppl)?),
             )
         } else {
             (f64::NAN, None)
@@ -148,7 +145,6 @@ impl Scorer<'_> {
                 scores.sentence.nppl_auc_most_first = Some(self.nppl_auc(
                     &prompt,
                     &pixels,
-                    size,
                     &most,
                     &answer_ids,
                     ppl_original,
@@ -156,7 +152,6 @@ impl Scorer<'_> {
                 scores.sentence.nppl_auc_least_first = Some(self.nppl_auc(
                     &prompt,
                     &pixels,
-                    size,
                     &least,
                     &answer_ids,
                     ppl_original,
@@ -172,7 +167,12 @@ impl Scorer<'_> {
         })
     }
 
-    fn ppl(&self, prompt: &PreparedPrompt, features: &Tensor, answer: &[u32]) -> CliResult<f64> {
+    fn ppl(
+        &self,
+        prompt: &PreparedPrompt,
+        features: &ImageFeatures,
+        answer: &[u32],
+    ) -> CliResult<f64> {
         let lp = answer_logprobs(self.ckpt, prompt, features, answer)?;
         metrics::perplexity(&lp).map_err(internal)
     }
@@ -182,15 +182,13 @@ impl Scorer<'_> {
     fn nppl_auc(
         &self,
         prompt: &PreparedPrompt,
-        pixels: &[f32],
-        size: (u32, u32),
+        pixels: &Pixels,
         order: &[usize],
         answer: &[u32],
         ppl_original: f64,
     ) -> CliResult<f64> {
         let grid = self.ckpt.config.grid();
         let patch = self.ckpt.config.vision.patch_size;
-        let (h, w) = (size.0 as usize, size.1 as usize);
         let xs: Vec<f64> = metrics::fractions().iter().map(|&r| r as f64).collect();
         let mut ppls = Vec::with_capacity(xs.len());
         for &r in &metrics::fractions() {
@@ -198,17 +196,8 @@ impl Scorer<'_> {
                 ppls.push(ppl_original);
                 continue;
             }
-            let mut p = pixels.to_vec();
-            for &cell in metrics::removed_cells(order, r) {
-                let (gy, gx) = (cell / grid.width, cell % grid.width);
-                for c in 0..3 {
-                    for y in gy * patch..((gy + 1) * patch).min(h) {
-                        let row = c * h * w + y * w;
-                        p[row + gx * patch..row + ((gx + 1) * patch).min(w)].fill(0.0);
-                    }
-                }
-            }
-            let features = self.ckpt.model.encode_image(&p, size).map_err(internal)?;
+            let blanked = pixels.with_patches_blanked(metrics::removed_cells(order, r), grid, patch);
+            let features = self.ckpt.encode_pixels(&blanked)?;
             ppls.push(self.ppl(prompt, &features, answer)?);
         }
         let curve = metrics::nppl_curve(ppl_original, &ppls).map_err(internal)?;
@@ -253,46 +242,4 @@ fn union_masks<'a>(mut masks: impl Iterator<Item = &'a Mask>) -> Option<Mask> {
         }
         acc
     }))
-}
-
-/// For each whitespace-separated word of the concatenated token texts, the
-/// tokens that carry any of its characters.
-pub fn word_token_spans(token_texts: &[&str]) -> Vec<Vec<usize>> {
-    let mut words: Vec<Vec<usize>> = Vec::new();
-    let mut in_word = false;
-    for (t, text) in token_texts.iter().enumerate() {
-        for ch in text.chars() {
-            if ch.is_whitespace() {
-                in_word = false;
-                continue;
-            }
-            if !in_word {
-                words.push(Vec::new());
-                in_word = true;
-            }
-            let current = words.last_mut().expect("a word was just pushed");
-            if current.last() != Some(&t) {
-                current.push(t);
-            }
-        }
-    }
-    words
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn words_map_to_their_tokens() {
-        assert_eq!(
-            word_token_spans(&["a", " red", " cir", "cle"]),
-            vec![vec![0], vec![1], vec![2, 3]]
-        );
-        assert_eq!(
-            word_token_spans(&[" two", " words ", "x"]),
-            vec![vec![0], vec![1], vec![2]]
-        );
-        assert!(word_token_spans(&[]).is_empty());
-    }
 }

@@ -1,7 +1,8 @@
 //! What a line typed at the REPL means: a prompt for the model, or one of the
-//! `/` commands, parsed here without touching the session; plus the help
+//! `/` commands, parsed here without touching the state; plus the help
 //! table, "did you mean" suggestions and the unquoting of dragged-in paths.
 
+use dexar_session::Selection;
 use std::path::{Path, PathBuf};
 
 /// One REPL command as `/help` shows it.
@@ -97,18 +98,6 @@ const ALIASES: &[(&str, &str)] = &[("/exit", "/quit"), ("/q", "/quit"), ("/?", "
 /// File name endings `/image` and drag-and-drop recognise.
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"];
 
-/// Which tokens `/show` and `/compare` are about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
-    Token(usize),
-    /// Inclusive range.
-    Range(usize, usize),
-    /// A word or phrase of the answer (case ignored).
-    Word(String),
-    /// The whole answer (the sentence map).
-    All,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub enum PluginAction {
     Load(PathBuf),
@@ -189,7 +178,7 @@ pub fn parse(line: &str, is_file: &dyn Fn(&Path) -> bool) -> Result<Input, Strin
 
 fn unknown_command(word: &str) -> String {
     let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
-    match crate::strategies::nearest(word, &names) {
+    match dexar_session::strategies::nearest(word, &names) {
         Some(best) => {
             format!("unknown command {word}: did you mean {best}? (/help lists them all)")
         }

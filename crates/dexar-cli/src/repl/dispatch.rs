@@ -1,19 +1,18 @@
 //! From a line to its effect: a prompt starts a streamed answer, a command
-//! changes the session or prints something. User mistakes become one-line
+//! changes the state or prints something. User mistakes become one-line
 //! messages; only a failing stdout ends the REPL.
 
 use dexar_core::builtin_strategy;
-use dexar_model::{GenerationSettings, Mode, StopReason};
+use dexar_model::StopReason;
+use dexar_session::{AppState, Ask, LoadedImage, Outcome, Recorded, Selection, StateError};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::commands::{self, Command, Input, PluginAction, Selection};
+use super::commands::{self, Command, Input, PluginAction};
 use super::complete::SharedNames;
-use super::paint::Paint;
-use super::session::{self, conversation_text, Answer, Session, Turn};
+use super::paint::{Paint, TokenColours};
 use super::show::Display;
-use super::worker;
 
 /// Whether to go on reading input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +22,7 @@ pub enum Flow {
 }
 
 pub struct Repl {
-    pub session: Session,
+    pub state: AppState,
     pub display: Display,
     pub paint: Paint,
     cancel: Arc<AtomicBool>,
@@ -32,9 +31,7 @@ pub struct Repl {
     last_selection: Option<Selection>,
     /// The "/show N" tip is given once.
     tipped: bool,
-    /// The largest token weight seen with this model: streamed tokens are
-    /// coloured relative to it (kept across answers so that colours settle).
-    weight_scale: f32,
+    colours: TokenColours,
 }
 
 /// A message for the user, not a failure of the REPL.
@@ -42,21 +39,21 @@ type Reply = Result<String, String>;
 
 impl Repl {
     pub fn new(
-        session: Session,
+        state: AppState,
         display: Display,
         paint: Paint,
         cancel: Arc<AtomicBool>,
         names: SharedNames,
     ) -> Self {
         let repl = Self {
-            session,
+            state,
             display,
             paint,
             cancel,
             names,
             last_selection: None,
             tipped: false,
-            weight_scale: 0.0,
+            colours: TokenColours::default(),
         };
         repl.refresh_names();
         repl
@@ -64,9 +61,9 @@ impl Repl {
 
     fn refresh_names(&self) {
         if let Ok(mut names) = self.names.lock() {
-            names.strategies = self.session.strategy_names();
+            names.strategies = self.state.strategy_names();
             names.plugins = self
-                .session
+                .state
                 .plugins
                 .list()
                 .into_iter()
@@ -75,14 +72,26 @@ impl Repl {
         }
     }
 
+    /// A state error as the REPL says it: with the command that helps.
+    fn message(&self, e: &StateError) -> String {
+        let hint = match e {
+            StateError::NoWord(_) => "; /tokens lists its tokens",
+            StateError::UnknownStrategy { .. } => "; /strategy list shows them",
+            StateError::NoQuestion => ", then /target ANSWER",
+            StateError::EmptyTarget => return format!("/target: {e}"),
+            _ => "",
+        };
+        format!("{e}{hint}")
+    }
+
     pub fn banner(&self) -> String {
-        let s = &self.session;
-        let text = &s.ckpt.config.text;
-        let grid = s.ckpt.config.grid();
+        let s = &self.state;
+        let text = &s.model.ckpt.config.text;
+        let grid = s.model.ckpt.config.grid();
         format!(
             "{} · {} ({}, {} layers × {} heads, {}x{} patches) · image {}\n{}\n",
             self.paint.bold("dexar"),
-            s.model_label,
+            s.model.label,
             text.model_type,
             text.num_hidden_layers,
             text.num_attention_heads,
@@ -99,8 +108,7 @@ impl Repl {
     }
 
     fn layers_text(&self) -> String {
-        let l = self.session.layers();
-        format!("layers {}-{}", l.start, l.end.saturating_sub(1))
+        dexar_core::layers::describe(&self.state.layers())
     }
 
     /// Handles one input. `Err` only when `out` cannot be written.
@@ -126,19 +134,19 @@ impl Repl {
             Command::Show { what, raw } => self.show(&what, raw),
             Command::Compare { a, b, what } => self.compare(&a, &b, what),
             Command::Tokens => self.tokens(),
-            Command::Image(path) => match session::load_image(&self.session.ckpt, &path) {
+            Command::Image(path) => match LoadedImage::open(&self.state.model.ckpt, &path) {
                 Ok(image) => {
                     let (w, h) = (image.image.width(), image.image.height());
-                    self.session.image = image;
-                    self.forget_conversation();
+                    self.state.set_image(image);
+                    self.last_selection = None;
                     Ok(format!(
                         "image {} ({w}x{h}) · new conversation\n",
-                        self.session.image.label
+                        self.state.image.label
                     ))
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(self.message(&e)),
             },
-            Command::ShowImage => Ok(self.display.image(&self.paint, &self.session.image)),
+            Command::ShowImage => Ok(self.display.image(&self.paint, &self.state.image)),
             Command::Model(spec) => {
                 write!(out, "{}", paint.dim(&format!("loading {spec}… ")))?;
                 out.flush()?;
@@ -147,38 +155,34 @@ impl Repl {
                 reply
             }
             Command::StrategyList => Ok(self.strategy_list()),
-            Command::StrategyUse(name) => self.session.strategy_by_name(&name).map(|s| {
-                self.session.strategy = s.name().to_string();
-                let tip = if self.session.answer.is_some() {
-                    " (/show re-explains the last answer)"
-                } else {
-                    ""
-                };
-                format!("strategy {}{tip}\n", s.name())
-            }),
+            Command::StrategyUse(name) => match self.state.use_strategy(&name) {
+                Ok(name) => {
+                    let tip = if self.state.answer.is_some() {
+                        " (/show re-explains the last answer)"
+                    } else {
+                        ""
+                    };
+                    Ok(format!("strategy {name}{tip}\n"))
+                }
+                Err(e) => Err(self.message(&e)),
+            },
             Command::Plugin(action) => self.plugin(action),
             Command::Layers(None) => Ok(format!(
                 "{} of {} (layer index {})\n",
                 self.layers_text(),
-                self.session.ckpt.config.text.num_hidden_layers,
-                self.session.settings.layer_index
+                self.state.model.num_layers(),
+                self.state.settings.layers.layer_index
             )),
             Command::Layers(Some(k)) => {
-                self.session.settings.layer_index = k;
+                self.state.settings.layers = dexar_core::LayerSelection::new(k);
                 Ok(format!(
                     "maps now use {} (layer index {k}); no need to regenerate, /show re-explains\n",
                     self.layers_text()
                 ))
             }
-            Command::Target(text) => match self.session.turns.last().cloned() {
-                Some(last) => return self.ask(&last.user, Some(&text), out),
-                None => Err(
-                    "no question to explain an answer to yet: ask one first, then /target ANSWER"
-                        .into(),
-                ),
-            },
+            Command::Target(text) => return self.ask("", Some(&text), out),
             Command::Temp(t) => {
-                let s = &mut self.session.settings;
+                let s = &mut self.state.settings;
                 if let Some(t) = t {
                     s.temperature = t;
                 }
@@ -193,14 +197,14 @@ impl Repl {
                 ))
             }
             Command::MaxTokens(n) => {
-                let s = &mut self.session.settings;
+                let s = &mut self.state.settings;
                 if let Some(n) = n {
                     s.max_tokens = n;
                 }
                 Ok(format!("max tokens {}\n", s.max_tokens))
             }
             Command::Seed(n) => {
-                let s = &mut self.session.settings;
+                let s = &mut self.state.settings;
                 if let Some(n) = n {
                     s.seed = n;
                 }
@@ -210,7 +214,7 @@ impl Repl {
                 self.forget_conversation();
                 Ok(format!(
                     "conversation cleared (image {} stays)\n",
-                    self.session.image.label
+                    self.state.image.label
                 ))
             }
             Command::Help(None) => Ok(commands::help_text()),
@@ -224,157 +228,111 @@ impl Repl {
     }
 
     fn forget_conversation(&mut self) {
-        self.session.turns.clear();
-        self.session.answer = None;
+        self.state.clear();
         self.last_selection = None;
     }
 
-    /// Generates an answer to `prompt` (or teacher-forces `target` as the
-    /// answer to the last question, replacing that turn), streaming tokens.
+    /// Answers `question`, or (with `target`) explains that answer to the
+    /// last question, streaming the tokens: prepare, stream, record, report.
     fn ask(
         &mut self,
-        prompt: &str,
+        question: &str,
         target: Option<&str>,
         out: &mut dyn Write,
     ) -> io::Result<Reply> {
-        let s = &self.session;
-        if prompt.contains(dexar_model::IMAGE_MARKER) {
-            return Ok(Err(
-                "leave <image> out of the question: dexar places the image itself".into(),
-            ));
-        }
-        let earlier = match target {
-            Some(_) => &s.turns[..s.turns.len().saturating_sub(1)],
-            None => &s.turns[..],
+        let ask = match target {
+            Some(t) => self.state.prepare_target(t),
+            None => self.state.prepare_ask(question, None),
         };
-        let cfg = &s.ckpt.config;
-        let text = conversation_text(earlier, prompt);
-        let prepared = match s.ckpt.prepare_prompt(&text) {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(e.to_string())),
-        };
-        let mode = match target {
-            None => Mode::Generate,
-            Some(t) => match s.ckpt.tokenizer.encode(t, false) {
-                Ok(ids) if !ids.is_empty() => Mode::TeacherForced(ids),
-                Ok(_) => {
-                    return Ok(Err(
-                        "/target: the answer tokenizes to nothing; give some text".into(),
-                    ))
-                }
-                Err(e) => return Ok(Err(e.to_string())),
-            },
-        };
-        let settings = GenerationSettings {
-            max_tokens: s.settings.max_tokens,
-            temperature: s.settings.temperature,
-            top_p: s.settings.top_p,
-            seed: s.settings.seed,
-            // Every layer is traced; /layers picks among them afterwards.
-            layers: 0..cfg.text.num_hidden_layers,
+        let ask = match ask {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(self.message(&e))),
         };
         if target.is_some() {
-            writeln!(
-                out,
-                "{}",
-                self.paint.dim(&format!(
-                    "explaining the given answer to \"{prompt}\" (teacher forcing):"
-                ))
-            )?;
+            let line = format!(
+                "explaining the given answer to \"{}\" (teacher forcing):",
+                ask.question
+            );
+            writeln!(out, "{}", self.paint.dim(&line))?;
         }
+        let outcome = self.stream(&ask, out)?;
+        let status = self.paint.status(
+            outcome.steps.len(),
+            outcome.elapsed,
+            &self.state.strategy,
+            &self.state.layers(),
+            outcome.result.as_ref().ok().map(|g| g.stop),
+        );
+        let had_turns = !self.state.turns.is_empty();
+        let recorded = self.state.record(ask, outcome);
+        Ok(self.report(&recorded, &status, had_turns))
+    }
+
+    /// Streams an answer to `out`, each token coloured by its weight.
+    fn stream(&mut self, ask: &Ask, out: &mut dyn Write) -> io::Result<Outcome> {
         self.cancel.store(false, Ordering::SeqCst);
         let paint = self.paint;
-        let mut max_weight = self.weight_scale;
+        let state = &self.state;
+        let colours = &mut self.colours;
         let mut write_error: Option<io::Error> = None;
-        let outcome = worker::generate(
-            &s.ckpt,
-            &prepared,
-            &s.image.features,
-            &settings,
-            &mode,
-            &self.cancel,
-            &mut |trace| {
-                let weight = s.token_weight(trace);
-                max_weight = max_weight.max(weight);
-                let relative = if max_weight > 0.0 {
-                    weight / max_weight
-                } else {
-                    0.0
-                };
-                let token = paint.token(&trace.token_text, trace.step, relative);
-                if let Err(e) = out.write_all(token.as_bytes()).and_then(|_| out.flush()) {
-                    write_error.get_or_insert(e);
-                }
-            },
-        );
+        let outcome = state.stream(ask, &self.cancel, &mut |trace| {
+            let relative = colours.relative(state.token_weight(trace));
+            let token = paint.token(&trace.token_text, trace.step, relative);
+            if let Err(e) = out.write_all(token.as_bytes()).and_then(|_| out.flush()) {
+                write_error.get_or_insert(e);
+            }
+        });
         if let Some(e) = write_error {
             return Err(e);
         }
-        self.weight_scale = max_weight;
-        let stop = outcome.result.as_ref().ok().map(|g| g.stop);
         if !outcome.steps.is_empty() {
             writeln!(out)?;
         }
-        let status = paint.status(
-            outcome.steps.len(),
-            outcome.elapsed,
-            &s.strategy,
-            &s.layers(),
-            stop,
-        );
-        let failure = outcome.result.as_ref().err().cloned();
-        if outcome.steps.is_empty() {
+        Ok(outcome)
+    }
+
+    /// The lines under an answer: its status, a failure, a first-time tip.
+    fn report(&mut self, recorded: &Recorded, status: &str, had_turns: bool) -> Reply {
+        if recorded.tokens == 0 {
             // Nothing to explain or to remember: the last answer stays current.
-            return Ok(match failure {
+            return match &recorded.failure {
                 Some(message) => {
-                    let hint = if s.turns.is_empty() || !message.contains("context") {
-                        ""
-                    } else {
+                    let hint = if had_turns && message.contains("context") {
                         " (/clear starts a new conversation)"
+                    } else {
+                        ""
                     };
                     Err(format!("{message}{hint}"))
                 }
                 None => Ok(format!("{status}\n")),
-            });
+            };
         }
-        let answer = Answer {
-            steps: outcome.steps,
-            stop,
-            teacher_forced: target.is_some(),
-            elapsed: outcome.elapsed,
-        };
-        let turn = Turn {
-            user: prompt.to_string(),
-            assistant: answer.text(),
-        };
-        if target.is_some() {
-            self.session.turns.pop();
-        }
-        self.session.turns.push(turn);
-        self.session.answer = Some(answer);
         self.last_selection = None;
         let mut reply = format!("{status}\n");
-        if let Some(message) = failure {
-            reply.push_str(&format!("{}\n", self.paint.error(&message)));
+        if let Some(message) = &recorded.failure {
+            reply.push_str(&format!("{}\n", self.paint.error(message)));
         }
-        if !self.tipped && stop != Some(StopReason::Cancelled) {
+        if !self.tipped && recorded.stop != Some(StopReason::Cancelled) {
             self.tipped = true;
             reply.push_str(&format!(
                 "{}\n",
                 self.paint.dim("/show N: where token N looked · /show all: the whole answer · /tokens: token weights")
             ));
         }
-        Ok(Ok(reply))
+        Ok(reply)
     }
 
     fn show(&mut self, what: &Selection, raw: bool) -> Reply {
-        let shown = self.session.shown(&self.session.strategy, what)?;
+        let shown = self
+            .state
+            .shown(&self.state.strategy, what)
+            .map_err(|e| self.message(&e))?;
         self.last_selection = Some(what.clone());
         if raw {
             self.display.raw(&self.paint, &shown)
         } else {
             self.display
-                .show(&self.paint, &self.session.image.view, &shown)
+                .show(&self.paint, &self.state.image.view, &shown)
         }
     }
 
@@ -382,15 +340,15 @@ impl Repl {
         let what = what
             .or_else(|| self.last_selection.clone())
             .unwrap_or(Selection::All);
-        let left = self.session.shown(a, &what)?;
-        let right = self.session.shown(b, &what)?;
+        let shown = |name: &str| self.state.shown(name, &what).map_err(|e| self.message(&e));
+        let (left, right) = (shown(a)?, shown(b)?);
         self.display
-            .compare(&self.paint, &self.session.image.view, &left, &right)
+            .compare(&self.paint, &self.state.image.view, &left, &right)
     }
 
     fn tokens(&self) -> Reply {
         let answer = self
-            .session
+            .state
             .answer
             .as_ref()
             .ok_or("no answer yet: type a question about the image first")?;
@@ -399,7 +357,7 @@ impl Repl {
             self.layers_text()
         );
         for step in &answer.steps {
-            let weight = self.session.token_weight(step);
+            let weight = self.state.token_weight(step);
             let flag = if weight > 0.0 {
                 ""
             } else {
@@ -427,34 +385,31 @@ impl Repl {
 
     fn strategy_list(&self) -> String {
         let mut out = String::from("strategies (* in use):\n");
-        let topk = self.session.settings.topk;
+        let topk = self.state.settings.topk;
         let mut rows: Vec<(String, String)> = dexar_core::BUILTIN_NAMES
             .iter()
             .filter_map(|n| {
                 builtin_strategy(n, topk).map(|s| (n.to_string(), s.help().to_string()))
             })
             .collect();
-        rows.extend(self.session.plugins.list().into_iter().map(|p| {
+        rows.extend(self.state.plugins.list().into_iter().map(|p| {
             (
                 p.name,
                 format!("{} (plugin {}, {})", p.help, p.version, p.path.display()),
             )
         }));
         for (name, help) in rows {
-            let mark = if name == self.session.strategy {
-                "*"
-            } else {
-                " "
-            };
+            let mark = if name == self.state.strategy { "*" } else { " " };
             out.push_str(&format!("{mark} {name:<18} {help}\n"));
         }
         out
     }
 
     fn plugin(&mut self, action: PluginAction) -> Reply {
-        let plugins = &mut self.session.plugins;
         let reply = match action {
-            PluginAction::Load(path) => plugins
+            PluginAction::Load(path) => self
+                .state
+                .plugins
                 .load(&path)
                 .map(|p| {
                     format!(
@@ -467,7 +422,7 @@ impl Repl {
                 })
                 .map_err(|e| e.to_string()),
             PluginAction::List => {
-                let list = plugins.list();
+                let list = self.state.plugins.list();
                 if list.is_empty() {
                     Ok("no plugins loaded; /plugin load PATH loads one\n".into())
                 } else {
@@ -485,23 +440,24 @@ impl Repl {
                         .collect())
                 }
             }
-            PluginAction::Unload(name) => plugins
-                .unload(&name)
-                .map(|()| {
+            PluginAction::Unload(name) => match self.state.unload_plugin(&name) {
+                Ok(reset) => {
                     let mut msg = format!("unloaded plugin {name}\n");
-                    if self.session.strategy == name {
-                        self.session.strategy = "dexar".into();
+                    if reset {
                         msg.push_str("strategy back to dexar\n");
                     }
-                    msg
-                })
-                .map_err(|e| e.to_string()),
-            PluginAction::Reload(Some(name)) => plugins
+                    Ok(msg)
+                }
+                Err(e) => Err(self.message(&e)),
+            },
+            PluginAction::Reload(Some(name)) => self
+                .state
+                .plugins
                 .reload(&name)
                 .map(|p| format!("reloaded plugin {} {}\n", p.name(), p.version()))
                 .map_err(|e| e.to_string()),
             PluginAction::Reload(None) => {
-                let results = plugins.reload_all();
+                let results = self.state.plugins.reload_all();
                 if results.is_empty() {
                     Ok("no plugins loaded to reload\n".into())
                 } else {
@@ -529,18 +485,16 @@ impl Repl {
 
     /// Loads another model; the old one stays if the new one fails.
     fn switch_model(&mut self, spec: &str) -> Reply {
-        let (ckpt, label) = super::load_model(Some(spec), &self.session.opts)?;
-        let img = self.session.image.image.clone();
-        let image = session::encode(&ckpt, self.session.image.label.clone(), img)?;
-        self.session.ckpt = ckpt;
-        self.session.model_label = label;
-        self.weight_scale = 0.0;
-        self.session.image = image;
-        self.forget_conversation();
-        let text = &self.session.ckpt.config.text;
+        let spec: dexar_model::ModelSpec = spec.parse().map_err(|e| format!("{e}"))?;
+        self.state
+            .switch_model(&spec)
+            .map_err(|e| self.message(&e))?;
+        self.colours = TokenColours::default();
+        self.last_selection = None;
+        let text = &self.state.model.ckpt.config.text;
         Ok(format!(
             "model {} ({}, {} layers × {} heads) · new conversation · {}\n",
-            self.session.model_label,
+            self.state.model.label,
             text.model_type,
             text.num_hidden_layers,
             text.num_attention_heads,

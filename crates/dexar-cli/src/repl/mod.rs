@@ -3,25 +3,22 @@
 //! token (coloured by DEX-AR token weight), and expand any token into a
 //! heatmap printed inline.
 //!
-//! Layout: [`commands`] parses lines, [`session`] holds the state and
-//! computes maps, [`worker`] generates on a thread, [`show`] and [`paint`]
-//! draw, [`complete`] helps the line editor, [`hf`] finds models, and
-//! [`dispatch`] ties a line to its effect. This module starts it all and
-//! runs the loop: reedline on a terminal, plain lines from a pipe.
+//! Layout: the state (model, image, conversation, traces, the maps a
+//! selection shows) is `dexar-session`'s [`AppState`]; here [`commands`]
+//! parses lines, [`show`] and [`paint`] draw, [`complete`] helps the line
+//! editor, and [`dispatch`] ties a line to its effect. This module starts it
+//! all and runs the loop: reedline on a terminal, plain lines from a pipe.
 
 mod commands;
 mod complete;
 mod dispatch;
-mod hf;
 mod paint;
-mod session;
 mod show;
-mod worker;
 
 use clap::Args;
-use dexar_model::{Checkpoint, LoadOptions};
-use dexar_render::term::{detect_terminal, CellSize, Graphics};
+use dexar_render::term::Graphics;
 use dexar_render::Colormap;
+use dexar_session::{AppState, LoadedImage, Settings};
 use reedline::{
     default_emacs_keybindings, ColumnarMenu, Emacs, FileBackedHistory, History, KeyCode,
     KeyModifiers, MenuBuilder, Reedline, ReedlineEvent, ReedlineMenu, Signal,
@@ -31,110 +28,67 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::args::{GraphicsArgs, LayerArgs, ModelArgs, PluginArgs, SamplingArgs, TopkArgs};
 use crate::error::{CliError, CliResult};
-use crate::explain::{parse_device, parse_dtype};
 use complete::{
     ContinuationValidator, Names, ReplCompleter, ReplHighlighter, ReplHinter, ReplPrompt,
 };
 use dispatch::{Flow, Repl};
 use paint::Paint;
-use session::{Session, Settings};
 use show::Display;
 
 /// Options of the REPL, which `dexar` runs when no subcommand is given.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "The interactive REPL (dexar with no command)")]
 pub struct ReplArgs {
-    /// Checkpoint directory (llava-hf layout) or Hugging Face id found in the
-    /// local Hugging Face cache; default: the bundled model.
-    #[arg(long, value_name = "DIR|HF-ID")]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Image to open; default: a bundled sample.
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
-    /// Inline pictures: auto (probe the terminal), kitty, sixel, iterm,
-    /// blocks (24-bit half-blocks), blocks256 or ascii. Default: DEXAR_GRAPHICS,
-    /// else the config file's `graphics`, else auto.
-    #[arg(long, value_name = "MODE")]
-    pub graphics: Option<String>,
-    /// Largest picture in character cells, e.g. 60x30 (default: the terminal's size).
-    #[arg(long, value_name = "COLSxROWS")]
-    pub size: Option<String>,
-    /// Load an attribution plugin (a shared library; repeatable).
-    #[arg(long = "plugin", value_name = "PATH")]
-    pub plugins: Vec<PathBuf>,
-    /// Load plugins even if their file or directory is writable by group or others.
-    #[arg(long)]
-    pub allow_insecure_plugins: bool,
-    /// Weights precision: f32, f16 or bf16 (gradients are always accumulated in f32).
-    #[arg(long, value_name = "DTYPE", default_value = "f32")]
-    pub dtype: String,
-    /// cpu, or cuda / cuda:N (needs a build with --features cuda).
-    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
-    pub device: String,
-    /// First decoder layer the maps use; negative counts from the end (/layers changes it).
-    #[arg(long, value_name = "K", default_value_t = -10, allow_negative_numbers = true)]
-    pub layer_index: i64,
-    /// Most tokens per answer (/max-tokens changes it).
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_tokens: usize,
-    /// Sampling temperature; 0 is greedy (/temp changes it).
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Random seed for sampling (/seed changes it).
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub graphics: GraphicsArgs,
+    #[command(flatten)]
+    pub plugins: PluginArgs,
+    #[command(flatten)]
+    pub layers: LayerArgs,
+    #[command(flatten)]
+    pub topk: TopkArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 pub fn run(args: &ReplArgs) -> CliResult<()> {
-    if args.max_tokens == 0 {
-        return Err(CliError::usage("--max-tokens must be at least 1"));
-    }
-    if !(args.temperature.is_finite() && args.temperature >= 0.0) {
-        return Err(CliError::usage("--temperature must be a number >= 0"));
-    }
-    let size = args.size.as_deref().map(parse_size).transpose()?;
-    let opts = LoadOptions {
-        device: parse_device(&args.device)?,
-        dtype: parse_dtype(&args.dtype)?,
-    };
-    let graphics = pick_graphics(args.graphics.as_deref())?;
-    let plugins = crate::strategies::load_plugins(&args.plugins, args.allow_insecure_plugins)?;
+    args.sampling.validate()?;
+    let topk = args.topk.validated()?;
+    let size = args.graphics.size()?;
+    let opts = args.model.load_options()?;
+    let graphics = args.graphics.graphics()?;
+    let plugins = args.plugins.load()?;
     let interactive = std::io::stdin().is_terminal();
     let paint = paint_for(graphics);
-    if args.model.is_some() && interactive {
+    let announce = interactive && args.model.model != dexar_model::ModelSpec::Bundled;
+    if announce {
         eprint!("{}", paint.dim("loading the model… "));
     }
-    let (ckpt, model_label) = load_model(args.model.as_deref(), &opts).map_err(CliError::usage)?;
-    if args.model.is_some() && interactive {
+    let model = dexar_session::open_model(&args.model.model, &opts)?;
+    if announce {
         eprintln!();
     }
     let image = match &args.image {
-        Some(path) => session::load_image(&ckpt, path),
-        None => {
-            let (name, img) = crate::bundled::default_image();
-            session::encode(&ckpt, format!("bundled:{name}"), img)
-        }
-    }
-    .map_err(CliError::usage)?;
-    let session = Session {
-        ckpt,
-        model_label,
-        opts,
-        image,
-        turns: Vec::new(),
-        answer: None,
-        settings: Settings {
-            max_tokens: args.max_tokens,
-            temperature: args.temperature,
-            top_p: 1.0,
-            seed: args.seed,
-            layer_index: args.layer_index,
-            topk: 1,
-        },
-        strategy: "dexar".into(),
-        plugins,
+        Some(path) => LoadedImage::open(&model.ckpt, path)?,
+        None => LoadedImage::bundled_default(&model.ckpt)?,
     };
+    let s = &args.sampling;
+    let settings = Settings {
+        max_tokens: s.max_tokens,
+        temperature: s.temperature,
+        top_p: s.top_p,
+        seed: s.seed,
+        layers: args.layers.selection(),
+        topk,
+    };
+    let state = AppState::new(model, image, settings, plugins);
     let display = Display {
         graphics,
         size,
@@ -149,7 +103,7 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         .err()
         .map(|e| format!("Ctrl-C cannot stop answers ({e})"));
     let names = Arc::new(Mutex::new(Names::default()));
-    let mut repl = Repl::new(session, display, paint, cancel, names.clone());
+    let mut repl = Repl::new(state, display, paint, cancel, names.clone());
     let mut out = std::io::stdout();
     let _ = out.write_all(repl.banner().as_bytes());
     if let Some(note) = ctrlc_note {
@@ -161,39 +115,6 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
     } else {
         piped_loop(&mut repl)
     }
-}
-
-/// `--graphics`, else `DEXAR_GRAPHICS`, else the config file, else what the
-/// terminal supports. The probe runs before anything reads stdin, which
-/// would otherwise eat the terminal's reply.
-fn pick_graphics(flag: Option<&str>) -> CliResult<Graphics> {
-    let env_set = std::env::var("DEXAR_GRAPHICS").is_ok_and(|v| !v.trim().is_empty());
-    let (name, source) = match flag {
-        Some(name) => (Some(name.to_string()), "--graphics"),
-        None if env_set => (None, "DEXAR_GRAPHICS"),
-        None => (crate::config::load()?.graphics, "config graphics"),
-    };
-    match name.as_deref().map(str::trim) {
-        None | Some("auto") => Ok(detect_terminal()),
-        Some(name) => name.parse::<Graphics>().map_err(|_| {
-            CliError::usage(format!(
-                "{source}: unknown mode `{name}`; use auto, {}",
-                Graphics::NAMES.join(", ")
-            ))
-        }),
-    }
-}
-
-/// `COLSxROWS`, both at least 1.
-fn parse_size(s: &str) -> CliResult<CellSize> {
-    let bad = || CliError::usage(format!("--size: `{s}` is not COLSxROWS (e.g. 60x30)"));
-    let (c, r) = s.trim().split_once(['x', 'X']).ok_or_else(bad)?;
-    let cols = c.trim().parse::<u16>().map_err(|_| bad())?;
-    let rows = r.trim().parse::<u16>().map_err(|_| bad())?;
-    if cols == 0 || rows == 0 {
-        return Err(bad());
-    }
-    Ok(CellSize::new(cols, rows))
 }
 
 /// Colour on a terminal unless `NO_COLOR` or `TERM=dumb`; 24-bit where the
@@ -210,21 +131,6 @@ fn paint_for(graphics: Graphics) -> Paint {
             Graphics::Truecolor | Graphics::Kitty | Graphics::Iterm
         );
     Paint { colour, truecolor }
-}
-
-/// The bundled model, or a directory / Hugging Face id; a one-line error.
-pub fn load_model(spec: Option<&str>, opts: &LoadOptions) -> Result<(Checkpoint, String), String> {
-    match spec {
-        None => crate::bundled::checkpoint(opts)
-            .map(|c| (c, crate::bundled::MODEL_LABEL.to_string()))
-            .map_err(|e| format!("the bundled model does not load ({e})")),
-        Some(spec) => {
-            let env = |k: &str| std::env::var(k).ok();
-            let dir = hf::resolve_model(spec, &env, dirs::home_dir().as_deref())?;
-            let ckpt = Checkpoint::load(&dir, opts).map_err(|e| e.to_string())?;
-            Ok((ckpt, spec.to_string()))
-        }
-    }
 }
 
 /// History under the user's data directory, or in memory with a note why.
@@ -360,34 +266,4 @@ fn piped_loop(repl: &mut Repl) -> CliResult<()> {
     }
     let _ = out.flush();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("60x30").unwrap(), CellSize::new(60, 30));
-        assert_eq!(parse_size(" 8X4 ").unwrap(), CellSize::new(8, 4));
-        for bad in ["60", "0x5", "ax3", "70000x2"] {
-            assert_eq!(parse_size(bad).unwrap_err().code, 2, "{bad}");
-        }
-    }
-
-    #[test]
-    fn model_errors_are_one_line() {
-        let e = load_model(Some("/no/such/model"), &LoadOptions::default())
-            .err()
-            .unwrap();
-        assert!(e.contains("does not exist") && !e.contains('\n'), "{e}");
-        let empty = tempfile::tempdir().unwrap();
-        let e = load_model(
-            Some(&empty.path().display().to_string()),
-            &LoadOptions::default(),
-        )
-        .err()
-        .unwrap();
-        assert!(e.contains("config.json"), "{e}");
-    }
 }

@@ -121,6 +121,25 @@ impl Paint {
     }
 }
 
+/// Streamed tokens are coloured by their weight relative to the largest
+/// weight seen with this model, kept across answers so that colours settle.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TokenColours {
+    scale: f32,
+}
+
+impl TokenColours {
+    /// `weight` in [0, 1] relative to the largest weight so far (this one included).
+    pub fn relative(&mut self, weight: f32) -> f32 {
+        self.scale = self.scale.max(weight);
+        if self.scale > 0.0 {
+            weight / self.scale
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Control characters other than line breaks and tabs become U+FFFD, so a
 /// token can never move the cursor or start an escape sequence.
 pub fn printable(text: &str) -> String {
@@ -173,6 +192,16 @@ mod tests {
         }
         .token("x", 0, 0.7);
         assert!(palette.starts_with("\x1b[1;38;5;"), "{palette:?}");
+    }
+
+    #[test]
+    fn colours_are_relative_to_the_largest_weight_so_far() {
+        let mut c = TokenColours::default();
+        assert_eq!(c.relative(0.0), 0.0);
+        assert_eq!(c.relative(0.5), 1.0);
+        assert_eq!(c.relative(0.25), 0.5);
+        assert_eq!(c.relative(1.0), 1.0);
+        assert_eq!(c.relative(0.5), 0.5);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use dexar_render::{heatmap_image, overlay, with_colorbar, Colormap};
 use image::{Rgb, RgbImage};
 
 use super::paint::Paint;
-use super::session::{LoadedImage, Shown};
+use dexar_session::{LoadedImage, Shown};
 
 /// How pictures are drawn.
 #[derive(Debug, Clone, Copy, PartialEq)]

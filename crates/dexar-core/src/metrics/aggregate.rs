@@ -198,8 +198,6 @@ pub struct MetricMeans {
 mod tests {
     use super::*;
 
-
-
     #[test]
     fn metric_sums_average_per_metric() {
         let mut sums = MetricSums::new();

@@ -1,10 +1,12 @@
-//! Tests of the REPL's effects on its session, on the fixture checkpoint.
+//! Tests of the REPL's effects on its state, on the fixture checkpoint.
 
 use super::*;
 use crate::repl::complete::Names;
-use crate::repl::session::Settings;
+use dexar_core::LayerSelection;
+use dexar_model::{Turn, ModelSpec};
 use dexar_render::term::{CellSize, Graphics};
 use dexar_render::Colormap;
+use dexar_session::Settings;
 use std::sync::Mutex;
 
 /// A REPL on the fixture checkpoint, drawing small ASCII pictures.
@@ -12,27 +14,19 @@ fn repl() -> Repl {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../dexar-model/tests/fixtures/tiny-llava");
     let opts = dexar_model::LoadOptions::default();
-    let ckpt = dexar_model::Checkpoint::load(&dir, &opts).unwrap();
-    let (_, img) = crate::bundled::default_image();
-    let image = session::encode(&ckpt, "square".into(), img).unwrap();
-    let session = Session {
-        ckpt,
-        model_label: "tiny".into(),
-        opts,
-        image,
-        turns: Vec::new(),
-        answer: None,
-        settings: Settings {
-            max_tokens: 8,
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            layer_index: 0,
-            topk: 1,
-        },
-        strategy: "dexar".into(),
-        plugins: dexar_plugin::host::PluginRegistry::default(),
+    let mut model = dexar_session::open_model(&ModelSpec::Dir(dir), &opts).unwrap();
+    model.label = "tiny".into();
+    let (_, img) = dexar_toy::default_image();
+    let image = LoadedImage::encode(&model.ckpt, "square".into(), img).unwrap();
+    let settings = Settings {
+        max_tokens: 8,
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        layers: LayerSelection::new(0),
+        topk: 1,
     };
+    let state = AppState::new(model, image, settings, Default::default());
     let display = Display {
         graphics: Graphics::Ascii,
         size: Some(CellSize::new(16, 8)),
@@ -41,7 +35,7 @@ fn repl() -> Repl {
     };
     let names = Arc::new(Mutex::new(Names::default()));
     Repl::new(
-        session,
+        state,
         display,
         Paint::PLAIN,
         Arc::new(AtomicBool::new(false)),
@@ -66,32 +60,32 @@ fn turns_accumulate_and_target_replaces_the_last() {
         .contains(&"grad-x-attn".to_string()));
     let first = run(&mut r, "What is in the image?");
     assert!(first.contains("₀") && first.contains("tok/s"), "{first}");
-    let answer = r.session.answer.as_ref().unwrap().text();
+    let answer = r.state.answer.as_ref().unwrap().text();
     assert_eq!(
-        r.session.turns,
+        r.state.turns,
         [Turn {
             user: "What is in the image?".into(),
             assistant: answer
         }]
     );
     run(&mut r, "What colour?");
-    assert_eq!(r.session.turns.len(), 2);
-    assert_eq!(r.session.turns[1].user, "What colour?");
+    assert_eq!(r.state.turns.len(), 2);
+    assert_eq!(r.state.turns[1].user, "What colour?");
 
     let out = run(&mut r, "/target a red circle");
     assert!(
         out.contains("a₀ red₁ circle₂") && out.contains("target explained"),
         "{out}"
     );
-    assert_eq!(r.session.turns.len(), 2);
-    assert_eq!(r.session.turns[1].assistant, "a red circle");
-    assert!(r.session.answer.as_ref().unwrap().teacher_forced);
+    assert_eq!(r.state.turns.len(), 2);
+    assert_eq!(r.state.turns[1].assistant, "a red circle");
+    assert!(r.state.answer.as_ref().unwrap().teacher_forced);
     // A word of the answer selects its tokens.
     assert!(run(&mut r, "/show circle").starts_with("dexar · token 2 \" circle\""));
     assert!(run(&mut r, "/show red circle").starts_with("dexar · tokens 1-2 \"red circle\""));
 
     run(&mut r, "/clear");
-    assert!(r.session.turns.is_empty() && r.session.answer.is_none());
+    assert!(r.state.turns.is_empty() && r.state.answer.is_none());
     assert!(run(&mut r, "/target x").contains("ask one first"));
 }
 
@@ -99,15 +93,15 @@ fn turns_accumulate_and_target_replaces_the_last() {
 fn layers_and_strategy_re_explain_without_regenerating() {
     let mut r = repl();
     run(&mut r, "/target a red circle");
-    assert!(r.session.answer.is_none(), "no question yet");
+    assert!(r.state.answer.is_none(), "no question yet");
     run(&mut r, "What is in the image?");
-    let steps = r.session.answer.as_ref().unwrap().steps.len();
-    let all = r.session.shown("dexar", &Selection::Token(0)).unwrap();
+    let steps = r.state.answer.as_ref().unwrap().steps.len();
+    let all = r.state.shown("dexar", &Selection::Token(0)).unwrap();
     let out = run(&mut r, "/layers -1");
     assert!(out.contains("layers 3-3"), "{out}");
-    let last = r.session.shown("dexar", &Selection::Token(0)).unwrap();
+    let last = r.state.shown("dexar", &Selection::Token(0)).unwrap();
     assert_ne!(all.map01, last.map01);
-    assert_eq!(r.session.answer.as_ref().unwrap().steps.len(), steps);
+    assert_eq!(r.state.answer.as_ref().unwrap().steps.len(), steps);
     run(&mut r, "/strategy use raw-attention");
     assert!(run(&mut r, "/show 0").starts_with("raw-attention · token 0"));
     // /compare defaults to what /show showed last.
@@ -124,7 +118,7 @@ fn mistakes_are_one_line_and_change_nothing() {
         "error: nothing to show yet: type a question about the image first\n"
     );
     run(&mut r, "What is in the image?");
-    let n = r.session.answer.as_ref().unwrap().steps.len();
+    let n = r.state.answer.as_ref().unwrap().steps.len();
     assert_eq!(
         run(&mut r, "/show 99"),
         format!("error: no token 99: the answer has tokens 0-{}\n", n - 1)
@@ -135,8 +129,8 @@ fn mistakes_are_one_line_and_change_nothing() {
         out.starts_with("error: image /no/such.png") && out.lines().count() == 1,
         "{out}"
     );
-    assert_eq!(r.session.image.label, "square");
-    assert_eq!(r.session.turns.len(), 1);
+    assert_eq!(r.state.image.label, "square");
+    assert_eq!(r.state.turns.len(), 1);
     assert!(run(&mut r, "/image /").contains("is a directory"));
     assert!(run(&mut r, "describe <image> please").contains("leave <image> out"));
     // A question too long for the 128-token context: an error, no turn.
@@ -146,7 +140,7 @@ fn mistakes_are_one_line_and_change_nothing() {
         out.starts_with("error:") && out.contains("context"),
         "{out}"
     );
-    assert_eq!(r.session.turns.len(), 1);
+    assert_eq!(r.state.turns.len(), 1);
     let mut out = Vec::new();
     assert_eq!(r.handle("/quit", &mut out).unwrap(), Flow::Quit);
 }
