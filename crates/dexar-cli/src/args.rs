@@ -32,7 +32,9 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load_options(&self) -> CliResult<LoadOptions> {
-        let flag = |name: &'static str| move |e: dexar_model::ModelError| CliError::usage(format!("{name}: {e}"));
+        let flag = |name: &'static str| {
+            move |e: dexar_model::ModelError| CliError::usage(format!("{name}: {e}"))
+        };
         Ok(LoadOptions {
             dtype: dexar_model::parse_dtype(&self.dtype).map_err(flag("--dtype"))?,
             device: dexar_model::parse_device(&self.device).map_err(flag("--device"))?,
@@ -212,9 +214,27 @@ mod tests {
         };
         assert!(ok.validate().is_ok());
         for (bad, flag) in [
-            (SamplingArgs { max_tokens: 0, ..ok }, "--max-tokens"),
-            (SamplingArgs { temperature: f64::INFINITY, ..ok }, "--temperature"),
-            (SamplingArgs { temperature: -1.0, ..ok }, "--temperature"),
+            (
+                SamplingArgs {
+                    max_tokens: 0,
+                    ..ok
+                },
+                "--max-tokens",
+            ),
+            (
+                SamplingArgs {
+                    temperature: f64::INFINITY,
+                    ..ok
+                },
+                "--temperature",
+            ),
+            (
+                SamplingArgs {
+                    temperature: -1.0,
+                    ..ok
+                },
+                "--temperature",
+            ),
             (SamplingArgs { top_p: 0.0, ..ok }, "--top-p"),
             (SamplingArgs { top_p: 1.5, ..ok }, "--top-p"),
         ] {

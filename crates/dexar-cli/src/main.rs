@@ -108,7 +108,10 @@ mod tests {
     fn command_line_mistakes_are_one_line() {
         let e = Cli::try_parse_from(["dexar", "--modle", "x"]).unwrap_err();
         let msg = usage_error(&e);
-        assert!(msg.contains("--modle") && msg.ends_with("see --help"), "{msg}");
+        assert!(
+            msg.contains("--modle") && msg.ends_with("see --help"),
+            "{msg}"
+        );
         assert!(!msg.contains('\n'));
         let e = Cli::try_parse_from(["dexar", "--model", "x", "explain"]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{e}");
@@ -134,7 +137,10 @@ mod tests {
         let Some(Command::Bench(b)) = cli.command else {
             panic!("bench")
         };
-        assert_eq!(b.layers.layer_index, dexar_core::LayerSelection::DEFAULT_INDEX);
+        assert_eq!(
+            b.layers.layer_index,
+            dexar_core::LayerSelection::DEFAULT_INDEX
+        );
         assert_eq!(b.model.model, dexar_model::ModelSpec::Bundled);
     }
 }

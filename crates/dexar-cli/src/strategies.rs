@@ -82,8 +82,9 @@ mod tests {
         let e = select(&["dexr".into()], 1, &plugins).err().unwrap();
         assert_eq!(e.code, 2);
         assert!(
-            e.message
-                .starts_with("--strategy: unknown strategy `dexr` (did you mean `dexar`?); available: dexar,"),
+            e.message.starts_with(
+                "--strategy: unknown strategy `dexr` (did you mean `dexar`?); available: dexar,"
+            ),
             "{}",
             e.message
         );

@@ -24,12 +24,12 @@ pub fn upsample_bilinear(
         .iter()
         .map(|&v| if v.is_finite() { v } else { 0.0 })
         .collect();
-    dexar_core::upsample_bilinear(&finite, grid, out_w as usize, out_h as usize).map_err(
-        |_| RenderError::TooLarge {
+    dexar_core::upsample_bilinear(&finite, grid, out_w as usize, out_h as usize).map_err(|_| {
+        RenderError::TooLarge {
             width: u64::from(out_w),
             height: u64::from(out_h),
-        },
-    )
+        }
+    })
 }
 
 #[cfg(test)]

@@ -142,20 +142,10 @@ impl Scorer<'_> {
                     metrics::perturbation_order(&sentence, Order::MostFirst).map_err(internal)?;
                 let least =
                     metrics::perturbation_order(&sentence, Order::LeastFirst).map_err(internal)?;
-                scores.sentence.nppl_auc_most_first = Some(self.nppl_auc(
-                    &prompt,
-                    &pixels,
-                    &most,
-                    &answer_ids,
-                    ppl_original,
-                )?);
-                scores.sentence.nppl_auc_least_first = Some(self.nppl_auc(
-                    &prompt,
-                    &pixels,
-                    &least,
-                    &answer_ids,
-                    ppl_original,
-                )?);
+                scores.sentence.nppl_auc_most_first =
+                    Some(self.nppl_auc(&prompt, &pixels, &most, &answer_ids, ppl_original)?);
+                scores.sentence.nppl_auc_least_first =
+                    Some(self.nppl_auc(&prompt, &pixels, &least, &answer_ids, ppl_original)?);
                 scores.sentence.nppl_auc_random = random_auc;
             }
             per_strategy.push(scores);
@@ -196,7 +186,8 @@ impl Scorer<'_> {
                 ppls.push(ppl_original);
                 continue;
             }
-            let blanked = pixels.with_patches_blanked(metrics::removed_cells(order, r), grid, patch);
+            let blanked =
+                pixels.with_patches_blanked(metrics::removed_cells(order, r), grid, patch);
             let features = self.ckpt.encode_pixels(&blanked)?;
             ppls.push(self.ppl(prompt, &features, answer)?);
         }

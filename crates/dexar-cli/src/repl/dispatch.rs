@@ -399,7 +399,11 @@ impl Repl {
             )
         }));
         for (name, help) in rows {
-            let mark = if name == self.state.strategy { "*" } else { " " };
+            let mark = if name == self.state.strategy {
+                "*"
+            } else {
+                " "
+            };
             out.push_str(&format!("{mark} {name:<18} {help}\n"));
         }
         out

@@ -3,7 +3,7 @@
 use super::*;
 use crate::repl::complete::Names;
 use dexar_core::LayerSelection;
-use dexar_model::{Turn, ModelSpec};
+use dexar_model::{ModelSpec, Turn};
 use dexar_render::term::{CellSize, Graphics};
 use dexar_render::Colormap;
 use dexar_session::Settings;

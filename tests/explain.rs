@@ -1,14 +1,12 @@
 //! End-to-end tests of `dexar explain`: the real binary on the fixture
 //! checkpoints, its explain.json contract and its handling of bad input.
 
-mod common;
-
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dexar-model/tests/fixtures")
+    dexar_tests::fixtures()
 }
 
 fn model() -> PathBuf {
@@ -20,7 +18,7 @@ fn image() -> PathBuf {
 }
 
 fn dexar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dexar"))
+    dexar_tests::dexar()
         .args(args)
         .output()
         .expect("dexar runs")
@@ -335,7 +333,7 @@ fn bad_images_prompts_and_flags_are_refused_with_one_line() {
 #[test]
 fn explain_runs_a_plugin_strategy() {
     let plugins = tempfile::tempdir().unwrap();
-    let plugin = common::build_plugin("legrad", "legrad", plugins.path());
+    let plugin = dexar_tests::build_plugin("legrad", "legrad", plugins.path());
     let out = tempfile::tempdir().unwrap();
     let args = [
         "--plugin",

@@ -46,7 +46,7 @@ impl Term {
                 pixel_height: 0,
             })
             .expect("a pseudo-terminal");
-        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_dexar"));
+        let mut cmd = CommandBuilder::new(dexar_tests::dexar_bin());
         cmd.args(args);
         for k in [
             "DEXAR_GRAPHICS",
@@ -251,8 +251,7 @@ fn strip(raw: &[u8]) -> (Vec<u8>, Vec<usize>) {
 
 /// The fixture checkpoint, so answers do not change with the bundled model.
 fn tiny_llava() -> String {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../dexar-model/tests/fixtures/tiny-llava");
+    let dir = dexar_tests::fixtures().join("tiny-llava");
     dir.to_str().unwrap().to_string()
 }
 

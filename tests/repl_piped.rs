@@ -2,14 +2,13 @@
 //! same commands line by line without a line editor, bad input answered
 //! with one-line errors, and bad start-up flags refused with exit code 2.
 
-mod common;
-use common::build_plugin;
+use dexar_tests::build_plugin;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dexar-model/tests/fixtures")
+    dexar_tests::fixtures()
 }
 
 fn s(p: &Path) -> &str {
@@ -28,7 +27,7 @@ fn repl(args: &[&str], input: &[u8]) -> Output {
 
 fn repl_env(args: &[&str], input: &[u8], env: &[(&str, &Path)]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dexar"))
+    let mut child = dexar_tests::dexar()
         .args(["--model", &tiny_llava()])
         .args(args)
         .env("HOME", home.path())
@@ -228,7 +227,7 @@ fn bad_flags_are_refused_with_exit_code_2() {
         (vec!["--max-tokens", "0"], "--max-tokens"),
     ];
     for (args, want) in cases {
-        let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+        let o = dexar_tests::dexar()
             .args(&args)
             .env("HF_HOME", hf_home.path())
             .env_remove("DEXAR_CONFIG")

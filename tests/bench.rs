@@ -1,12 +1,10 @@
 //! `dexar bench` runs both paths on the bundled model and reports their ratio.
 
-use std::process::Command;
-
 #[test]
 fn bench_reports_both_paths() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+    let o = dexar_tests::dexar()
         .args([
             "bench",
             "--tokens",
@@ -30,7 +28,7 @@ fn bench_reports_both_paths() {
 
 #[test]
 fn bench_builds_a_synthetic_llava_shaped_model() {
-    let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+    let o = dexar_tests::dexar()
         .args([
             "bench",
             "--synthetic",
@@ -44,7 +42,7 @@ fn bench_builds_a_synthetic_llava_shaped_model() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("576 image tokens"));
-    let o = Command::new(env!("CARGO_BIN_EXE_dexar"))
+    let o = dexar_tests::dexar()
         .args(["bench", "--synthetic", "8by512"])
         .output()
         .unwrap();

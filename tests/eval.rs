@@ -1,10 +1,10 @@
 //! End-to-end tests of `dexar eval`: toy data, a data directory, bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn dexar(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dexar"))
+    dexar_tests::dexar()
         .args(args)
         .output()
         .expect("dexar runs")

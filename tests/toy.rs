@@ -1,9 +1,7 @@
 //! `dexar toy export` and `dexar toy data` write what the rest of dexar reads.
 
-use std::process::Command;
-
 fn dexar(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dexar"))
+    dexar_tests::dexar()
         .args(args)
         .output()
         .expect("dexar runs")
