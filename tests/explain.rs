@@ -423,3 +423,119 @@ fn sampled_generation_is_reproducible_by_seed_and_stops_at_eos() {
     assert_eq!(v["settings"]["stop_reason"], "eos");
     assert_eq!(v["tokens"].as_array().unwrap().len(), 5);
 }
+
+#[cfg(unix)]
+#[test]
+fn hugging_face_ids_are_looked_up_in_the_local_cache_only() {
+    let out = tempfile::tempdir().unwrap();
+    let hf_home = tempfile::tempdir().unwrap();
+    let o = dexar_tests::dexar()
+        .args([
+            "explain",
+            "--model",
+            "llava-hf/llava-1.5-7b-hf",
+            "--prompt",
+            "p",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("HF_HOME", hf_home.path())
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    assert_user_error(&o, "huggingface-cli download llava-hf/llava-1.5-7b-hf");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "searched {}",
+            hf_home.path().join("hub").display()
+        )),
+        "{err}"
+    );
+
+    // A cached snapshot (here, the fixture checkpoint) is found by its id.
+    let snapshot = hf_home
+        .path()
+        .join("hub/models--tiny--llava/snapshots/abc123");
+    std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(model(), &snapshot).unwrap();
+    std::fs::create_dir_all(hf_home.path().join("hub/models--tiny--llava/refs")).unwrap();
+    std::fs::write(
+        hf_home.path().join("hub/models--tiny--llava/refs/main"),
+        "abc123",
+    )
+    .unwrap();
+    let by_id = dexar_tests::dexar()
+        .args([
+            "explain",
+            "--model",
+            "tiny/llava",
+            "--image",
+            s(&image()),
+            "--no-png",
+        ])
+        .args([
+            "--prompt",
+            "What is in the image?",
+            "--max-tokens",
+            "4",
+            "--json",
+            "-",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("HF_HOME", hf_home.path())
+        .env_remove("HF_HUB_CACHE")
+        .output()
+        .unwrap();
+    assert!(
+        by_id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_id.stderr)
+    );
+    let by_dir = explain(&model(), &image(), &["--no-png", "--json", "-"], out.path());
+    let tokens = |o: &Output| -> Value {
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()["tokens"].clone()
+    };
+    assert_eq!(tokens(&by_id), tokens(&by_dir));
+}
+
+#[test]
+fn debug_logs_name_the_stages_and_their_times() {
+    let out = tempfile::tempdir().unwrap();
+    let o = dexar_tests::dexar()
+        .args([
+            "explain",
+            "--prompt",
+            "describe the image",
+            "--max-tokens",
+            "2",
+            "--no-png",
+            "--out",
+        ])
+        .arg(out.path())
+        .env("DEXAR_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    for stage in ["model loaded", "image encoded", "prefill", "traced step"] {
+        assert!(err.contains(stage), "no {stage:?} in:\n{err}");
+    }
+    assert!(err.contains("ms="), "{err}");
+    let quiet = dexar_tests::dexar()
+        .args([
+            "explain",
+            "--prompt",
+            "describe the image",
+            "--max-tokens",
+            "2",
+            "--no-png",
+            "--out",
+        ])
+        .arg(out.path())
+        .env_remove("DEXAR_LOG")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&quiet.stderr).is_empty());
+}

@@ -255,7 +255,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             seed: sampling.seed,
             dtype: args.model.dtype.clone(),
             device: args.model.device.clone(),
-            stop_reason: format!("{:?}", generation.stop).to_lowercase(),
+            stop_reason: generation.stop.to_string(),
         },
         prompt: PromptInfo {
             text: prompt.text.clone(),

@@ -344,3 +344,32 @@ fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, Par
             .ok_or_else(|| ParseError::Field(format!("`{key}` must be a number"))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vision: Value) -> Value {
+        serde_json::json!({"model_type": "llava", "vision_config": vision, "text_config": {}})
+    }
+
+    #[test]
+    fn vision_mistakes_name_the_field_at_fault() {
+        let bad_heads = config(serde_json::json!({"num_attention_heads": 0}));
+        let e = LlavaConfig::from_value(&bad_heads).unwrap_err().to_string();
+        assert!(e.contains("num_attention_heads (0)"), "{e}");
+        assert!(!e.contains("patch_size"), "{e}");
+        let bad_patch = config(serde_json::json!({"image_size": 30, "patch_size": 14}));
+        let e = LlavaConfig::from_value(&bad_patch).unwrap_err().to_string();
+        assert!(
+            e.contains("image_size (30)") && e.contains("patch_size (14)"),
+            "{e}"
+        );
+        let ok = config(serde_json::json!({"image_size": 28, "patch_size": 14}));
+        assert_eq!(LlavaConfig::from_value(&ok).unwrap().grid().len(), 4);
+        let e = LlavaConfig::from_value(&serde_json::json!({"model_type": "blip"}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "unsupported model: blip");
+    }
+}

@@ -53,6 +53,7 @@ pub struct TracedStep {
     pub logits: Vec<f32>,
 }
 
+/// Why an answer ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     Eos,
@@ -60,6 +61,25 @@ pub enum StopReason {
     TargetEnd,
     ContextFull,
     Cancelled,
+}
+
+impl StopReason {
+    /// The name explain.json's `settings.stop_reason` uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eos => "eos",
+            Self::MaxTokens => "maxtokens",
+            Self::TargetEnd => "targetend",
+            Self::ContextFull => "contextfull",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,7 +184,7 @@ pub fn generate_traced(
     tracing::debug!(
         prompt_tokens = p0,
         traced_layers = ?settings.layers,
-        ms = prefill_start.elapsed().as_secs_f64() * 1e3,
+        ms = crate::millis_since(prefill_start),
         "prefill"
     );
     // The decode step that produced `out` (none before the first token).
@@ -244,7 +264,7 @@ pub fn generate_traced(
             step = t,
             token,
             decode_ms,
-            backward_ms = backward_start.elapsed().as_secs_f64() * 1e3,
+            backward_ms = crate::millis_since(backward_start),
             "traced step"
         );
         tokens.push(token);
@@ -263,7 +283,7 @@ pub fn generate_traced(
             .embed(&Tensor::new(&[token], &model.device)?)?
             .unsqueeze(0)?;
         out = decoder.forward(&x, pos, Some(&mut cache), &capture)?;
-        decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
+        decode_ms = crate::millis_since(decode_start);
     };
     Ok(Generation {
         text: ckpt.tokenizer.decode(&tokens),

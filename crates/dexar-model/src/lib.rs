@@ -47,3 +47,8 @@ pub use synthetic::{synthetic_checkpoint, SyntheticSpec};
 pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<ImageFeatures> {
     ckpt.encode_image(&load_image(path)?)
 }
+
+/// Milliseconds since `start`, rounded to 0.01 ms, for debug logs.
+pub(crate) fn millis_since(start: std::time::Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 1e5).round() / 100.0
+}

@@ -237,7 +237,7 @@ impl Checkpoint {
             weight_files,
             dtype = ?self.model.dtype,
             device = ?self.model.device.location(),
-            ms = start.elapsed().as_secs_f64() * 1e3,
+            ms = crate::millis_since(start),
             "model loaded"
         );
     }
@@ -277,7 +277,7 @@ impl Checkpoint {
         tracing::debug!(
             height = pixels.height,
             width = pixels.width,
-            ms = start.elapsed().as_secs_f64() * 1e3,
+            ms = crate::millis_since(start),
             "image encoded"
         );
         Ok(features)

@@ -95,7 +95,7 @@ pub fn generate(
     let elapsed = start.elapsed();
     tracing::debug!(
         tokens = steps.len(),
-        ms = elapsed.as_secs_f64() * 1e3,
+        ms = elapsed.as_millis() as u64,
         "generation finished"
     );
     Outcome {

@@ -376,7 +376,7 @@ impl Repl {
                 "generated"
             };
             out.push_str(&self.paint.dim(&format!(
-                "{how} in {:.1} s, stop: {stop:?}\n",
+                "{how} in {:.1} s, stop: {stop}\n",
                 answer.elapsed.as_secs_f64()
             )));
         }
