@@ -1,18 +1,8 @@
 //! End-to-end tests of `dexar eval`: toy data, a data directory, bad input.
 
-use std::path::Path;
-use std::process::Output;
+use dexar_tests::run as dexar;
 
-fn dexar(args: &[&str]) -> Output {
-    dexar_tests::dexar()
-        .args(args)
-        .output()
-        .expect("dexar runs")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use dexar_tests::arg as s;
 
 #[test]
 fn eval_on_toy_data_writes_the_documented_json_and_csv() {

@@ -17,16 +17,9 @@ fn image() -> PathBuf {
     fixtures().join("images/square.png")
 }
 
-fn dexar(args: &[&str]) -> Output {
-    dexar_tests::dexar()
-        .args(args)
-        .output()
-        .expect("dexar runs")
-}
+use dexar_tests::run as dexar;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use dexar_tests::arg as s;
 
 /// Runs explain with the fixture model, overriding some flags.
 fn explain(model: &Path, image: &Path, extra: &[&str], out: &Path) -> Output {
@@ -424,118 +417,73 @@ fn sampled_generation_is_reproducible_by_seed_and_stops_at_eos() {
     assert_eq!(v["tokens"].as_array().unwrap().len(), 5);
 }
 
+/// `dexar ARGS` with environment variables set (`Some`) or removed (`None`).
+fn dexar_env(args: &[&str], env: &[(&str, Option<&Path>)]) -> Output {
+    let mut cmd = dexar_tests::dexar();
+    cmd.args(args);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().expect("dexar runs")
+}
+
 #[cfg(unix)]
 #[test]
 fn hugging_face_ids_are_looked_up_in_the_local_cache_only() {
     let out = tempfile::tempdir().unwrap();
     let hf_home = tempfile::tempdir().unwrap();
-    let o = dexar_tests::dexar()
-        .args([
-            "explain",
-            "--model",
-            "llava-hf/llava-1.5-7b-hf",
-            "--prompt",
-            "p",
-            "--out",
-        ])
-        .arg(out.path())
-        .env("HF_HOME", hf_home.path())
-        .env_remove("HF_HUB_CACHE")
-        .output()
-        .unwrap();
+    let env = [("HF_HOME", Some(hf_home.path())), ("HF_HUB_CACHE", None)];
+    let img = image();
+    let by_id = |id: &str| {
+        let args = ["explain", "--model", id, "--image", s(&img), "--no-png"];
+        let more = ["--prompt", "What is in the image?", "--max-tokens", "4"];
+        let args: Vec<&str> = args.iter().chain(&more).copied().collect();
+        dexar_env(
+            &[&args[..], &["--json", "-", "--out", s(out.path())]].concat(),
+            &env,
+        )
+    };
+    let o = by_id("llava-hf/llava-1.5-7b-hf");
     assert_user_error(&o, "huggingface-cli download llava-hf/llava-1.5-7b-hf");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(&format!(
-            "searched {}",
-            hf_home.path().join("hub").display()
-        )),
-        "{err}"
-    );
+    let searched = format!("searched {}", hf_home.path().join("hub").display());
+    assert!(err.contains(&searched), "{err}");
 
     // A cached snapshot (here, the fixture checkpoint) is found by its id.
-    let snapshot = hf_home
-        .path()
-        .join("hub/models--tiny--llava/snapshots/abc123");
-    std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
-    std::os::unix::fs::symlink(model(), &snapshot).unwrap();
-    std::fs::create_dir_all(hf_home.path().join("hub/models--tiny--llava/refs")).unwrap();
-    std::fs::write(
-        hf_home.path().join("hub/models--tiny--llava/refs/main"),
-        "abc123",
-    )
-    .unwrap();
-    let by_id = dexar_tests::dexar()
-        .args([
-            "explain",
-            "--model",
-            "tiny/llava",
-            "--image",
-            s(&image()),
-            "--no-png",
-        ])
-        .args([
-            "--prompt",
-            "What is in the image?",
-            "--max-tokens",
-            "4",
-            "--json",
-            "-",
-            "--out",
-        ])
-        .arg(out.path())
-        .env("HF_HOME", hf_home.path())
-        .env_remove("HF_HUB_CACHE")
-        .output()
-        .unwrap();
-    assert!(
-        by_id.status.success(),
-        "{}",
-        String::from_utf8_lossy(&by_id.stderr)
-    );
+    let repo = hf_home.path().join("hub/models--tiny--llava");
+    std::fs::create_dir_all(repo.join("snapshots")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::os::unix::fs::symlink(model(), repo.join("snapshots/abc123")).unwrap();
+    std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+    let o = by_id("tiny/llava");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let by_dir = explain(&model(), &image(), &["--no-png", "--json", "-"], out.path());
-    let tokens = |o: &Output| -> Value {
-        serde_json::from_slice::<Value>(&o.stdout).unwrap()["tokens"].clone()
-    };
-    assert_eq!(tokens(&by_id), tokens(&by_dir));
+    let tokens = |o: &Output| serde_json::from_slice::<Value>(&o.stdout).unwrap()["tokens"].clone();
+    assert_eq!(tokens(&o), tokens(&by_dir));
 }
 
 #[test]
 fn debug_logs_name_the_stages_and_their_times() {
     let out = tempfile::tempdir().unwrap();
-    let o = dexar_tests::dexar()
-        .args([
-            "explain",
-            "--prompt",
-            "describe the image",
-            "--max-tokens",
-            "2",
-            "--no-png",
-            "--out",
-        ])
-        .arg(out.path())
-        .env("DEXAR_LOG", "debug")
-        .output()
-        .unwrap();
+    let args = [
+        "explain",
+        "--prompt",
+        "describe the image",
+        "--max-tokens",
+        "2",
+        "--no-png",
+    ];
+    let args = [&args[..], &["--out", s(out.path())]].concat();
+    let o = dexar_env(&args, &[("DEXAR_LOG", Some(Path::new("debug")))]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     for stage in ["model loaded", "image encoded", "prefill", "traced step"] {
         assert!(err.contains(stage), "no {stage:?} in:\n{err}");
     }
     assert!(err.contains("ms="), "{err}");
-    let quiet = dexar_tests::dexar()
-        .args([
-            "explain",
-            "--prompt",
-            "describe the image",
-            "--max-tokens",
-            "2",
-            "--no-png",
-            "--out",
-        ])
-        .arg(out.path())
-        .env_remove("DEXAR_LOG")
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&quiet.stderr).is_empty());
+    let quiet = dexar_env(&args, &[("DEXAR_LOG", None)]);
+    assert!(quiet.status.success() && quiet.stderr.is_empty());
 }

@@ -11,9 +11,7 @@ fn fixtures() -> PathBuf {
     dexar_tests::fixtures()
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use dexar_tests::arg as s;
 
 /// The fixture checkpoint (the bundled model may change; answers here must not).
 fn tiny_llava() -> String {

@@ -1,11 +1,6 @@
 //! `dexar toy export` and `dexar toy data` write what the rest of dexar reads.
 
-fn dexar(args: &[&str]) -> std::process::Output {
-    dexar_tests::dexar()
-        .args(args)
-        .output()
-        .expect("dexar runs")
-}
+use dexar_tests::run as dexar;
 
 #[test]
 fn exported_bundled_model_loads_and_explains_like_the_bundled_one() {

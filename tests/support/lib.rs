@@ -82,6 +82,16 @@ pub fn dexar() -> Command {
     Command::new(dexar_bin())
 }
 
+/// Runs `dexar ARGS` to the end.
+pub fn run(args: &[&str]) -> std::process::Output {
+    dexar().args(args).output().expect("dexar runs")
+}
+
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    s(p)
+}
+
 /// Builds an example plugin of this workspace and copies it into `dir`, a
 /// private directory (the host refuses group/world-writable places).
 #[cfg(target_os = "linux")]
