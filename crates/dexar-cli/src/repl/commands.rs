@@ -37,8 +37,8 @@ pub const COMMANDS: &[Spec] = &[
     },
     Spec {
         name: "/model",
-        usage: "DIR | ORG/NAME",
-        help: "load a llava-hf checkpoint dir or a model in the HF cache",
+        usage: "DIR | ORG/NAME | bundled",
+        help: "load a llava-hf checkpoint dir, a model in the HF cache, or the bundled one",
     },
     Spec {
         name: "/strategy",
