@@ -11,7 +11,8 @@ use crate::error::{ModelError, Result};
 use crate::llava::{Checkpoint, MemoryCheckpoint};
 use crate::options::LoadOptions;
 
-/// Which model to load.
+/// Which model to load. It displays as users name it (`bundled`, a path,
+/// `ORG/NAME@REV`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ModelSpec {
     /// The demo model compiled into dexar (`bundled`, `toy` or no `--model`).
@@ -135,11 +136,6 @@ impl HubEnv {
 }
 
 impl ModelSpec {
-    /// The spec as users name it (`bundled`, a path, `ORG/NAME@REV`).
-    pub fn label(&self) -> String {
-        self.to_string()
-    }
-
     /// Finds the model: the bundled one, a directory, or the snapshot of a
     /// Hugging Face id in the first cache directory of `env` that has it.
     pub fn resolve(&self, env: &HubEnv) -> Result<ModelSource> {
@@ -322,7 +318,7 @@ mod tests {
             Err(ModelError::Input(_))
         ));
         for s in ["bundled", "org/name@v1", "some/dir/x"] {
-            assert_eq!(s.parse::<ModelSpec>().unwrap().label(), s);
+            assert_eq!(s.parse::<ModelSpec>().unwrap().to_string(), s);
         }
         assert_eq!(ModelSpec::default(), ModelSpec::Bundled);
         assert_eq!(

@@ -30,7 +30,7 @@ pub fn open_model(spec: &ModelSpec, opts: &LoadOptions) -> Result<LoadedModel, S
         })?;
     let label = match spec {
         ModelSpec::Bundled => dexar_toy::BUNDLED_LABEL.to_string(),
-        other => other.label(),
+        other => other.to_string(),
     };
     Ok(LoadedModel {
         ckpt,
