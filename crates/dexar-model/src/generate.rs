@@ -22,7 +22,7 @@ pub struct GenerationSettings {
     pub temperature: f64,
     pub top_p: f64,
     pub seed: u64,
-    /// Decoder layers whose gradients are traced (see `dexar_core::layer_range`).
+    /// Decoder layers whose gradients are traced (see `dexar_core::LayerSelection`).
     pub layers: Range<usize>,
 }
 

@@ -88,7 +88,7 @@ pub struct TrainOptions {
     /// seeds 1 / 2 against 78.2% / 66.8% without; with a z-loss of 0.1
     /// beside it 57.3% / 54.1% on `toy:100`; the pointing term at 0.5
     /// 78.0% / 66.2% / 84.0% for seeds 1 / 2 / 3 (unfiltered maps 82-87%).
-    /// README, bundled-model section.
+    /// docs/findings.md.
     pub probe_shaping: ProbeShaping,
     /// In stage 2 the probe also reads the image positions of every decoder
     /// layer's output but the last's (what later layers attend to).
@@ -108,8 +108,7 @@ pub struct TrainOptions {
     /// weights start at 0.02). Measured with the earlier linear probe: at
     /// 0.02 the model answers as well, but DEX-AR's maps point at the named
     /// object far less often (34% of object words against 66% at 0.3); with
-    /// the lens probe 0.5 does worse than 0.3 (70% against 80%; the README's
-    /// bundled-model section).
+    /// the lens probe 0.5 does worse than 0.3 (70% against 80%; docs/findings.md).
     pub embedding_std: f32,
     /// Seeds the weights and the stream of training scenes.
     pub seed: u64,

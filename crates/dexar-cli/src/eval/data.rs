@@ -1,5 +1,5 @@
 //! Evaluation data: the synthetic shapes world (`toy:N[:seed]`) or a directory
-//! of images, optional masks and a JSONL of prompts (see README, "dexar eval").
+//! of images, optional masks and a JSONL of prompts (see docs/eval.md).
 
 use image::DynamicImage;
 use serde::Deserialize;

@@ -48,7 +48,7 @@ pub const COMMANDS: &[Spec] = &[
     Spec {
         name: "/plugin",
         usage: "load PATH | list | unload NAME | reload [NAME]",
-        help: "strategies from shared libraries (README: Writing a plugin)",
+        help: "strategies from shared libraries (docs/plugins.md)",
     },
     Spec {
         name: "/layers",

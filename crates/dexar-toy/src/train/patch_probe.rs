@@ -18,7 +18,7 @@
 //! the object's edge. Tokens that say their words in the LM head's own terms,
 //! also after the decoder has processed them, and labels taken where an
 //! upsampled heatmap puts a patch (its centre) bring that to about 80-85%
-//! (README, "The bundled demo model"). A pretrained LLaVA's image tokens are
+//! (docs/demo-model.md, docs/findings.md). A pretrained LLaVA's image tokens are
 //! known to be partly readable through its logit lens, too.
 //!
 //! Stage 1 trains tower, projector, LM head, final norm and probe on it alone
