@@ -2,8 +2,8 @@
 //! binary on the bundled model, driven like a person at a keyboard.
 //!
 //! The harness plays the terminal's part reedline needs (it answers cursor
-//! position queries from a vt100 screen model) and stays silent to the DA1
-//! graphics probe, like a terminal without sixel. Expectations wait for
+//! position queries from a vt100 screen model) and stays silent to the
+//! graphics query, like a terminal that answers none. Expectations wait for
 //! output with generous timeouts instead of sleeping, so a loaded 2-core CI
 //! machine only makes them slower.
 
@@ -339,12 +339,12 @@ fn sixel_heatmap_is_sent_inline() {
     t.prompt();
     t.send("/show 0\r");
     t.expect("token 0");
-    let sixel = t.expect_raw("\x1bPq");
+    let sixel = t.expect_raw("\x1bP");
     assert!(!sixel.is_empty());
     t.expect_raw("\x1b\\");
     t.prompt();
     t.send("/show all --raw\r");
-    t.expect_raw("\x1bPq");
+    t.expect_raw("\x1bP");
     t.expect("max");
     t.prompt();
     t.send("/quit\r");

@@ -6,7 +6,7 @@ use clap::Args;
 use dexar_core::LayerSelection;
 use dexar_model::{LoadOptions, ModelSpec};
 use dexar_plugin::host::PluginRegistry;
-use dexar_render::term::{detect_terminal, CellSize, Graphics};
+use dexar_render::term::{detect_terminal, CellSize, Graphics, Terminal};
 use dexar_session::LoadedModel;
 use std::path::PathBuf;
 
@@ -146,16 +146,17 @@ pub struct GraphicsArgs {
     /// DEXAR_GRAPHICS, else the config file's `graphics`, else auto.
     #[arg(long, value_name = "MODE")]
     pub graphics: Option<String>,
-    /// Largest picture in character cells, e.g. 60x30 (default: the terminal's size).
+    /// Largest inline picture in character cells, e.g. 60x30 (default: the
+    /// terminal's width by a third of its height).
     #[arg(long, value_name = "COLSxROWS")]
     pub size: Option<String>,
 }
 
 impl GraphicsArgs {
     /// `--graphics`, else `DEXAR_GRAPHICS`, else the config file, else what
-    /// the terminal supports. The probe runs before anything reads stdin,
+    /// the terminal supports. The query runs before anything reads stdin,
     /// which would otherwise eat the terminal's reply.
-    pub fn graphics(&self) -> CliResult<Graphics> {
+    pub fn terminal(&self) -> CliResult<Terminal> {
         let env_set = std::env::var("DEXAR_GRAPHICS").is_ok_and(|v| !v.trim().is_empty());
         let (name, source) = match &self.graphics {
             Some(name) => (Some(name.clone()), "--graphics"),
@@ -164,7 +165,7 @@ impl GraphicsArgs {
         };
         match name.as_deref().map(str::trim) {
             None | Some("auto") => Ok(detect_terminal()),
-            Some(name) => name.parse::<Graphics>().map_err(|_| {
+            Some(name) => name.parse::<Graphics>().map(Terminal::with_mode).map_err(|_| {
                 CliError::usage(format!(
                     "{source}: unknown mode `{name}`; use auto, {}",
                     Graphics::NAMES.join(", ")

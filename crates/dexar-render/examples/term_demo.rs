@@ -10,7 +10,7 @@ use dexar_render::{heatmap_image, with_colorbar, RenderError};
 fn main() -> Result<(), RenderError> {
     let mut args = std::env::args().skip(1);
     let modes = match args.next().as_deref() {
-        None => vec![detect_terminal()],
+        None => vec![detect_terminal().graphics],
         Some("all") => Graphics::ALL.to_vec(),
         Some(name) => vec![name.parse()?],
     };

@@ -1,14 +1,16 @@
 //! Turning attribution maps into pictures: colormaps, PyTorch-exact bilinear
-//! upsampling, image overlays, atomic PNG export, and inline terminal graphics
-//! (kitty, sixel, iTerm2, true-colour / 256-colour half-blocks, plain ASCII),
-//! plus a pure, testable rule for picking which one a terminal understands.
+//! upsampling, image overlays, atomic PNG export, and terminal pictures
+//! (kitty, sixel, iTerm2, true-colour / 256-colour half-blocks through
+//! ratatui-image, plain ASCII), plus a pure, testable rule for picking which
+//! one a terminal understands.
 //!
 //! It is for *drawing* maps that are already computed and normalised to
 //! `[0, 1]` (see [`dexar_core::minmax`]). It is not for computing them (that
-//! is `dexar-core`), for text layout, fonts or captions, for TUI widgets, or
-//! for managing the terminal beyond the one short sixel probe in
-//! [`term::probe_sixel_da1`]. Every function returns pixels or bytes; only
-//! [`save_png_atomic`] and the probe touch the outside world.
+//! is `dexar-core`), for text layout, fonts or captions, for TUI layout, or
+//! for managing the terminal beyond the one short query in
+//! [`term::query_terminal`]. Every function returns pixels, bytes or
+//! drawn buffer cells; only [`save_png_atomic`] and the query touch the
+//! outside world.
 
 mod colormap;
 mod overlay;

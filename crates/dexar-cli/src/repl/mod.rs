@@ -17,7 +17,6 @@ mod show;
 
 use clap::Args;
 use dexar_render::term::Graphics;
-use dexar_render::Colormap;
 use dexar_session::{AppState, LoadedImage, Settings};
 use reedline::{
     default_emacs_keybindings, ColumnarMenu, Emacs, FileBackedHistory, History, KeyCode,
@@ -63,10 +62,10 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
     let topk = args.topk.validated()?;
     let size = args.graphics.size()?;
     let opts = args.model.load_options()?;
-    let graphics = args.graphics.graphics()?;
+    let terminal = args.graphics.terminal()?;
     let plugins = args.plugins.load()?;
     let interactive = std::io::stdin().is_terminal();
-    let paint = paint_for(graphics);
+    let paint = paint_for(terminal.graphics);
     let announce = interactive && args.model.model != dexar_model::ModelSpec::Bundled;
     if announce {
         eprint!("{}", paint.dim("loading the model… "));
@@ -89,12 +88,7 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         topk,
     };
     let state = AppState::new(model, image, settings, plugins);
-    let display = Display {
-        graphics,
-        size,
-        colormap: Colormap::Inferno,
-        alpha: 0.6,
-    };
+    let display = Display::new(terminal, size);
     let cancel = Arc::new(AtomicBool::new(false));
     let handler_flag = cancel.clone();
     // Ctrl-C while an answer streams (the terminal is not in raw mode then)

@@ -1,9 +1,10 @@
 //! Heatmaps printed inline: `/show` (the map over the image the model saw),
 //! `/show --raw` (the map alone at grid resolution, with a colour bar and
 //! its range) and `/compare` (two maps side by side), in whichever graphics
-//! mode the terminal speaks, sized to the terminal unless `--size` says.
+//! mode the terminal speaks, a third of the terminal high unless `--size`
+//! says, so the answer above stays in view.
 
-use dexar_render::term::{encode_with, fit_with, CellPixels, CellSize, Graphics};
+use dexar_render::term::{encode_with, fit_with, CellPixels, CellSize, Graphics, Terminal};
 use dexar_render::{heatmap_image, overlay, with_colorbar, Colormap};
 use image::{Rgb, RgbImage};
 
@@ -14,7 +15,12 @@ use dexar_session::{LoadedImage, Shown};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Display {
     pub graphics: Graphics,
-    /// `--size`: the largest picture in character cells; else the terminal's.
+    /// The cell size in pixels the terminal told when asked.
+    pub cell: Option<CellPixels>,
+    /// Inside tmux: escapes go through passthrough.
+    pub tmux: bool,
+    /// `--size`: the largest picture in character cells; else the terminal's
+    /// width by a third of its height.
     pub size: Option<CellSize>,
     pub colormap: Colormap,
     /// Opacity of the heatmap over the image.
@@ -25,8 +31,20 @@ pub struct Display {
 const FALLBACK: CellSize = CellSize { cols: 80, rows: 24 };
 
 impl Display {
-    /// The box a picture may fill: `--size`, or the terminal now (it may
-    /// have been resized since the last picture) less room for the prompt.
+    pub fn new(terminal: Terminal, size: Option<CellSize>) -> Self {
+        Self {
+            graphics: terminal.graphics,
+            cell: terminal.cell,
+            tmux: terminal.tmux,
+            size,
+            colormap: Colormap::Inferno,
+            alpha: 0.6,
+        }
+    }
+
+    /// The box a picture may fill: `--size`, or the terminal's width (now:
+    /// it may have been resized since the last picture) by a third of its
+    /// height.
     pub fn max_cells(&self) -> CellSize {
         if let Some(size) = self.size {
             return size;
@@ -35,7 +53,7 @@ impl Display {
             .ok()
             .filter(|(c, r)| *c > 0 && *r > 0)
             .map_or((FALLBACK.cols, FALLBACK.rows), |(c, r)| (c, r));
-        CellSize::new(cols.saturating_sub(1).max(8), rows.saturating_sub(4).max(4))
+        CellSize::new(cols.saturating_sub(1).max(8), (rows / 3).max(4))
     }
 
     /// The map over the image. In ASCII, which cannot show both, the map
@@ -50,12 +68,13 @@ impl Display {
     }
 
     fn draw(&self, img: &RgbImage, max: CellSize) -> String {
-        let cell = cell_pixels();
+        let cell = self.cell_pixels();
         encode_with(
             img,
             self.graphics,
             fit_with(img.width(), img.height(), max, cell),
             cell,
+            self.tmux,
         )
     }
 
@@ -98,15 +117,11 @@ impl Display {
         );
         // Nearest-neighbour to exactly the pixels the encoder samples, so
         // every grid cell stays one crisp block.
-        let cell = cell_pixels();
+        let cell = self.cell_pixels();
         let cells = fit_with(map.width(), map.height(), self.max_cells(), cell);
-        let map = match encoder_pixels(self.graphics, cells, cell) {
-            Some((w, h)) => {
-                image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest)
-            }
-            None => map,
-        };
-        out.push_str(&encode_with(&map, self.graphics, cells, cell));
+        let (w, h) = encoder_pixels(self.graphics, cells, cell);
+        let map = image::imageops::resize(&map, w, h, image::imageops::FilterType::Nearest);
+        out.push_str(&encode_with(&map, self.graphics, cells, cell, self.tmux));
         out.push_str(&format!(
             "min {}  max {}  (colour bar: min at the bottom, max at the top)\n",
             number(shown.raw_min),
@@ -134,7 +149,7 @@ impl Display {
         let mut both = RgbImage::from_pixel(width, height, Rgb([0, 0, 0]));
         image::imageops::replace(&mut both, &a, 0, 0);
         image::imageops::replace(&mut both, &b, i64::from(a.width() + gap), 0);
-        let cell = cell_pixels();
+        let cell = self.cell_pixels();
         let cells = fit_with(width, height, self.max_cells(), cell);
         // The column where the right picture starts.
         let split = (f64::from(cells.cols) * f64::from(a.width() + gap) / f64::from(width)).round()
@@ -148,15 +163,20 @@ impl Display {
             " ".repeat(pad),
             paint.bold(&format!("{} {}", right.strategy, flag(right)))
         ));
-        out.push_str(&encode_with(&both, self.graphics, cells, cell));
+        out.push_str(&encode_with(&both, self.graphics, cells, cell, self.tmux));
         Ok(out)
+    }
+
+    /// The pixel size of a character cell: what the terminal told when
+    /// asked, else its window size (most Unix terminals report it), else
+    /// the usual 10x20.
+    fn cell_pixels(&self) -> CellPixels {
+        self.cell.unwrap_or_else(window_cell_pixels)
     }
 }
 
-/// The pixel size of a character cell as the terminal reports it (most Unix
-/// terminals do), else the usual 10x20; it matters for sixel, which sends
-/// pixels 1:1, and for keeping pictures' aspect ratio.
-fn cell_pixels() -> CellPixels {
+/// The cell size from the terminal's window size in pixels, else 10x20.
+pub fn window_cell_pixels() -> CellPixels {
     crossterm::terminal::window_size()
         .ok()
         .filter(|w| w.columns > 0 && w.rows > 0)
@@ -168,15 +188,15 @@ fn cell_pixels() -> CellPixels {
         .unwrap_or_default()
 }
 
-/// The pixel size the text and sixel encoders sample `cells` at; kitty and
-/// iTerm2 scale pictures themselves.
-fn encoder_pixels(graphics: Graphics, cells: CellSize, cell: CellPixels) -> Option<(u32, u32)> {
+/// The pixel size the encoders sample `cells` at.
+fn encoder_pixels(graphics: Graphics, cells: CellSize, cell: CellPixels) -> (u32, u32) {
     let (c, r) = (u32::from(cells.cols), u32::from(cells.rows));
     match graphics {
-        Graphics::Ascii => Some((c, r)),
-        Graphics::Truecolor | Graphics::Ansi256 => Some((c, 2 * r)),
-        Graphics::Sixel => Some((c * u32::from(cell.width), r * u32::from(cell.height))),
-        Graphics::Kitty | Graphics::Iterm => None,
+        Graphics::Ascii => (c, r),
+        Graphics::Truecolor | Graphics::Ansi256 => (c, 2 * r),
+        Graphics::Sixel | Graphics::Kitty | Graphics::Iterm => {
+            (c * u32::from(cell.width), r * u32::from(cell.height))
+        }
     }
 }
 
@@ -226,10 +246,8 @@ mod tests {
 
     fn display(graphics: Graphics) -> Display {
         Display {
-            graphics,
-            size: Some(CellSize::new(40, 20)),
-            colormap: Colormap::Inferno,
-            alpha: 0.6,
+            cell: Some(CellPixels::default()),
+            ..Display::new(Terminal::with_mode(graphics), Some(CellSize::new(40, 20)))
         }
     }
 
@@ -241,7 +259,7 @@ mod tests {
             .show(&Paint::PLAIN, &view, &s)
             .unwrap();
         assert!(sixel.starts_with("dexar · token 1"));
-        assert!(sixel.contains("\x1bPq"));
+        assert!(sixel.contains("\x1bP") && sixel.contains("q\""), "{sixel:?}");
         let ascii = display(Graphics::Ascii)
             .show(&Paint::PLAIN, &view, &s)
             .unwrap();

@@ -1,221 +1,170 @@
-//! Choosing a graphics mode from the environment, and the sixel DA1 probe.
+//! Choosing a graphics mode from the environment and the terminal's answers.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use super::Graphics;
+use super::{query_terminal, CellPixels, Graphics, TermAnswer};
+
+/// How long [`detect_terminal`] waits for a terminal to answer; a terminal
+/// that says nothing gets the environment's guess after this.
+pub const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The terminal pictures are drawn for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminal {
+    pub graphics: Graphics,
+    /// The cell size in pixels the terminal told, if it was asked and did.
+    pub cell: Option<CellPixels>,
+    /// Inside tmux: escapes go through tmux passthrough.
+    pub tmux: bool,
+}
+
+impl Terminal {
+    /// A mode the user chose, for this process's environment.
+    pub fn with_mode(graphics: Graphics) -> Self {
+        Self {
+            graphics,
+            cell: None,
+            tmux: in_tmux(&|name| std::env::var(name).ok()),
+        }
+    }
+}
+
+/// Whether the environment says tmux runs this process.
+pub fn in_tmux(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    var("TMUX").is_some()
+        || var("TERM_PROGRAM").as_deref() == Some("tmux")
+        || var("TERM").is_some_and(|t| t.starts_with("tmux"))
+}
 
 /// Picks the best graphics mode; pure, so every rule is unit-tested.
 ///
 /// Rules, first match wins:
 /// 1. `DEXAR_GRAPHICS` names a mode (see [`Graphics::NAMES`]): that mode.
 /// 2. Not a TTY, or `TERM=dumb`: ASCII.
-/// 3. Outside tmux (`TMUX` unset and `TERM_PROGRAM` not `tmux`), since tmux
-///    does not pass these escapes through:
-///    `KITTY_WINDOW_ID` set, `TERM` containing `kitty`, or
-///    `TERM_PROGRAM=ghostty`: kitty; `TERM_PROGRAM` `iTerm.app` or
-///    `WezTerm`: iTerm2.
-/// 4. `probe_sixel()` says the terminal answers DA1 with attribute 4: sixel.
-///    It is only called when the rules above did not decide.
+/// 3. Outside tmux (where these variables may be stale): `KITTY_WINDOW_ID`
+///    set, `TERM` containing `kitty`, or `TERM_PROGRAM=ghostty`: kitty;
+///    `TERM_PROGRAM` `iTerm.app` or `WezTerm`: iTerm2.
+/// 4. `query()` (only called when the rules above did not decide) answers
+///    kitty graphics: kitty; DA1 attribute 4: sixel. Inside tmux the
+///    questions go through passthrough to the terminal around it.
 /// 5. `COLORTERM` `truecolor` or `24bit`: true-colour half-blocks.
 /// 6. `TERM` containing `256color`: 256-colour half-blocks.
 /// 7. Otherwise ASCII.
 pub fn detect(
     env: &dyn Fn(&str) -> Option<String>,
     is_tty: bool,
-    probe_sixel: &dyn Fn() -> Option<bool>,
-) -> Graphics {
+    query: &dyn Fn() -> Option<TermAnswer>,
+) -> Terminal {
     // Empty variables count as unset.
     let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    let tmux = in_tmux(env);
+    let pick = |graphics| Terminal {
+        graphics,
+        cell: None,
+        tmux,
+    };
     if let Some(mode) = var("DEXAR_GRAPHICS").and_then(|v| v.parse().ok()) {
-        return mode;
+        return pick(mode);
     }
     let term = var("TERM").unwrap_or_default();
     if !is_tty || term == "dumb" {
-        return Graphics::Ascii;
+        return pick(Graphics::Ascii);
     }
     let program = var("TERM_PROGRAM").unwrap_or_default();
-    let in_tmux = var("TMUX").is_some() || program == "tmux";
-    if !in_tmux {
+    if !tmux {
         if var("KITTY_WINDOW_ID").is_some() || term.contains("kitty") || program == "ghostty" {
-            return Graphics::Kitty;
+            return pick(Graphics::Kitty);
         }
         if program == "iTerm.app" || program == "WezTerm" {
-            return Graphics::Iterm;
+            return pick(Graphics::Iterm);
         }
     }
-    if probe_sixel() == Some(true) {
-        return Graphics::Sixel;
+    let answer = query();
+    let cell = answer.and_then(|a| a.cell);
+    let graphics = match answer {
+        Some(a) if a.kitty => Graphics::Kitty,
+        Some(a) if a.sixel => Graphics::Sixel,
+        _ => {
+            let colorterm = var("COLORTERM").unwrap_or_default();
+            if colorterm.eq_ignore_ascii_case("truecolor")
+                || colorterm.eq_ignore_ascii_case("24bit")
+            {
+                Graphics::Truecolor
+            } else if term.contains("256color") {
+                Graphics::Ansi256
+            } else {
+                Graphics::Ascii
+            }
+        }
+    };
+    Terminal {
+        graphics,
+        cell,
+        tmux,
     }
-    let colorterm = var("COLORTERM").unwrap_or_default();
-    if colorterm.eq_ignore_ascii_case("truecolor") || colorterm.eq_ignore_ascii_case("24bit") {
-        return Graphics::Truecolor;
-    }
-    if term.contains("256color") {
-        return Graphics::Ansi256;
-    }
-    Graphics::Ascii
 }
 
 /// [`detect`] for this process: its environment, whether stdout is a
-/// terminal, and a real DA1 probe with a 250 ms timeout.
-pub fn detect_terminal() -> Graphics {
-    detect(
-        &|name| std::env::var(name).ok(),
-        std::io::stdout().is_terminal(),
-        &|| probe_sixel_da1(Duration::from_millis(250)),
-    )
+/// terminal, and a real query with a [`QUERY_TIMEOUT`]. Inside tmux it
+/// first lets escapes pass through tmux for this pane (`allow-passthrough`,
+/// as ratatui-image's picker does), which the pictures need.
+pub fn detect_terminal() -> Terminal {
+    let env = |name: &str| std::env::var(name).ok();
+    let tmux = in_tmux(&env);
+    detect(&env, std::io::stdout().is_terminal(), &|| {
+        if tmux {
+            allow_tmux_passthrough();
+        }
+        query_terminal(tmux, QUERY_TIMEOUT)
+    })
 }
 
-/// Asks the controlling terminal for its primary device attributes
-/// (`ESC [ c`) and reports whether the reply lists attribute 4 (sixel).
-///
-/// Uses `/dev/tty` in non-canonical, no-echo mode for at most `timeout`,
-/// restoring the previous terminal settings before returning (so it is safe
-/// whether or not the caller already has raw mode on). Returns `None`, never
-/// blocking or panicking, when there is no controlling terminal, the process
-/// is in the background, or no complete reply arrives in time. Call it
-/// before starting a reader of stdin, which would otherwise eat the reply.
-pub fn probe_sixel_da1(timeout: Duration) -> Option<bool> {
-    #[cfg(unix)]
-    {
-        unix::probe(timeout)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = timeout;
-        None
-    }
-}
-
-/// Parses a DA1 reply `ESC [ ? Ps ; ... c` anywhere in `bytes` (keys typed
-/// during the probe may surround it): `Some(has attribute 4)` once a whole
-/// reply is there, `None` before.
-fn parse_da1(bytes: &[u8]) -> Option<bool> {
-    let start = bytes.windows(3).position(|w| w == b"\x1b[?")? + 3;
-    let rest = &bytes[start..];
-    let end = rest.iter().position(|&b| b == b'c')?;
-    let params = &rest[..end];
-    if !params.iter().all(|&b| b.is_ascii_digit() || b == b';') {
-        return Some(false);
-    }
-    Some(params.split(|&b| b == b';').any(|p| p == b"4"))
-}
-
-#[cfg(unix)]
-mod unix {
-    use std::fs::{File, OpenOptions};
-    use std::io::{ErrorKind, Read, Write};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::time::{Duration, Instant};
-
-    /// Longest reply we wait for; anything longer is not a DA1 answer.
-    const MAX_REPLY: usize = 256;
-
-    /// Puts the terminal settings back when dropped.
-    struct Restore<'a> {
-        tty: &'a File,
-        saved: libc::termios,
-    }
-
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            // SAFETY: valid open fd and a termios filled by tcgetattr.
-            unsafe { libc::tcsetattr(self.tty.as_raw_fd(), libc::TCSANOW, &self.saved) };
-        }
-    }
-
-    pub(super) fn probe(timeout: Duration) -> Option<bool> {
-        // O_NONBLOCK applies to this open file description only, not stdin.
-        let tty = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
-            .open("/dev/tty")
-            .ok()?;
-        let fd = tty.as_raw_fd();
-        // SAFETY: plain libc queries on an fd we own.
-        unsafe {
-            if libc::isatty(fd) != 1 {
-                return None;
-            }
-            // Changing settings from a background job would stop us (SIGTTOU).
-            if libc::tcgetpgrp(fd) != libc::getpgrp() {
-                return None;
-            }
-        }
-        // SAFETY: termios is plain data; tcgetattr fills it or fails.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return None;
-        }
-        let mut raw = saved;
-        raw.c_lflag &= !(libc::ICANON | libc::ECHO);
-        raw.c_cc[libc::VMIN] = 0;
-        raw.c_cc[libc::VTIME] = 0;
-        // SAFETY: valid fd and termios.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
-            return None;
-        }
-        let _restore = Restore { tty: &tty, saved };
-
-        (&tty).write_all(b"\x1b[c").ok()?;
-        let deadline = Instant::now() + timeout;
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 64];
-        loop {
-            if let Some(answer) = super::parse_da1(&reply) {
-                return Some(answer);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || reply.len() > MAX_REPLY {
-                return None;
-            }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let ms = left.as_millis().clamp(1, 10_000) as libc::c_int;
-            // SAFETY: one valid pollfd.
-            match unsafe { libc::poll(&mut pfd, 1, ms) } {
-                0 => return None,
-                n if n < 0 => {
-                    if std::io::Error::last_os_error().kind() == ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return None;
-                }
-                _ => {}
-            }
-            match (&tty).read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => reply.extend_from_slice(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                Err(_) => return None,
-            }
-        }
-    }
+fn allow_tmux_passthrough() {
+    let _ = std::process::Command::new("tmux")
+        .args(["set", "-p", "allow-passthrough", "on"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::Cell;
-    use std::time::Instant;
 
-    fn run(vars: &[(&str, &str)], is_tty: bool, sixel: Option<bool>) -> Graphics {
+    const SIXEL: TermAnswer = TermAnswer {
+        kitty: false,
+        sixel: true,
+        cell: Some(CellPixels {
+            width: 9,
+            height: 18,
+        }),
+    };
+    const KITTY: TermAnswer = TermAnswer {
+        kitty: true,
+        sixel: false,
+        cell: None,
+    };
+    const PLAIN: TermAnswer = TermAnswer {
+        kitty: false,
+        sixel: false,
+        cell: None,
+    };
+
+    fn run(vars: &[(&str, &str)], is_tty: bool, answer: Option<TermAnswer>) -> Graphics {
         let env = |name: &str| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         };
-        detect(&env, is_tty, &|| sixel)
+        detect(&env, is_tty, &|| answer).graphics
     }
 
-    /// (environment, is a TTY, sixel probe answer, expected mode)
-    type Case<'a> = (&'a [(&'a str, &'a str)], bool, Option<bool>, Graphics);
+    /// (environment, is a TTY, the terminal's answer, expected mode)
+    type Case<'a> = (&'a [(&'a str, &'a str)], bool, Option<TermAnswer>, Graphics);
 
     #[test]
     fn detection_rules() {
@@ -229,73 +178,56 @@ mod tests {
             (&[("DEXAR_GRAPHICS", "auto"), ("KITTY_WINDOW_ID", "1")], true, None, Kitty),
             (&[("DEXAR_GRAPHICS", "bogus")], false, None, Ascii),
             // Not a TTY or a dumb terminal.
-            (&[("KITTY_WINDOW_ID", "1"), ("COLORTERM", "truecolor")], false, Some(true), Ascii),
-            (&[("TERM", "dumb"), ("COLORTERM", "truecolor")], true, Some(true), Ascii),
-            // kitty family.
-            (&[("KITTY_WINDOW_ID", "3"), xterm], true, Some(true), Kitty),
+            (&[("KITTY_WINDOW_ID", "1"), ("COLORTERM", "truecolor")], false, Some(SIXEL), Ascii),
+            (&[("TERM", "dumb"), ("COLORTERM", "truecolor")], true, Some(SIXEL), Ascii),
+            // kitty family from the environment.
+            (&[("KITTY_WINDOW_ID", "3"), xterm], true, Some(SIXEL), Kitty),
             (&[("TERM", "xterm-kitty")], true, None, Kitty),
             (&[("TERM_PROGRAM", "ghostty"), xterm], true, None, Kitty),
             (&[("KITTY_WINDOW_ID", ""), xterm], true, None, Ansi256),
             // iTerm2 protocol.
-            (&[("TERM_PROGRAM", "iTerm.app"), xterm], true, Some(true), Iterm),
+            (&[("TERM_PROGRAM", "iTerm.app"), xterm], true, Some(SIXEL), Iterm),
             (&[("TERM_PROGRAM", "WezTerm"), xterm], true, None, Iterm),
-            // Inside tmux, kitty/iTerm2 escapes are not passed through.
+            // Inside tmux the environment may be stale: the answers decide.
             (&[("TMUX", "/tmp/tmux-0/default,1,0"), ("KITTY_WINDOW_ID", "1"), xterm], true, None, Ansi256),
+            (&[("TMUX", "x"), ("KITTY_WINDOW_ID", "1"), xterm], true, Some(KITTY), Kitty),
             (&[("TERM_PROGRAM", "tmux"), ("TERM", "xterm-kitty"), ("COLORTERM", "truecolor")], true, None, Truecolor),
-            (&[("TMUX", "x"), ("TERM_PROGRAM", "iTerm.app"), xterm], true, Some(true), Sixel),
-            // Sixel probe, then colour depth.
-            (&[xterm, ("COLORTERM", "truecolor")], true, Some(true), Sixel),
-            (&[xterm, ("COLORTERM", "truecolor")], true, Some(false), Truecolor),
+            (&[("TMUX", "x"), ("TERM_PROGRAM", "iTerm.app"), xterm], true, Some(SIXEL), Sixel),
+            // The answers, then colour depth.
+            (&[xterm, ("COLORTERM", "truecolor")], true, Some(SIXEL), Sixel),
+            (&[xterm], true, Some(KITTY), Kitty),
+            (&[xterm, ("COLORTERM", "truecolor")], true, Some(PLAIN), Truecolor),
             (&[xterm, ("COLORTERM", "24bit")], true, None, Truecolor),
             (&[xterm], true, None, Ansi256),
             (&[("TERM", "xterm")], true, None, Ascii),
             (&[], true, None, Ascii),
         ];
-        for (i, (vars, tty, sixel, want)) in cases.iter().enumerate() {
+        for (i, (vars, tty, answer, want)) in cases.iter().enumerate() {
             assert_eq!(
-                run(vars, *tty, *sixel),
+                run(vars, *tty, *answer),
                 *want,
-                "case {i}: {vars:?} tty={tty} sixel={sixel:?}"
+                "case {i}: {vars:?} tty={tty} answer={answer:?}"
             );
         }
     }
 
     #[test]
-    fn probe_runs_only_when_needed() {
+    fn query_runs_only_when_needed_and_gives_the_cell_size() {
         let calls = Cell::new(0);
-        let probe = || {
+        let query = || {
             calls.set(calls.get() + 1);
-            Some(true)
+            Some(SIXEL)
         };
-        let env = |name: &str| (name == "KITTY_WINDOW_ID").then(|| "1".to_string());
-        assert_eq!(detect(&env, true, &probe), Graphics::Kitty);
-        assert_eq!(detect(&env, false, &probe), Graphics::Ascii);
+        let kitty_env = |name: &str| (name == "KITTY_WINDOW_ID").then(|| "1".to_string());
+        assert_eq!(detect(&kitty_env, true, &query).graphics, Graphics::Kitty);
+        assert_eq!(detect(&kitty_env, false, &query).graphics, Graphics::Ascii);
         assert_eq!(calls.get(), 0);
-        assert_eq!(detect(&|_| None, true, &probe), Graphics::Sixel);
+        let found = detect(&|_| None, true, &query);
         assert_eq!(calls.get(), 1);
-    }
-
-    #[test]
-    fn parses_da1_replies() {
-        assert_eq!(parse_da1(b"\x1b[?62;4;6;22c"), Some(true));
-        assert_eq!(parse_da1(b"\x1b[?64;1;2;6;9;15;18;21;22c"), Some(false));
-        assert_eq!(parse_da1(b"\x1b[?4c"), Some(true));
-        assert_eq!(parse_da1(b"\x1b[?1;2c"), Some(false));
-        // Keys typed around the reply; 44 is not 4.
-        assert_eq!(parse_da1(b"ab\x1b[?62;44c"), Some(false));
-        assert_eq!(parse_da1(b"x\x1b[?65;4;1cyz"), Some(true));
-        // Incomplete or absent.
-        assert_eq!(parse_da1(b"\x1b[?62;4"), None);
-        assert_eq!(parse_da1(b""), None);
-        assert_eq!(parse_da1(b"\x1b[A"), None);
-    }
-
-    #[test]
-    fn probe_without_a_terminal_returns_promptly() {
-        // Under `cargo test` in CI there is no controlling terminal; on a
-        // developer's terminal this sends one harmless DA1 query.
-        let start = Instant::now();
-        let _ = probe_sixel_da1(Duration::from_millis(100));
-        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(found.graphics, Graphics::Sixel);
+        assert_eq!(found.cell, SIXEL.cell);
+        assert!(!found.tmux);
+        let tmux_env = |name: &str| (name == "TERM").then(|| "tmux-256color".to_string());
+        assert!(detect(&tmux_env, true, &query).tmux);
     }
 }

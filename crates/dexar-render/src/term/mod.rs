@@ -1,25 +1,28 @@
-//! Inline images in a terminal: the bytes to print for each graphics
-//! protocol, how big to draw, and which protocol a terminal understands.
+//! Pictures in a terminal: which graphics protocol a terminal speaks, how
+//! big to draw, and the picture itself as a [`TermImage`] that draws into a
+//! ratatui buffer (the TUI) or prints inline (the REPL).
 //!
-//! [`encode`] is pure: it returns exactly what to write to stdout, ending in
-//! a newline so a prompt can follow. Only [`probe_sixel_da1`] (and
-//! [`detect_terminal`], which calls it) talks to the terminal.
+//! The encoders are `ratatui-image`'s (sixel through `icy_sixel`'s
+//! quantiser, kitty unicode placeholders, iTerm2, half-blocks, each wrapped
+//! for tmux passthrough when inside tmux); only the escape-free ASCII
+//! shading and the 256-colour mapping of half-blocks are ours. Only
+//! [`query_terminal`] (and [`detect_terminal`], which calls it) talks to the
+//! terminal.
 
 mod detect;
-mod kitty;
-mod sixel;
+mod inline;
+mod picture;
+mod query;
 mod text;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
-use image::imageops::FilterType;
-use image::RgbImage;
-
 use crate::RenderError;
 
-pub use detect::{detect, detect_terminal, probe_sixel_da1};
+pub use detect::{detect, detect_terminal, in_tmux, Terminal};
+pub use picture::{half_block_colours, TermImage};
+pub use query::{parse_answer, query_terminal, TermAnswer};
 pub use text::xterm256;
 
 /// How to draw an image in a terminal.
@@ -63,6 +66,11 @@ impl Graphics {
             Graphics::Ascii => "ascii",
         }
     }
+
+    /// Whether the terminal draws pixels (not character cells).
+    pub fn is_pixels(&self) -> bool {
+        matches!(self, Graphics::Kitty | Graphics::Sixel | Graphics::Iterm)
+    }
 }
 
 impl fmt::Display for Graphics {
@@ -104,10 +112,11 @@ impl CellSize {
     }
 }
 
-/// The pixel size of one character cell. Terminals rarely say; the default
-/// 10x20 is typical and only matters for sixel (which sends pixels 1:1) and
-/// for capping kitty/iTerm2 payloads. `crossterm::terminal::window_size()`
-/// reports the real one on most Unix terminals (divide by rows/columns).
+/// The pixel size of one character cell. Terminals say it when asked
+/// ([`query_terminal`]) or through the window size most Unix terminals
+/// report; the default 10x20 is typical. It matters for the pixel
+/// protocols, which are sent exactly as many pixels as the cells hold, and
+/// for keeping pictures' aspect ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CellPixels {
     pub width: u16,
@@ -148,63 +157,21 @@ pub fn fit_with(img_w: u32, img_h: u32, max: CellSize, cell: CellPixels) -> Cell
     CellSize::new(clamp(cols, max.cols), clamp(rows, max.rows))
 }
 
-/// The bytes that draw `img` in `size` cells with `graphics`, assuming
-/// 10x20 px cells; see [`encode_with`].
-pub fn encode(img: &RgbImage, graphics: Graphics, size: CellSize) -> String {
-    encode_with(img, graphics, size, CellPixels::default())
+/// The bytes that print `img` inline in `size` cells with `graphics`,
+/// assuming 10x20 px cells and no tmux; see [`TermImage::inline`].
+pub fn encode(img: &image::RgbImage, graphics: Graphics, size: CellSize) -> String {
+    encode_with(img, graphics, size, CellPixels::default(), false)
 }
 
-/// The bytes that draw `img` stretched to `size` cells (pick `size` with
-/// [`fit`] to keep the aspect ratio), ending with `\n`.
-///
-/// Kitty and iTerm2 get a PNG that the terminal scales into the cell box
-/// (shrunk first when larger than the box in pixels, to keep the payload
-/// small); sixel gets exactly `cols * cell.width x rows * cell.height`
-/// pixels; half-blocks get `cols x 2*rows` and ASCII `cols x rows` samples.
-/// Upscaling is nearest-neighbour (crisp patch blocks), downscaling is
-/// filtered. An empty image gives just `"\n"`; 0 cells count as 1.
-pub fn encode_with(img: &RgbImage, graphics: Graphics, size: CellSize, cell: CellPixels) -> String {
-    if img.width() == 0 || img.height() == 0 {
-        return "\n".to_string();
-    }
-    let size = size.at_least_one();
-    let cell = CellPixels {
-        width: cell.width.max(1),
-        height: cell.height.max(1),
-    };
-    let box_w = u32::from(size.cols) * u32::from(cell.width);
-    let box_h = u32::from(size.rows) * u32::from(cell.height);
-    let (cols, rows) = (u32::from(size.cols), u32::from(size.rows));
-    match graphics {
-        Graphics::Kitty | Graphics::Iterm => {
-            let shrunk = scale_to(img, img.width().min(box_w), img.height().min(box_h));
-            match crate::png_bytes(&shrunk) {
-                Ok(png) if graphics == Graphics::Kitty => kitty::encode_kitty(&png, size),
-                Ok(png) => kitty::encode_iterm(&png, size),
-                // Encoding an in-memory RGB buffer does not fail in practice;
-                // if it ever does, still show something.
-                Err(_) => text::half_blocks(&scale_to(img, cols, rows * 2), false),
-            }
-        }
-        Graphics::Sixel => sixel::encode(&scale_to(img, box_w, box_h)),
-        Graphics::Truecolor => text::half_blocks(&scale_to(img, cols, rows * 2), false),
-        Graphics::Ansi256 => text::half_blocks(&scale_to(img, cols, rows * 2), true),
-        Graphics::Ascii => text::ascii(&scale_to(img, cols, rows)),
-    }
-}
-
-/// `img` resized to `w x h`: borrowed when already that size, nearest when
-/// growing both ways, triangle-filtered otherwise.
-fn scale_to(img: &RgbImage, w: u32, h: u32) -> Cow<'_, RgbImage> {
-    if img.dimensions() == (w, h) {
-        return Cow::Borrowed(img);
-    }
-    let filter = if w >= img.width() && h >= img.height() {
-        FilterType::Nearest
-    } else {
-        FilterType::Triangle
-    };
-    Cow::Owned(image::imageops::resize(img, w, h, filter))
+/// [`encode`] for a known cell pixel size, inside tmux or not.
+pub fn encode_with(
+    img: &image::RgbImage,
+    graphics: Graphics,
+    size: CellSize,
+    cell: CellPixels,
+    tmux: bool,
+) -> String {
+    TermImage::new(img, graphics, size, cell, tmux).inline()
 }
 
 #[cfg(test)]
@@ -230,6 +197,7 @@ pub(crate) mod test_support {
 mod tests {
     use super::test_support::*;
     use super::*;
+    use image::RgbImage;
 
     #[test]
     fn names_round_trip() {

@@ -4,7 +4,7 @@ use super::*;
 use crate::repl::complete::Names;
 use dexar_core::LayerSelection;
 use dexar_model::{ModelSpec, Turn};
-use dexar_render::term::{CellSize, Graphics};
+use dexar_render::term::{CellSize, Graphics, Terminal};
 use dexar_render::Colormap;
 use dexar_session::Settings;
 use std::sync::Mutex;
@@ -27,12 +27,10 @@ fn repl() -> Repl {
         topk: 1,
     };
     let state = AppState::new(model, image, settings, Default::default());
-    let display = Display {
-        graphics: Graphics::Ascii,
-        size: Some(CellSize::new(16, 8)),
-        colormap: Colormap::Inferno,
-        alpha: 0.6,
-    };
+    let display = Display::new(
+        Terminal::with_mode(Graphics::Ascii),
+        Some(CellSize::new(16, 8)),
+    );
     let names = Arc::new(Mutex::new(Names::default()));
     Repl::new(
         state,
