@@ -165,12 +165,15 @@ impl GraphicsArgs {
         };
         match name.as_deref().map(str::trim) {
             None | Some("auto") => Ok(detect_terminal()),
-            Some(name) => name.parse::<Graphics>().map(Terminal::with_mode).map_err(|_| {
-                CliError::usage(format!(
-                    "{source}: unknown mode `{name}`; use auto, {}",
-                    Graphics::NAMES.join(", ")
-                ))
-            }),
+            Some(name) => name
+                .parse::<Graphics>()
+                .map(Terminal::with_mode)
+                .map_err(|_| {
+                    CliError::usage(format!(
+                        "{source}: unknown mode `{name}`; use auto, {}",
+                        Graphics::NAMES.join(", ")
+                    ))
+                }),
         }
     }
 

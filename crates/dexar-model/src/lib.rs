@@ -39,7 +39,7 @@ pub use naive::{naive_step, NaiveStep};
 pub use options::{parse_device, parse_dtype, LoadOptions};
 pub use preprocess::{decode_image, load_image, ImageProcessor, Pixels};
 pub use prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
-pub use score::answer_logprobs;
+pub use score::{answer_logprobs, masked_answer_logprobs};
 pub use spec::{HubEnv, ModelSource, ModelSpec};
 pub use synthetic::{synthetic_checkpoint, SyntheticSpec};
 

@@ -6,7 +6,24 @@ use candle_core::{DType, IndexOp, D};
 use crate::decoder::Capture;
 use crate::error::{ModelError, Result};
 use crate::llava::{Checkpoint, ImageFeatures};
+use crate::preprocess::Pixels;
 use crate::prompt::PreparedPrompt;
+
+/// [`answer_logprobs`] with the image's patches `cells` (row-major indices
+/// of the model's patch grid) set to 0, the image mean once normalised: the
+/// scoring of DEXAR.md's perturbation test, for one removed set of patches.
+pub fn masked_answer_logprobs(
+    ckpt: &Checkpoint,
+    prompt: &PreparedPrompt,
+    pixels: &Pixels,
+    cells: &[usize],
+    answer: &[u32],
+) -> Result<Vec<f64>> {
+    let cfg = &ckpt.config;
+    let blanked = pixels.with_patches_blanked(cells, cfg.grid(), cfg.vision.patch_size);
+    let features = ckpt.encode_pixels(&blanked)?;
+    answer_logprobs(ckpt, prompt, &features, answer)
+}
 
 /// `log p(answer_t | prompt, answer_<t)` for every answer token, by one full
 /// forward pass of prompt + answer.

@@ -31,11 +31,18 @@ pub enum StateError {
     EmptyTarget,
     #[error("{0}")]
     Plugin(String),
+    #[error("probe: {0}")]
+    Probe(String),
 }
 
 impl StateError {
     /// A failing strategy or plugin, on one line.
     pub(crate) fn strategy(e: impl std::fmt::Display) -> Self {
         Self::Strategy(dexar_core::one_line(&e.to_string()))
+    }
+
+    /// A probe that cannot be scored (a non-finite score), on one line.
+    pub(crate) fn probe(e: impl std::fmt::Display) -> Self {
+        Self::Probe(dexar_core::one_line(&e.to_string()))
     }
 }

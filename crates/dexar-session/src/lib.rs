@@ -6,8 +6,9 @@
 //! the settings the user changes, the strategies (built-ins and plugins,
 //! [`strategies`]) and the computation of the map a selection of tokens
 //! shows ([`Shown`]); plus generation on a worker thread that streams each
-//! step as it is known ([`generation`]). The REPL drives it today; the
-//! full-screen TUI and the replay of recorded sessions drive the same state.
+//! step as it is known ([`generation`]), and the probe of one heatmap's
+//! faithfulness ([`probe`]). The REPL and the full-screen TUI drive it; the
+//! replay of recorded sessions drives the same state.
 //!
 //! What it is not: no terminal, no drawing, no command syntax. Messages are
 //! plain sentences; a front end adds its own hints (a REPL command, a key).
@@ -16,6 +17,7 @@ pub mod error;
 pub mod generation;
 pub mod image;
 pub mod model;
+pub mod probe;
 pub mod selection;
 pub mod shown;
 pub mod state;
@@ -25,6 +27,7 @@ pub use error::StateError;
 pub use generation::{generate, Outcome, STEP_DELAY_ENV};
 pub use image::{display_view, LoadedImage};
 pub use model::{open_model, LoadedModel};
+pub use probe::{Probe, ProbeRow, Rescored, PROBE_FRACTIONS};
 pub use selection::Selection;
 pub use shown::Shown;
 pub use state::{Answer, AppState, Ask, Recorded, Settings};

@@ -68,19 +68,94 @@ impl Shown {
                 grid.width
             )));
         }
+        Ok(Self::from_raw(strategy.name(), title, &raw, map01, grid))
+    }
+
+    /// What one head looked at for one token: its rectified image gradient
+    /// `G_v = ReLU(g[V])` over the patch grid, titled with the head weight
+    /// `w` (DEX-AR's filtering, top-`topk` scores). `slot` indexes the
+    /// trace's layers.
+    pub fn head(
+        step: &StepTrace,
+        slot: usize,
+        head: usize,
+        topk: usize,
+    ) -> Result<Self, StateError> {
+        step.validate().map_err(StateError::strategy)?;
+        if slot >= step.layers.len() || head >= step.num_heads {
+            return Err(StateError::Strategy(format!(
+                "no head {head} of layer slot {slot}: the trace has {} layers of {} heads",
+                step.layers.len(),
+                step.num_heads
+            )));
+        }
+        let grad = step.grad_row(slot, head);
+        let raw: Vec<f32> = step.grid_positions().map(|j| grad[j].max(0.0)).collect();
+        let w = HeadScores::compute(step, topk).weights[slot * step.num_heads + head];
+        let title = format!(
+            "token {} {:?} layer {} head {head} w={w:.3}",
+            step.step, step.token_text, step.layers[slot]
+        );
+        let map01 = minmax(&raw).0;
+        Ok(Self::from_raw("head G_v", title, &raw, map01, step.grid))
+    }
+
+    fn from_raw(strategy: &str, title: String, raw: &[f32], map01: Vec<f32>, grid: Grid) -> Self {
         let (lo, hi) = raw
             .iter()
             .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
                 (lo.min(v), hi.max(v))
             });
-        Ok(Self {
-            strategy: strategy.name().to_string(),
+        Self {
+            strategy: strategy.to_string(),
             title,
-            degenerate: minmax(&map01).1 || minmax(&raw).1,
+            degenerate: minmax(&map01).1 || minmax(raw).1,
             map01,
             grid,
             raw_min: lo,
             raw_max: hi,
-        })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dexar_core::PositionKind;
+
+    #[test]
+    fn a_heads_map_is_its_rectified_image_gradient() {
+        // 1 layer (absolute 4), 2 heads, positions: prompt, 4 image cells, query.
+        let grads = vec![
+            0.5, -1.0, 2.0, 0.0, 3.0, 0.1, // head 0
+            0.0, 1.0, -2.0, 4.0, 0.0, 9.0, // head 1: text dominates
+        ];
+        let mut kinds = vec![PositionKind::Prompt];
+        kinds.extend([PositionKind::Image; 4]);
+        kinds.push(PositionKind::Generated);
+        let step = StepTrace {
+            step: 2,
+            token_id: 7,
+            token_text: " red".into(),
+            query_position: 5,
+            layers: vec![4],
+            num_heads: 2,
+            num_positions: 6,
+            attn: vec![0.0; 12],
+            grads,
+            kinds,
+            image_span: (1, 5),
+            grid: Grid::new(2, 2),
+        };
+        let h0 = Shown::head(&step, 0, 0, 1).unwrap();
+        assert_eq!(h0.map01, [0.0, 2.0 / 3.0, 0.0, 1.0]);
+        assert_eq!((h0.raw_min, h0.raw_max), (0.0, 3.0));
+        // S_v = 3, S_text = max(0.5, 0.1) = 0.5: w = 2.5.
+        assert!(h0.title.contains("layer 4 head 0 w=2.500"), "{}", h0.title);
+        let h1 = Shown::head(&step, 0, 1, 1).unwrap();
+        assert_eq!(h1.map01, [0.25, 0.0, 1.0, 0.0]);
+        assert!(h1.title.ends_with("w=0.000"), "{}", h1.title);
+        assert!(Shown::head(&step, 1, 0, 1).is_err());
+        assert!(Shown::head(&step, 0, 2, 1).is_err());
     }
 }

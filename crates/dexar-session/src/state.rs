@@ -162,11 +162,24 @@ impl AppState {
     /// The map of a selection under a strategy: one token's map, or the
     /// strategy's aggregate (weighted by token weight) over several.
     pub fn shown(&self, strategy_name: &str, what: &Selection) -> Result<Shown, StateError> {
+        self.shown_in(self.steps()?, strategy_name, what, self.settings.layers)
+    }
+
+    /// [`AppState::shown`] over `steps` (an answer still streaming, say)
+    /// with the maps made of `layers`.
+    pub fn shown_in(
+        &self,
+        steps: &[StepTrace],
+        strategy_name: &str,
+        what: &Selection,
+        layers: LayerSelection,
+    ) -> Result<Shown, StateError> {
         let strategy = self.strategy_by_name(strategy_name)?;
-        let range = self.resolve(what)?;
-        let steps: Vec<StepTrace> = self.steps()?[range.clone()]
+        let range = what.resolve(steps)?;
+        let num_layers = self.model.num_layers();
+        let steps: Vec<StepTrace> = steps[range.clone()]
             .iter()
-            .map(|s| self.restricted(s))
+            .map(|s| layers.restrict(s, num_layers))
             .collect();
         Shown::compute(
             strategy.as_ref(),
@@ -212,6 +225,13 @@ impl AppState {
                 layers: LayerSelection::all().layers(self.model.num_layers()),
             },
         })
+    }
+
+    /// The prompt the last answer was the answer to: the conversation
+    /// before the last turn, and its question.
+    pub fn last_prompt(&self) -> Result<PreparedPrompt, StateError> {
+        let (last, earlier) = self.turns.split_last().ok_or(StateError::NoQuestion)?;
+        Ok(self.model.ckpt.prepare_chat(earlier, &last.user)?)
     }
 
     /// Teacher-forces `answer` as the answer to the last question.
@@ -311,11 +331,11 @@ impl AppState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dexar_model::LoadOptions;
 
-    fn state() -> AppState {
+    pub(crate) fn state() -> AppState {
         let model = open_model(&ModelSpec::Bundled, &LoadOptions::default()).unwrap();
         let image = LoadedImage::bundled_default(&model.ckpt).unwrap();
         let settings = Settings {
@@ -325,7 +345,7 @@ mod tests {
         AppState::new(model, image, settings, PluginRegistry::default())
     }
 
-    fn answer(s: &mut AppState, question: &str, target: Option<&str>) -> Recorded {
+    pub(crate) fn answer(s: &mut AppState, question: &str, target: Option<&str>) -> Recorded {
         let ask = match target {
             Some(t) => s.prepare_target(t).unwrap(),
             None => s.prepare_ask(question, None).unwrap(),

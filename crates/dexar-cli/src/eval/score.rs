@@ -5,8 +5,8 @@
 use dexar_core::metrics::{self, ItemMetrics, Order};
 use dexar_core::{Grid, Strategy, TokenMap};
 use dexar_model::{
-    answer_logprobs, generate_traced, Checkpoint, GenerationSettings, ImageFeatures, Mode, Pixels,
-    PreparedPrompt,
+    answer_logprobs, generate_traced, masked_answer_logprobs, Checkpoint, GenerationSettings,
+    ImageFeatures, Mode, Pixels, PreparedPrompt,
 };
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -177,8 +177,6 @@ impl Scorer<'_> {
         answer: &[u32],
         ppl_original: f64,
     ) -> CliResult<f64> {
-        let grid = self.ckpt.config.grid();
-        let patch = self.ckpt.config.vision.patch_size;
         let xs: Vec<f64> = metrics::fractions().iter().map(|&r| r as f64).collect();
         let mut ppls = Vec::with_capacity(xs.len());
         for &r in &metrics::fractions() {
@@ -186,10 +184,9 @@ impl Scorer<'_> {
                 ppls.push(ppl_original);
                 continue;
             }
-            let blanked =
-                pixels.with_patches_blanked(metrics::removed_cells(order, r), grid, patch);
-            let features = self.ckpt.encode_pixels(&blanked)?;
-            ppls.push(self.ppl(prompt, &features, answer)?);
+            let cells = metrics::removed_cells(order, r);
+            let lp = masked_answer_logprobs(self.ckpt, prompt, pixels, cells, answer)?;
+            ppls.push(metrics::perplexity(&lp).map_err(internal)?);
         }
         let curve = metrics::nppl_curve(ppl_original, &ppls).map_err(internal)?;
         metrics::curve_area(&curve, &xs).map_err(internal)

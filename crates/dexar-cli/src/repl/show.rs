@@ -259,7 +259,10 @@ mod tests {
             .show(&Paint::PLAIN, &view, &s)
             .unwrap();
         assert!(sixel.starts_with("dexar · token 1"));
-        assert!(sixel.contains("\x1bP") && sixel.contains("q\""), "{sixel:?}");
+        assert!(
+            sixel.contains("\x1bP") && sixel.contains("q\""),
+            "{sixel:?}"
+        );
         let ascii = display(Graphics::Ascii)
             .show(&Paint::PLAIN, &view, &s)
             .unwrap();

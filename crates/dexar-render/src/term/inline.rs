@@ -153,7 +153,10 @@ mod tests {
         let out = img.inline();
         assert!(out.starts_with("\n\n\x1b[2A\r\x1b7"), "{out:?}");
         // A DCS sixel sequence of exactly the cells' pixels (3x2 cells of 2x4).
-        assert!(out.contains("\x1bP") && out.contains("q\"1;1;6;8"), "{out:?}");
+        assert!(
+            out.contains("\x1bP") && out.contains("q\"1;1;6;8"),
+            "{out:?}"
+        );
         // Saved, drawn, restored, then past the picture's cells.
         assert!(out.ends_with("\x1b8\x1b[1C\x1b[0m\n\r\x1b[0m\n"), "{out:?}");
     }
