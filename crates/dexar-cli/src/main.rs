@@ -1,6 +1,6 @@
 //! `dexar`: see where a vision-language model looks while it talks.
 //!
-//! The binary, kept thin: the REPL and the subcommands over dexar-session
+//! The binary, kept thin: the REPL, the TUI and the subcommands over dexar-session
 //! (the app state), dexar-model (models and traced generation), dexar-core
 //! (DEX-AR and baseline strategies) and dexar-render (pictures).
 
@@ -11,10 +11,12 @@ mod error;
 mod eval;
 mod explain;
 mod output;
+mod probe_report;
 mod progress;
 mod repl;
 mod strategies;
 mod toy;
+mod tui;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
@@ -47,6 +49,9 @@ enum Command {
     /// Score attribution quality over a data set (pointing game, mIoU, AP,
     /// perturbation nPPL areas) for each strategy.
     Eval(Box<eval::EvalArgs>),
+    /// The conversation full-screen: explore an answer token by token, layer
+    /// by layer, head by head (same options as the REPL).
+    Tui(Box<tui::TuiArgs>),
     /// The bundled demo model: train, export, check answers, write data.
     #[command(subcommand)]
     Toy(toy::ToyCommand),
@@ -59,6 +64,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Toy(cmd)) => toy::run(&cmd),
+        Some(Command::Tui(args)) => tui::run(&args),
     }
 }
 
@@ -127,6 +133,7 @@ mod tests {
             vec!["dexar", "explain", "--prompt", "p", "--out", "o"],
             vec!["dexar", "eval", "--data", "toy:1"],
             vec!["dexar", "bench"],
+            vec!["dexar", "tui"],
         ] {
             let mut with = args.clone();
             with.extend(["--model", "llava-hf/llava-1.5-7b-hf", "--layer-index", "-2"]);

@@ -177,10 +177,14 @@ impl AppState {
         let strategy = self.strategy_by_name(strategy_name)?;
         let range = what.resolve(steps)?;
         let num_layers = self.model.num_layers();
-        let steps: Vec<StepTrace> = steps[range.clone()]
+        let steps = steps[range.clone()]
             .iter()
-            .map(|s| layers.restrict(s, num_layers))
-            .collect();
+            .map(|s| {
+                // Restricting slices the buffers: check them first.
+                s.validate().map_err(StateError::strategy)?;
+                Ok(layers.restrict(s, num_layers))
+            })
+            .collect::<Result<Vec<StepTrace>, StateError>>()?;
         Shown::compute(
             strategy.as_ref(),
             &steps,

@@ -15,8 +15,11 @@ mod dispatch;
 mod paint;
 mod show;
 
+pub use paint::token_rgb;
+pub use show::{number, window_cell_pixels};
+
 use clap::Args;
-use dexar_render::term::Graphics;
+use dexar_render::term::{CellSize, Graphics, Terminal};
 use dexar_session::{AppState, LoadedImage, Settings};
 use reedline::{
     default_emacs_keybindings, ColumnarMenu, Emacs, FileBackedHistory, History, KeyCode,
@@ -57,37 +60,64 @@ pub struct ReplArgs {
     pub sampling: SamplingArgs,
 }
 
+/// The state both front ends start from, and how to draw for this terminal.
+pub struct Opened {
+    pub state: AppState,
+    pub terminal: Terminal,
+    pub size: Option<CellSize>,
+}
+
+impl ReplArgs {
+    /// Checks the options, asks the terminal what it draws (before anything
+    /// reads stdin), loads plugins, the model and the image.
+    pub fn open(&self) -> CliResult<Opened> {
+        self.sampling.validate()?;
+        let topk = self.topk.validated()?;
+        let size = self.graphics.size()?;
+        let opts = self.model.load_options()?;
+        let terminal = self.graphics.terminal()?;
+        let plugins = self.plugins.load()?;
+        let announce =
+            std::io::stdin().is_terminal() && self.model.model != dexar_model::ModelSpec::Bundled;
+        if announce {
+            eprint!(
+                "{}",
+                paint_for(terminal.graphics).dim("loading the model… ")
+            );
+        }
+        let model = dexar_session::open_model(&self.model.model, &opts)?;
+        if announce {
+            eprintln!();
+        }
+        let image = match &self.image {
+            Some(path) => LoadedImage::open(&model.ckpt, path)?,
+            None => LoadedImage::bundled_default(&model.ckpt)?,
+        };
+        let s = &self.sampling;
+        let settings = Settings {
+            max_tokens: s.max_tokens,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            seed: s.seed,
+            layers: self.layers.selection(),
+            topk,
+        };
+        Ok(Opened {
+            state: AppState::new(model, image, settings, plugins),
+            terminal,
+            size,
+        })
+    }
+}
+
 pub fn run(args: &ReplArgs) -> CliResult<()> {
-    args.sampling.validate()?;
-    let topk = args.topk.validated()?;
-    let size = args.graphics.size()?;
-    let opts = args.model.load_options()?;
-    let terminal = args.graphics.terminal()?;
-    let plugins = args.plugins.load()?;
+    let Opened {
+        state,
+        terminal,
+        size,
+    } = args.open()?;
     let interactive = std::io::stdin().is_terminal();
     let paint = paint_for(terminal.graphics);
-    let announce = interactive && args.model.model != dexar_model::ModelSpec::Bundled;
-    if announce {
-        eprint!("{}", paint.dim("loading the model… "));
-    }
-    let model = dexar_session::open_model(&args.model.model, &opts)?;
-    if announce {
-        eprintln!();
-    }
-    let image = match &args.image {
-        Some(path) => LoadedImage::open(&model.ckpt, path)?,
-        None => LoadedImage::bundled_default(&model.ckpt)?,
-    };
-    let s = &args.sampling;
-    let settings = Settings {
-        max_tokens: s.max_tokens,
-        temperature: s.temperature,
-        top_p: s.top_p,
-        seed: s.seed,
-        layers: args.layers.selection(),
-        topk,
-    };
-    let state = AppState::new(model, image, settings, plugins);
     let display = Display::new(terminal, size);
     let cancel = Arc::new(AtomicBool::new(false));
     let handler_flag = cancel.clone();

@@ -76,15 +76,14 @@ impl Paint {
         let (breaks, body) = text.split_at(body_start);
         let body = if !self.colour || body.is_empty() {
             body.to_string()
-        } else if relative <= 0.0 || !relative.is_finite() {
-            self.sgr("2", body)
         } else {
-            let t = 0.55 + 0.45 * relative.min(1.0);
-            let bold = if relative >= 0.5 { "1;" } else { "" };
-            self.sgr(
-                &format!("{bold}{}", self.rgb(Colormap::Inferno.rgb(t))),
-                body,
-            )
+            match token_rgb(relative) {
+                None => self.sgr("2", body),
+                Some(rgb) => {
+                    let bold = if relative >= 0.5 { "1;" } else { "" };
+                    self.sgr(&format!("{bold}{}", self.rgb(rgb)), body)
+                }
+            }
         };
         format!("{breaks}{body}{label}")
     }
@@ -119,6 +118,15 @@ impl Paint {
             layers.end.saturating_sub(1),
         ))
     }
+}
+
+/// The colour of a token of `relative` weight in [0, 1]: the bright part
+/// of inferno, or `None` (shown dim) for no visual evidence.
+pub fn token_rgb(relative: f32) -> Option<[u8; 3]> {
+    if relative <= 0.0 || !relative.is_finite() {
+        return None;
+    }
+    Some(Colormap::Inferno.rgb(0.55 + 0.45 * relative.min(1.0)))
 }
 
 /// Streamed tokens are coloured by their weight relative to the largest

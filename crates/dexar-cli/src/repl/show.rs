@@ -201,7 +201,7 @@ fn encoder_pixels(graphics: Graphics, cells: CellSize, cell: CellPixels) -> (u32
 }
 
 /// Plain decimals for ordinary magnitudes, scientific notation otherwise.
-fn number(v: f32) -> String {
+pub fn number(v: f32) -> String {
     let a = v.abs();
     if a == 0.0 || (1e-3..1e4).contains(&a) {
         format!("{v:.4}")

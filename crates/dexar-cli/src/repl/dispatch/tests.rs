@@ -5,7 +5,6 @@ use crate::repl::complete::Names;
 use dexar_core::LayerSelection;
 use dexar_model::{ModelSpec, Turn};
 use dexar_render::term::{CellSize, Graphics, Terminal};
-use dexar_render::Colormap;
 use dexar_session::Settings;
 use std::sync::Mutex;
 
