@@ -26,6 +26,16 @@ pub const COMMANDS: &[Spec] = &[
         help: "two strategies' maps side by side (default: the last /show)",
     },
     Spec {
+        name: "/probe",
+        usage: "N",
+        help: "mask the top 10/20/50 % of token N's map, re-score the answer (vs random patches)",
+    },
+    Spec {
+        name: "/view",
+        usage: "",
+        help: "the conversation full-screen (the TUI); q there comes back here",
+    },
+    Spec {
         name: "/tokens",
         usage: "",
         help: "the answer's tokens and DEX-AR weights δ (0: no visual evidence)",
@@ -118,6 +128,10 @@ pub enum Command {
         what: Option<Selection>,
     },
     Tokens,
+    /// `/probe N`: the faithfulness check of token N's map.
+    Probe(usize),
+    /// `/view`: the TUI on this conversation.
+    View,
     Image(PathBuf),
     /// `/image` alone: the current image as the model sees it.
     ShowImage,
@@ -241,6 +255,13 @@ fn parse_command(name: &str, rest: &str) -> Result<Command, String> {
             _ => Err(format!("/compare needs two strategy names; {}", usage(name))),
         },
         "/tokens" => no_args(Command::Tokens),
+        "/view" => no_args(Command::View),
+        "/probe" => match args.as_slice() {
+            [n] => n.parse::<usize>().map(Command::Probe).map_err(|_| {
+                format!("/probe: `{n}` is not a token number (/tokens lists them)")
+            }),
+            _ => Err(format!("{}: the token to probe", usage(name))),
+        },
         "/image" if rest.trim().is_empty() => Ok(Command::ShowImage),
         "/image" => Ok(Command::Image(unquote_path(rest))),
         "/model" => match args.as_slice() {

@@ -134,6 +134,8 @@ impl Repl {
             Command::Show { what, raw } => self.show(&what, raw),
             Command::Compare { a, b, what } => self.compare(&a, &b, what),
             Command::Tokens => self.tokens(),
+            Command::Probe(n) => self.probe(n, out)?,
+            Command::View => self.view(),
             Command::Image(path) => match LoadedImage::open(&self.state.model.ckpt, &path) {
                 Ok(image) => {
                     let (w, h) = (image.image.width(), image.image.height());
@@ -344,6 +346,50 @@ impl Repl {
         let (left, right) = (shown(a)?, shown(b)?);
         self.display
             .compare(&self.paint, &self.state.image.view, &left, &right)
+    }
+
+    /// `/probe N`: a few forward passes, so a note first.
+    fn probe(&mut self, token: usize, out: &mut dyn Write) -> io::Result<Reply> {
+        if self.state.answer.is_none() {
+            return Ok(Err(self.message(&StateError::NothingToShow)));
+        }
+        write!(
+            out,
+            "{}",
+            self.paint
+                .dim("probing: masking patches and re-scoring the answer… ")
+        )?;
+        out.flush()?;
+        let probe = self.state.probe(token, &self.state.strategy);
+        writeln!(out)?;
+        Ok(match probe {
+            Ok(p) => Ok(crate::probe_report::probe_lines(&p)
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect()),
+            Err(e) => Err(self.message(&e)),
+        })
+    }
+
+    /// `/view`: the TUI on this conversation, back here when it quits.
+    fn view(&mut self) -> Reply {
+        use std::io::IsTerminal;
+        if !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
+            return Err("/view needs a terminal (stdin and stdout are not one)".into());
+        }
+        let d = &self.display;
+        let terminal = dexar_render::term::Terminal {
+            graphics: d.graphics,
+            cell: d.cell,
+            tmux: d.tmux,
+        };
+        crate::tui::run_on(&mut self.state, terminal, &self.cancel).map_err(|e| e.message)?;
+        self.last_selection = None;
+        Ok(format!(
+            "back from the TUI · strategy {} · {}\n",
+            self.state.strategy,
+            self.layers_text()
+        ))
     }
 
     fn tokens(&self) -> Reply {

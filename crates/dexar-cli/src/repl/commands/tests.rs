@@ -67,6 +67,11 @@ fn settings_commands() {
     );
     assert!(p("/target").is_err());
     assert!(p("/clear now").unwrap_err().contains("no arguments"));
+    assert_eq!(cmd("/probe 3"), Command::Probe(3));
+    assert!(p("/probe").unwrap_err().contains("usage: /probe N"));
+    assert!(p("/probe x").unwrap_err().contains("not a token number"));
+    assert_eq!(cmd("/view"), Command::View);
+    assert!(p("/view 2").unwrap_err().contains("no arguments"));
 }
 
 #[test]

@@ -105,6 +105,11 @@ fn layers_and_strategy_re_explain_without_regenerating() {
     let out = run(&mut r, "/compare dexar grad-x-attn");
     assert!(out.starts_with("token 0"), "{out}");
     assert!(run(&mut r, "/compare dexar nope").contains("unknown strategy nope"));
+    // /probe uses the strategy in use, and says how the answer changed.
+    let out = run(&mut r, "/probe 0");
+    assert!(out.contains("the raw-attention map's top patches"), "{out}");
+    assert!(out.contains("nothing") && out.contains("50 % "), "{out}");
+    assert!(run(&mut r, "/probe 99").contains("no token 99"));
 }
 
 #[test]
