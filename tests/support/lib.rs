@@ -2,6 +2,9 @@
 //! (built once per test process, so it is never stale), the fixture paths,
 //! and example plugins built and placed where the host accepts them.
 
+#[cfg(unix)]
+pub mod pty;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

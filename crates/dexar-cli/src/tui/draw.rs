@@ -449,8 +449,8 @@ fn draw_status(frame: &mut Frame, view: &View, derived: &Derived, tokens: usize,
         0.0
     };
     let text = format!(
-        "{tokens} tokens · {rate:.1} tok/s · {how} · model {} · graphics {}",
-        view.state.model.label, derived.terminal.graphics
+        "{tokens} tokens · {rate:.1} tok/s · {how} · graphics {} · model {}",
+        derived.terminal.graphics, view.state.model.label
     );
     frame.render_widget(
         Paragraph::new(text).style(Style::default().fg(Color::Gray)),

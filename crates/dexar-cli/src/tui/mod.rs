@@ -54,6 +54,12 @@ pub struct TuiArgs {
 
 /// `dexar tui`.
 pub fn run(args: &TuiArgs) -> CliResult<()> {
+    if let Some(path) = &args.session {
+        return Err(CliError::usage(format!(
+            "--session {}: this build of dexar cannot open session files yet",
+            path.display()
+        )));
+    }
     if !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
         return Err(CliError::usage(
             "dexar tui needs a terminal on stdin and stdout; in scripts use dexar (the REPL reads lines) or dexar explain",
@@ -63,12 +69,6 @@ pub fn run(args: &TuiArgs) -> CliResult<()> {
         return Err(CliError::usage(
             "TERM=dumb cannot move the cursor, which the full-screen TUI needs; use dexar (the REPL)",
         ));
-    }
-    if let Some(path) = &args.session {
-        return Err(CliError::usage(format!(
-            "--session {}: this build of dexar cannot open session files yet",
-            path.display()
-        )));
     }
     let Opened {
         mut state,
@@ -118,6 +118,10 @@ fn frame(
     Ok(())
 }
 
+/// Test hook: panic after the first frame, so tests can see the terminal
+/// put back before the panic's message.
+pub const PANIC_ENV: &str = "DEXAR_DEBUG_TUI_PANIC";
+
 /// How long to wait for a key before drawing again (tok/s moves).
 const TICK: Duration = Duration::from_millis(250);
 /// While an answer streams: new tokens show within this.
@@ -130,8 +134,12 @@ fn event_loop(
     derived: &mut Derived,
     interrupt: &AtomicBool,
 ) -> io::Result<()> {
+    let panic_hook = std::env::var_os(PANIC_ENV).is_some();
     loop {
         frame(term, app, state, derived)?;
+        if panic_hook {
+            panic!("{PANIC_ENV} is set");
+        }
         if interrupt.swap(false, Ordering::SeqCst) {
             return Ok(());
         }
