@@ -452,10 +452,7 @@ fn draw_status(frame: &mut Frame, view: &View, derived: &Derived, tokens: usize,
         "{tokens} tokens · {rate:.1} tok/s · {how} · graphics {} · model {}",
         derived.terminal.graphics, view.state.model.label
     );
-    frame.render_widget(
-        Paragraph::new(text).style(Style::default().fg(Color::Gray)),
-        area,
-    );
+    frame.render_widget(Paragraph::new(text), area);
 }
 
 fn stop_text(stop: dexar_model::StopReason) -> &'static str {

@@ -20,12 +20,17 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// A mode the user chose, for this process's environment.
+    /// A mode the user chose, for this process's environment (inside tmux,
+    /// pictures are let through, see [`detect_terminal`]).
     pub fn with_mode(graphics: Graphics) -> Self {
+        let tmux = in_tmux(&|name| std::env::var(name).ok());
+        if tmux && graphics.is_pixels() {
+            allow_tmux_passthrough();
+        }
         Self {
             graphics,
             cell: None,
-            tmux: in_tmux(&|name| std::env::var(name).ok()),
+            tmux,
         }
     }
 }

@@ -70,9 +70,9 @@ impl TermImage {
                 }
             }
             Graphics::Truecolor | Graphics::Ansi256 => None,
-            Graphics::Sixel => Sixel::new(pixels(cols * cell_w, rows * cell_h), cells, tmux)
+            Graphics::Sixel => Sixel::new(pixels(cols * cell_w, rows * cell_h), cells, false)
                 .ok()
-                .map(Protocol::Sixel),
+                .map(|s| Protocol::Sixel(if tmux { tmux_sixel(s) } else { s })),
             Graphics::Iterm => Iterm2::new(pixels(cols * cell_w, rows * cell_h), cells, tmux)
                 .ok()
                 .map(Protocol::ITerm2),
@@ -172,6 +172,18 @@ pub fn half_block_colours(symbol: &str, fg: Color, bg: Color) -> Option<([u8; 3]
         "▄" => Some((rgb(bg)?, rgb(fg)?)),
         " " => Some((rgb(bg)?, rgb(bg)?)),
         _ => None,
+    }
+}
+
+/// A sixel wrapped for tmux passthrough with every escape doubled.
+/// ratatui-image 11.1 doubles only the first, so the sixel's closing ST ends
+/// the passthrough early and the terminal never draws the picture (seen in
+/// xterm through tmux 3.3a, tests/xterm.rs).
+fn tmux_sixel(plain: Sixel) -> Sixel {
+    Sixel {
+        data: format!("\x1bPtmux;{}\x1b\\", plain.data.replace('\x1b', "\x1b\x1b")),
+        size: plain.size,
+        is_tmux: true,
     }
 }
 
@@ -282,7 +294,14 @@ mod tests {
             assert!(first.contains(start), "{g}: {first:?}");
             let wrapped = TermImage::new(&heat, g, CellSize::new(3, 2), small, true);
             let first = cells(&wrapped)[(0, 0)].symbol().to_string();
-            assert!(first.contains("\x1bPtmux;"), "{g}: {first:?}");
+            assert!(first.starts_with("\x1bPtmux;"), "{g}: {first:?}");
+            if g == Graphics::Sixel {
+                // Inside, every escape doubled; the only single one ends it.
+                let inner = &first["\x1bPtmux;".len()..first.len() - 2];
+                assert!(first.ends_with("\x1b\\"));
+                assert_eq!(inner.replace("\x1b\x1b", "").matches('\x1b').count(), 0);
+                assert!(inner.ends_with("\x1b\x1b\\"), "{inner:?}");
+            }
         }
         // Sixel sends exactly the cells' pixels: 3x2 cells of 2x4 px.
         let sixel = TermImage::new(&heat, Graphics::Sixel, CellSize::new(3, 2), small, false);
