@@ -187,7 +187,7 @@ impl Drop for Xterm<'_> {
 fn pictured(p: &Rgb<u8>) -> bool {
     let [r, g, b] = p.0;
     let (hi, lo) = (r.max(g).max(b), r.min(g).min(b));
-    hi < 235 && !(hi < 40) || hi - lo > 60
+    (40..235).contains(&hi) || hi - lo > 60
 }
 
 /// The share of pictured pixels in a rectangle of the screenshot.

@@ -3,7 +3,7 @@
 
 use dexar_session::Probe;
 
-/// The table's lines, without colour, at most 45 columns wide but the first
+/// The table's lines, without colour, at most 47 columns wide but the first
 /// and last.
 pub fn probe_lines(probe: &Probe) -> Vec<String> {
     let o = probe.original;
@@ -14,17 +14,17 @@ pub fn probe_lines(probe: &Probe) -> Vec<String> {
             probe.token, probe.map_label
         ),
         format!(
-            "{:<11}{:>8}{:>8}  {:>8}{:>8}",
+            "{:<11}{:>8}{:>8}  {:>9}{:>9}",
             "removed", "p map", "p rand", "PPL map", "PPL rand"
         ),
         format!(
-            "{:<11}{:>8.4}{:>8}  {:>8.3}{:>8}",
+            "{:<11}{:>8.4}{:>8}  {:>9.3}{:>9}",
             "nothing", o.token_prob, "", o.perplexity, ""
         ),
     ];
     for row in &probe.rows {
         lines.push(format!(
-            "{:<11}{:>8.4}{:>8.4}  {:>8.3}{:>8.3}",
+            "{:<11}{:>8.4}{:>8.4}  {:>9.3}{:>9.3}",
             format!("{:.0} % {}", row.fraction * 100.0, row.cells),
             row.by_map.token_prob,
             row.random.token_prob,
@@ -67,7 +67,7 @@ mod tests {
         assert!(lines[0].starts_with("probe of token 2 \" red\": the dexar map's top patches"));
         assert!(lines[2].contains("nothing") && lines[2].contains("0.9000"));
         let row = &lines[3];
-        assert!(row.starts_with("10 % 57 ") && row.len() <= 45, "{row}");
+        assert!(row.starts_with("10 % 57 ") && row.len() <= 47, "{row}");
         for v in ["0.2500", "0.8750", "3.000", "1.625"] {
             assert!(row.contains(v), "{row}");
         }
