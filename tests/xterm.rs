@@ -145,13 +145,36 @@ impl<'a> Xterm<'a> {
     fn screenshot(&self) -> RgbImage {
         let file = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
         let path = file.path().to_str().unwrap().to_string();
-        let status = Command::new("import")
-            .args(["-window", &self.window, &path])
-            .env("DISPLAY", &self.display.name)
-            .status()
-            .expect("import runs");
-        assert!(status.success(), "import failed");
-        image::open(&path).expect("a screenshot").to_rgb8()
+        // A busy X server now and then refuses one; try a few times.
+        for _ in 0..5 {
+            let status = Command::new("import")
+                .args(["-window", &self.window, &path])
+                .env("DISPLAY", &self.display.name)
+                .stderr(Stdio::null())
+                .status()
+                .expect("import runs");
+            if status.success() {
+                if let Ok(img) = image::open(&path) {
+                    return img.to_rgb8();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("import could not take the xterm window (did dexar exit?)");
+    }
+
+    /// Waits until dexar has drawn text in the top rows (the REPL's banner,
+    /// the TUI's frame): keys typed earlier would reach the terminal query.
+    fn wait_until_drawn(&self) {
+        self.wait_for("dexar to start", |s| {
+            let top = s.height().min(40);
+            (0..top)
+                .flat_map(|y| (0..s.width()).map(move |x| (x, y)))
+                .filter(|&(x, y)| luminance(s.get_pixel(x, y)) < 160.0)
+                .count()
+                > 100
+        });
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     /// Screenshots until `ok` holds; the last one either way.
@@ -164,7 +187,7 @@ impl<'a> Xterm<'a> {
             }
             if start.elapsed() > WAIT {
                 let keep = std::env::temp_dir()
-                    .join(format!("dexar-xterm-{}.png", what.replace(' ', "-")));
+                    .join(format!("dexar-xterm-{}.png", what.replace([' ', '/'], "-")));
                 let _ = shot.save(&keep);
                 panic!(
                     "timed out waiting for {what}; last screenshot: {}",
@@ -281,8 +304,7 @@ fn the_tui_draws_the_heatmap_in_its_pane_with_sixel() {
         tiny_llava().display()
     );
     let xterm = Xterm::start(&display, cols as u16, rows as u16, &command, home.path());
-    // The frame is up when the conversation's border is drawn.
-    std::thread::sleep(Duration::from_secs(2));
+    xterm.wait_until_drawn();
     xterm.key("slash");
     xterm.type_line("What is in the image?");
     let shot = xterm.wait_for("the TUI heatmap", |s| {
@@ -410,7 +432,7 @@ fn the_repl_shows_and_compares_inline_a_third_of_the_screen_high() {
     let (cols, rows) = (100u32, 36u32);
     let command = format!("{} --model {}", dexar(), tiny_llava().display());
     let xterm = Xterm::start(&display, cols as u16, rows as u16, &command, home.path());
-    std::thread::sleep(Duration::from_secs(2));
+    xterm.wait_until_drawn();
     xterm.type_line("What is in the image?");
     std::thread::sleep(Duration::from_secs(2));
     xterm.type_line("/show 1");
@@ -465,7 +487,7 @@ fn sixel_passes_through_tmux() {
         tiny_llava().display()
     );
     let xterm = Xterm::start(&display, 100, 36, &command, home.path());
-    std::thread::sleep(Duration::from_secs(3));
+    xterm.wait_until_drawn();
     xterm.type_line("What is in the image?");
     std::thread::sleep(Duration::from_secs(2));
     xterm.type_line("/show 1");
