@@ -534,7 +534,8 @@ fn draw_help(frame: &mut Frame, area: Rect) {
             ])
         })
         .collect();
-    let rect = popup(area, HELP.len() as u16 + 2);
+    // The whole column: entries wrap on narrow screens.
+    let rect = popup(area, area.height);
     frame.render_widget(Clear, rect);
     frame.render_widget(
         Paragraph::new(rows)
