@@ -480,6 +480,17 @@ fn sixel_passes_through_tmux() {
     let display = Display::start(2);
     let home = tempfile::tempdir().unwrap();
     let socket = home.path().join("tmux.sock");
+    // The tmux server outlives its xterm: stop it however the test ends.
+    struct Server(PathBuf);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-S", self.0.to_str().unwrap(), "kill-server"])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    let _server = Server(socket.clone());
     let command = format!(
         "tmux -S {} -f /dev/null new-session '{} --model {} --graphics sixel --size 30x10'",
         socket.display(),
@@ -494,7 +505,4 @@ fn sixel_passes_through_tmux() {
     xterm.wait_for("a sixel picture through tmux", |s| {
         picture_rows(s).len() > 60
     });
-    let _ = Command::new("tmux")
-        .args(["-S", socket.to_str().unwrap(), "kill-server"])
-        .status();
 }
