@@ -44,7 +44,7 @@ impl VisionConfig {
     }
 }
 
-/// The decoder (LLaMA / Mistral) configuration.
+/// The decoder configuration (LLaMA, Mistral, or a Qwen-VL text model).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TextConfig {
     pub model_type: String,
@@ -61,6 +61,9 @@ pub struct TextConfig {
     pub hidden_act: String,
     pub tie_word_embeddings: bool,
     pub sliding_window: Option<usize>,
+    /// Family-specific decoder features (none for LLaMA and Mistral).
+    #[serde(default)]
+    pub variant: crate::decoder::DecoderVariant,
 }
 
 /// How image features are chosen from the vision tower.
@@ -199,6 +202,7 @@ impl LlavaConfig {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             sliding_window,
+            variant: Default::default(),
         };
         for key in ["rope_parameters", "rope_scaling"] {
             let kind = tc
@@ -322,11 +326,15 @@ impl ParseError {
     }
 }
 
-fn str_field(v: &Value, key: &str) -> Option<String> {
+pub(crate) fn str_field(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
+pub(crate) fn usize_field(
+    v: &Value,
+    key: &str,
+    default: usize,
+) -> std::result::Result<usize, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
@@ -336,7 +344,11 @@ fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usiz
     }
 }
 
-fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, ParseError> {
+pub(crate) fn f64_field(
+    v: &Value,
+    key: &str,
+    default: f64,
+) -> std::result::Result<f64, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
