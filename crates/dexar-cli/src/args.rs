@@ -28,6 +28,10 @@ pub struct ModelArgs {
     /// cpu, or cuda / cuda:N (needs a build with --features cuda).
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Qwen-VL models: resize images to at most N pixels (the processor's
+    /// max_pixels), bounding the number of image tokens and the cost.
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
 }
 
 impl ModelArgs {
@@ -38,6 +42,7 @@ impl ModelArgs {
         Ok(LoadOptions {
             dtype: dexar_model::parse_dtype(&self.dtype).map_err(flag("--dtype"))?,
             device: dexar_model::parse_device(&self.device).map_err(flag("--device"))?,
+            max_pixels: self.max_pixels,
         })
     }
 

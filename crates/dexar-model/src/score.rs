@@ -3,9 +3,10 @@
 
 use candle_core::{DType, IndexOp, D};
 
+use crate::checkpoint::Checkpoint;
 use crate::decoder::Capture;
 use crate::error::{ModelError, Result};
-use crate::llava::{Checkpoint, ImageFeatures};
+use crate::models::ImageFeatures;
 use crate::prompt::PreparedPrompt;
 
 /// `log p(answer_t | prompt, answer_<t)` for every answer token, by one full
@@ -19,7 +20,7 @@ pub fn answer_logprobs(
     if answer.is_empty() {
         return Ok(Vec::new());
     }
-    let max = ckpt.config.text.max_position_embeddings;
+    let max = ckpt.text_config().max_position_embeddings;
     let p0 = prompt.input_ids.len();
     // The last answer token is predicted at position p0 + len - 2.
     let len = p0 + answer.len() - 1;
@@ -29,16 +30,17 @@ pub fn answer_logprobs(
     let mut ids = prompt.input_ids.clone();
     ids.extend_from_slice(&answer[..answer.len() - 1]);
     let model = &ckpt.model;
-    let embeds = model.embed_with_image(&ids, prompt.image_span, image_features)?;
+    let input = model.sequence_input(&ids, prompt.image_span, image_features)?;
+    let whole = model.whole_sequence(&input, prompt.image_span, image_features);
     let out = model
-        .decoder
-        .forward(&embeds, 0, None, &Capture::default())?;
+        .decoder()
+        .forward_at(&input.embeds, &whole, None, &Capture::default())?;
     let hidden = out
         .hidden
         .ok_or_else(|| ModelError::Setting("decoder returned no hidden state".into()))?;
     // Positions p0-1 .. p0+len-2 predict the answer tokens.
     let h = hidden.i((0, p0 - 1..ids.len()))?.contiguous()?;
-    let logits = model.decoder.logits(&h)?.to_dtype(DType::F32)?;
+    let logits = model.decoder().logits(&h)?.to_dtype(DType::F32)?;
     let max_l = logits.max_keepdim(D::Minus1)?;
     let lse = (logits
         .broadcast_sub(&max_l)?

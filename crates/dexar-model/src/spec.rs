@@ -7,8 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::checkpoint::{Checkpoint, MemoryCheckpoint};
 use crate::error::{ModelError, Result};
-use crate::llava::{Checkpoint, MemoryCheckpoint};
 use crate::options::LoadOptions;
 
 /// Which model to load. It displays as users name it (`bundled`, a path,
