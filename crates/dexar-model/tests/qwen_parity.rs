@@ -172,8 +172,8 @@ fn pixel_values_match_the_qwen2_vl_image_processor() {
                 );
             }
         }
+        report.print(&format!("{name} pixels"));
     }
-    report.print("qwen pixels");
 }
 
 #[test]
@@ -241,8 +241,8 @@ fn mrope_positions_and_vision_towers_match_transformers() {
             1e-4,
             name,
         );
+        report.print(&format!("{name} vision"));
     }
-    report.print("qwen vision");
 }
 
 fn run(
@@ -319,8 +319,8 @@ fn check_traces(mode_key: &str) {
                 &mut report,
             );
         }
+        report.print(&format!("{name} {mode_key}"));
     }
-    report.print(&format!("qwen {mode_key}"));
 }
 
 #[test]
