@@ -138,7 +138,7 @@ impl QwenVlConfig {
     pub fn from_value(v: &Value, family: QwenFamily) -> Result<Self, ParseError> {
         // Text fields: under text_config when it exists, else at the top level.
         let text_value = v.get("text_config").filter(|t| t.is_object()).unwrap_or(v);
-        let text_name = if text_value as *const _ == v as *const _ {
+        let text_name = if std::ptr::eq(text_value, v) {
             "config.json"
         } else {
             "text_config"
@@ -155,7 +155,7 @@ impl QwenVlConfig {
         let kv_heads = raw
             .num_key_value_heads
             .unwrap_or(if qwen3 { 32 } else { 8 });
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(ParseError::Field(format!(
                 "{text_name}: num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv_heads})"
             )));
@@ -356,8 +356,8 @@ impl QwenVlConfig {
 fn check_vision(v: &QwenVisionConfig, text: &TextConfig) -> Result<(), ParseError> {
     let bad = |m: String| Err(ParseError::Field(format!("vision_config: {m}")));
     if v.num_heads == 0
-        || v.hidden_size % v.num_heads != 0
-        || (v.hidden_size / v.num_heads) % 4 != 0
+        || !v.hidden_size.is_multiple_of(v.num_heads)
+        || !(v.hidden_size / v.num_heads).is_multiple_of(4)
     {
         return bad(format!(
             "num_heads ({}) must divide the width ({}) into heads whose size is a multiple of 4",

@@ -62,7 +62,7 @@ impl QwenVlModel {
         (gh, gw): (usize, usize),
     ) -> candle_core::Result<ImageFeatures> {
         let m = self.config.vision.spatial_merge_size;
-        if gh % m != 0 || gw % m != 0 || gh * gw == 0 || patches.len() % (gh * gw) != 0 {
+        if gh % m != 0 || gw % m != 0 || gh * gw == 0 || !patches.len().is_multiple_of(gh * gw) {
             candle_core::bail!(
                 "{} patch values do not make a {gh}x{gw} patch grid of whole merge blocks",
                 patches.len()

@@ -178,7 +178,7 @@ impl QwenImageProcessor {
             return self.smart_resize(height, width);
         }
         let f = self.factor() as u32;
-        if height < f || width < f || height % f != 0 || width % f != 0 {
+        if height < f || width < f || !height.is_multiple_of(f) || !width.is_multiple_of(f) {
             return Err(format!(
                 "{width}x{height} is not made of whole merged patches of {f}x{f} pixels (and do_resize is false)"
             ));
