@@ -4,7 +4,7 @@
 //! plugins, the Hugging Face cache, and one-line errors for bad checkpoints,
 //! settings and images.
 
-use dexar_tests::{arg as s, run as dexar};
+use dexar_tests::{arg as s, assert_user_error, run as dexar};
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,22 +48,6 @@ fn ok(o: &Output) {
 
 fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Exit code 2 and one `error:` line naming `needle`.
-fn assert_user_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "exit code for {needle}; stderr: {err}"
-    );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line for {needle}: {err}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains(needle),
-        "`{needle}` not in: {err}"
-    );
 }
 
 #[test]
@@ -259,13 +243,7 @@ fn a_hugging_face_id_finds_a_cached_qwen_snapshot() {
 
 /// A copy of a fixture checkpoint, changed by `edit`.
 fn broken(name: &str, edit: impl FnOnce(&Path)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(fixture(name)).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    edit(dir.path());
-    dir
+    dexar_tests::copy_checkpoint(&fixture(name), edit)
 }
 
 fn edit_json(path: &Path, f: impl FnOnce(&mut Value)) {

@@ -99,7 +99,7 @@ impl Checkpoint {
             });
         }
         let config_path = dir.join("config.json");
-        let config = read_config(&config_path)?;
+        let config = crate::config::read_config_json(&config_path)?;
         let model_type = config
             .get("model_type")
             .and_then(Value::as_str)
@@ -418,22 +418,6 @@ impl Checkpoint {
         );
         Ok(features)
     }
-}
-
-fn read_config(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ModelError::MissingFile {
-            path: path.into(),
-            what: "no config.json",
-        },
-        _ => ModelError::bad_file(path, format!("cannot read: {e}")),
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
-        ModelError::bad_file(
-            path,
-            format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
-        )
-    })
 }
 
 /// `eos_token_id` of generation_config.json (a number or a list), if the file has one.

@@ -105,20 +105,7 @@ impl LlavaConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModelError::MissingFile {
-                path: path.into(),
-                what: "no config.json",
-            },
-            _ => ModelError::bad_file(path, format!("cannot read: {e}")),
-        })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
-            ModelError::bad_file(
-                path,
-                format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
-            )
-        })?;
-        Self::from_value(&value).map_err(|e| e.at(path))
+        Self::from_value(&read_config_json(path)?).map_err(|e| e.at(path))
     }
 
     pub fn from_value(v: &Value) -> std::result::Result<Self, ParseError> {
@@ -302,6 +289,23 @@ impl LlavaConfig {
             bos_token_id: id("bos_token_id"),
         })
     }
+}
+
+/// The JSON of a checkpoint's `config.json`, with errors that name the file.
+pub(crate) fn read_config_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::MissingFile {
+            path: path.into(),
+            what: "no config.json",
+        },
+        _ => ModelError::bad_file(path, format!("cannot read: {e}")),
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        ModelError::bad_file(
+            path,
+            format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
+        )
+    })
 }
 
 /// Why a `config.json` was refused.

@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::{max_abs, mean_abs, rel_err, Fixture, Report};
+use common::{rel_err, Fixture, Report};
 use dexar_core::LayerSelection;
-use dexar_model::{
-    encode_image_file, generate_traced, load_image, GenerationSettings, Mode, TracedStep,
-};
-use std::sync::atomic::AtomicBool;
+use dexar_model::{encode_image_file, load_image, GenerationSettings, Mode, TracedStep};
 
 fn prompt_text(fx: &Fixture) -> String {
     fx.json["prompt"].as_str().unwrap().to_string()
@@ -70,21 +67,7 @@ fn pixel_values_match_the_clip_processor() {
         assert_eq!((pixels.height, pixels.width), (32, 32));
         let pixels = pixels.data;
         let want = fx.f32s(&format!("pixel_values.{}", file.trim_end_matches(".png")));
-        if exact {
-            report.check(
-                "pixel abs err (input size)",
-                max_abs(&pixels, &want),
-                1e-5,
-                file,
-            );
-        } else {
-            report.check(
-                "pixel mean abs err (resized)",
-                mean_abs(&pixels, &want),
-                0.02,
-                file,
-            );
-        }
+        common::check_pixels(&mut report, &pixels, &want, !exact, file);
     }
     report.print("pixels");
 }
@@ -109,21 +92,7 @@ fn traces(
         layers,
         ..Default::default()
     };
-    let mut steps = Vec::new();
-    let gen = generate_traced(
-        ckpt,
-        &prompt,
-        &feats,
-        &settings,
-        mode,
-        &AtomicBool::new(false),
-        &mut |s| {
-            steps.push(s);
-            true
-        },
-    )
-    .unwrap();
-    (steps, gen.tokens)
+    common::traced(ckpt, &prompt, &feats, &settings, mode)
 }
 
 fn check_mode(name: &str, mode_key: &str, report: &mut Report) {

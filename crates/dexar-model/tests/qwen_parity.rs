@@ -8,14 +8,13 @@
 
 mod common;
 
-use common::{fixtures, max_abs, mean_abs, rel_err, Fixture, Report, StepMaps};
+use common::{fixtures, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{Grid, LayerSelection};
 use dexar_model::{
-    generate_traced, load_image, naive_step, GenerationSettings, ImageFeatures, ImageProcessing,
-    Mode, TracedStep, Turn, VlModel,
+    load_image, naive_step, GenerationSettings, ImageFeatures, ImageProcessing, Mode, TracedStep,
+    Turn, VlModel,
 };
 use serde_json::Value;
-use std::sync::atomic::AtomicBool;
 
 const FAMILIES: [&str; 3] = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"];
 const IMAGES: [&str; 2] = ["qwen-valid", "wide"];
@@ -156,21 +155,8 @@ fn pixel_values_match_the_qwen2_vl_image_processor() {
             );
             let want = fx.f32s(&format!("pixel_values.{image}"));
             let size = ids_of(&info["size"]);
-            if size == [pixels.height, pixels.width] {
-                report.check(
-                    "pixel abs err (valid size)",
-                    max_abs(&patches, &want),
-                    1e-5,
-                    image,
-                );
-            } else {
-                report.check(
-                    "pixel mean abs err (resized)",
-                    mean_abs(&patches, &want),
-                    0.02,
-                    image,
-                );
-            }
+            let resized = size != [pixels.height, pixels.width];
+            common::check_pixels(&mut report, &patches, &want, resized, image);
         }
         report.print(&format!("{name} pixels"));
     }
@@ -265,21 +251,7 @@ fn run(
         layers: 0..ckpt.text_config().num_hidden_layers,
         ..Default::default()
     };
-    let mut steps = Vec::new();
-    let gen = generate_traced(
-        ckpt,
-        &prompt,
-        feats,
-        &settings,
-        mode,
-        &AtomicBool::new(false),
-        &mut |s| {
-            steps.push(s);
-            true
-        },
-    )
-    .unwrap();
-    (steps, gen.tokens)
+    common::traced(ckpt, &prompt, feats, &settings, mode)
 }
 
 fn check_traces(mode_key: &str) {

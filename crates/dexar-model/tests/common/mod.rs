@@ -3,7 +3,10 @@
 
 use candle_core::{Device, Tensor};
 use dexar_core::{builtin_strategy, HeadScores, TokenMap};
-use dexar_model::{Checkpoint, LoadOptions, TracedStep};
+use dexar_model::{
+    generate_traced, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
+    PreparedPrompt, TracedStep,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -110,6 +113,39 @@ impl Report {
     }
 }
 
+/// Every step of a traced generation, and the tokens.
+pub fn traced(
+    ckpt: &Checkpoint,
+    prompt: &PreparedPrompt,
+    feats: &ImageFeatures,
+    settings: &GenerationSettings,
+    mode: &Mode,
+) -> (Vec<TracedStep>, Vec<u32>) {
+    let mut steps = Vec::new();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let gen = generate_traced(ckpt, prompt, feats, settings, mode, &cancel, &mut |s| {
+        steps.push(s);
+        true
+    })
+    .unwrap();
+    (steps, gen.tokens)
+}
+
+/// Pixel values against the reference: to 1e-5 when the image needed no
+/// resizing, else in the mean (resamplers differ), 0.02.
+pub fn check_pixels(report: &mut Report, got: &[f32], want: &[f32], resized: bool, what: &str) {
+    if resized {
+        report.check(
+            "pixel mean abs err (resized)",
+            mean_abs(got, want),
+            0.02,
+            what,
+        );
+    } else {
+        report.check("pixel abs err (input size)", max_abs(got, want), 1e-5, what);
+    }
+}
+
 /// The grid cells of a map over the image span (a leading CLS value dropped).
 pub fn grid_part(v: &[f32], grid_len: usize) -> &[f32] {
     &v[v.len() - grid_len..]
@@ -194,27 +230,25 @@ impl StepMaps {
             1e-4,
             what,
         );
-        let u = strategy("dexar-unfiltered").token_map(tr).unwrap();
-        report.check(
-            "unfiltered map abs err",
-            map_err(&u.raw, "dexar_unfiltered"),
-            1e-4,
-            what,
-        );
-        let a = strategy("raw-attention").token_map(tr).unwrap();
-        report.check(
-            "raw attention map abs err",
-            map_err(&a.raw, "raw_attention"),
-            1e-4,
-            what,
-        );
-        let g = strategy("grad-x-attn").token_map(tr).unwrap();
-        report.check(
-            "grad-x-attn map abs err",
-            map_err(&g.raw, "grad_x_attn"),
-            1e-4,
-            what,
-        );
+        for (name, tensor, check) in [
+            (
+                "dexar-unfiltered",
+                "dexar_unfiltered",
+                "unfiltered map abs err",
+            ),
+            (
+                "raw-attention",
+                "raw_attention",
+                "raw attention map abs err",
+            ),
+            ("grad-x-attn", "grad_x_attn", "grad-x-attn map abs err"),
+        ] {
+            let map = strategy(name).token_map(tr).unwrap();
+            report.check(check, map_err(&map.raw, tensor), 1e-4, what);
+            if name == "dexar-unfiltered" {
+                self.unfiltered.push(map);
+            }
+        }
         let lim2 = strategy("dexar")
             .token_map(&tr.restricted_to_layers_from(lim2_start))
             .unwrap();
@@ -231,7 +265,6 @@ impl StepMaps {
             what,
         );
         self.dexar.push(m);
-        self.unfiltered.push(u);
     }
 
     /// The sentence maps of the steps checked so far (`key("sentence_dexar")`, ...).
@@ -243,27 +276,26 @@ impl StepMaps {
         report: &mut Report,
     ) {
         let grid_len = self.dexar.first().map_or(0, |m| m.grid.len());
-        let s = builtin_strategy("dexar", 1)
-            .unwrap()
-            .sentence_map(&self.dexar)
-            .unwrap();
-        let want = fx.f32s(&key("sentence_dexar"));
-        report.check(
-            "sentence map abs err",
-            max_abs(&s, grid_part(&want, grid_len)),
-            1e-4,
-            what,
-        );
-        let su = builtin_strategy("dexar-unfiltered", 1)
-            .unwrap()
-            .sentence_map(&self.unfiltered)
-            .unwrap();
-        let want = fx.f32s(&key("sentence_unfiltered"));
-        report.check(
-            "unfiltered sentence map abs err",
-            max_abs(&su, grid_part(&want, grid_len)),
-            1e-4,
-            what,
-        );
+        for (strategy, maps, name, tensor) in [
+            (
+                "dexar",
+                &self.dexar,
+                "sentence map abs err",
+                "sentence_dexar",
+            ),
+            (
+                "dexar-unfiltered",
+                &self.unfiltered,
+                "unfiltered sentence map abs err",
+                "sentence_unfiltered",
+            ),
+        ] {
+            let got = builtin_strategy(strategy, 1)
+                .unwrap()
+                .sentence_map(maps)
+                .unwrap();
+            let want = fx.f32s(&key(tensor));
+            report.check(name, max_abs(&got, grid_part(&want, grid_len)), 1e-4, what);
+        }
     }
 }

@@ -200,27 +200,13 @@ impl QwenImageProcessor {
 
     /// Channel-first normalised pixels `[3, H, W]` of the model's view.
     pub fn preprocess(&self, image: &DynamicImage) -> Result<Pixels, ProcessorError> {
-        let view = self.model_view(image)?;
-        let (w, h) = view.dimensions();
-        let plane = (w * h) as usize;
-        let mut data = vec![0f32; 3 * plane];
-        for (x, y, px) in view.enumerate_pixels() {
-            for c in 0..3 {
-                let mut v = px[c] as f32;
-                if self.do_rescale {
-                    v *= self.rescale_factor;
-                }
-                if self.do_normalize {
-                    v = (v - self.mean[c]) / self.std[c];
-                }
-                data[c * plane + (y * w + x) as usize] = v;
-            }
-        }
-        Ok(Pixels {
-            data,
-            height: h,
-            width: w,
-        })
+        let rescale = self.do_rescale.then_some(self.rescale_factor);
+        let mean_std = self.do_normalize.then_some((self.mean, self.std));
+        Ok(Pixels::from_rgb(
+            &self.model_view(image)?,
+            rescale,
+            mean_std,
+        ))
     }
 
     /// The vision tower's input: `[gh * gw, 3 * T * p * p]` patches of `pixels`
