@@ -333,3 +333,20 @@ fn bad_checkpoints_settings_and_images_are_one_line_errors() {
         "mrope_section [2, 2, 2] sums to 6, not half the head dimension (8)",
     );
 }
+
+#[test]
+fn max_pixels_is_offered_wherever_a_model_is_chosen() {
+    for cmd in [
+        &["--help"][..],
+        &["explain", "--help"],
+        &["eval", "--help"],
+        &["bench", "--help"],
+    ] {
+        let o = dexar(cmd);
+        assert!(o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("--max-pixels"),
+            "{cmd:?}"
+        );
+    }
+}

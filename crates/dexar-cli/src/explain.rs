@@ -29,7 +29,8 @@ pub struct ExplainArgs {
     /// User prompt, wrapped in the model's chat template (or --template).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
-    /// Prompt used as is; must contain exactly one `<image>` marker.
+    /// Prompt used as is; must contain exactly one `<image>` marker (Qwen-VL:
+    /// or `<|image_pad|>`; `<image>` stands for the whole vision block).
     #[arg(long, value_name = "TEXT")]
     pub raw_prompt: Option<String>,
     /// A single-turn chat template for --prompt, `{prompt}` replaced by the
