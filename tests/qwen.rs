@@ -194,6 +194,8 @@ fn eval_and_bench_run_on_qwen_models() {
         "bench",
         "--synthetic",
         "qwen2-vl:1x64",
+        "--max-pixels",
+        "50176",
         "--tokens",
         "2",
         "--repeat",
@@ -203,8 +205,8 @@ fn eval_and_bench_run_on_qwen_models() {
     ]);
     ok(&o);
     let out = String::from_utf8_lossy(&o.stdout);
-    // about 672x672 pixels: 24x24 merged tokens
-    assert!(out.contains("576 image tokens"), "{out}");
+    // --max-pixels 224x224: 8x8 merged tokens (without it, about 672x672 pixels and 576 tokens)
+    assert!(out.contains("64 image tokens"), "{out}");
     assert!(json(&bench)["speedup"].as_f64().unwrap() > 0.0);
 }
 

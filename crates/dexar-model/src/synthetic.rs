@@ -127,7 +127,9 @@ pub fn synthetic_checkpoint(
             });
             let config =
                 QwenVlConfig::from_value(&config, QwenFamily::Qwen2Vl).map_err(|e| e.at(&label))?;
-            let side = 672 * 672;
+            // Every image is resized to about 672x672 pixels (576 merged
+            // tokens, as LLaVA-1.5), or to the --max-pixels asked for.
+            let side = opts.max_pixels.unwrap_or(672 * 672);
             let processor = QwenImageProcessor {
                 min_pixels: side,
                 max_pixels: side,
