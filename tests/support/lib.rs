@@ -108,3 +108,29 @@ pub fn build_plugin(package: &str, lib: &str, dir: &Path) -> PathBuf {
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).unwrap();
     copy
 }
+
+/// Asserts exit code 2 and a single `error:` line on stderr mentioning `needle`.
+pub fn assert_user_error(o: &std::process::Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "exit code for {needle}; stderr: {err}"
+    );
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line for {needle}: {err}");
+    assert!(lines[0].starts_with("error: "), "{err}");
+    assert!(lines[0].contains(needle), "`{needle}` not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A temporary copy of the files of the checkpoint directory `dir`, changed by `edit`.
+pub fn copy_checkpoint(dir: &Path, edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("temporary directory");
+    for e in std::fs::read_dir(dir).expect("checkpoint directory") {
+        let p = e.expect("directory entry").path();
+        std::fs::copy(&p, copy.path().join(p.file_name().expect("file name"))).expect("copy");
+    }
+    edit(copy.path());
+    copy
+}

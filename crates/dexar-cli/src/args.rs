@@ -16,7 +16,8 @@ use crate::error::{CliError, CliResult};
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// The model: `bundled` (the demo model compiled into dexar; also
-    /// `toy`), a checkpoint directory in llava-hf layout, or a Hugging Face
+    /// `toy`), a checkpoint directory as the Hugging Face Hub publishes it
+    /// (LLaVA-1.5, BakLLaVA, Qwen2-VL, Qwen2.5-VL, Qwen3-VL), or a Hugging Face
     /// id ORG/NAME[@REVISION] found in the local Hugging Face cache
     /// (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub); dexar never
     /// downloads. An existing directory always wins.
@@ -28,6 +29,10 @@ pub struct ModelArgs {
     /// cpu, or cuda / cuda:N (needs a build with --features cuda).
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     pub device: String,
+    /// Qwen-VL models: resize images to at most N pixels (the processor's
+    /// max_pixels), bounding the number of image tokens and the cost.
+    #[arg(long, value_name = "N")]
+    pub max_pixels: Option<u64>,
 }
 
 impl ModelArgs {
@@ -38,6 +43,7 @@ impl ModelArgs {
         Ok(LoadOptions {
             dtype: dexar_model::parse_dtype(&self.dtype).map_err(flag("--dtype"))?,
             device: dexar_model::parse_device(&self.device).map_err(flag("--device"))?,
+            max_pixels: self.max_pixels,
         })
     }
 

@@ -30,10 +30,16 @@ pub struct BenchArgs {
     /// Repetitions; the fastest is reported.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub repeat: usize,
-    /// Instead of --model: a randomly initialised LLaVA-1.5-shaped model of
-    /// LAYERSxHIDDEN decoder (e.g. 8x512) with a 24x24 patch grid (576 image
-    /// tokens), to see how the two paths scale at realistic sequence lengths.
-    #[arg(long, value_name = "LAYERSxHIDDEN", conflicts_with = "model")]
+    /// Instead of --model: a randomly initialised model with a LAYERSxHIDDEN
+    /// decoder (e.g. 8x512), LLaVA-1.5-shaped (a 24x24 patch grid, 576 image
+    /// tokens) or, as qwen2-vl:8x512, Qwen2-VL-shaped (images resized to about
+    /// 672x672 pixels, about 576 merged tokens, M-RoPE), to see how the two
+    /// paths scale at realistic sequence lengths.
+    #[arg(
+        long,
+        value_name = "[qwen2-vl:]LAYERSxHIDDEN",
+        conflicts_with = "model"
+    )]
     pub synthetic: Option<String>,
     /// Write the result as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -59,10 +65,12 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         Some(p) => LoadedImage::open(&ckpt, p)?,
         None => LoadedImage::bundled_default(&ckpt)?,
     };
-    let cfg = &ckpt.config;
     let features = &image.features;
-    let prompt = ckpt.prepare_chat(&[], &args.prompt)?;
-    let layers = args.layers.selection().layers(cfg.text.num_hidden_layers);
+    let prompt = ckpt.prepare_chat(&[], &args.prompt, features)?;
+    let layers = args
+        .layers
+        .selection()
+        .layers(ckpt.text_config().num_hidden_layers);
 
     // The answer to explain: greedy, then padded with a fixed token so that
     // every run explains exactly --tokens tokens (teacher forcing).
@@ -89,7 +97,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .copied()
         .unwrap_or(0);
     answer.resize(args.tokens, filler);
-    let max = cfg.text.max_position_embeddings;
+    let max = ckpt.text_config().max_position_embeddings;
     if prompt.input_ids.len() + answer.len() > max {
         return Err(CliError::usage(format!(
             "--tokens: the prompt plus {} tokens exceed the context of {max}",
@@ -133,9 +141,9 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     println!(
         "model {} ({} layers, {} heads, {} image tokens), prompt {} tokens, {} explained tokens, {}",
         ckpt.dir.display(),
-        cfg.text.num_hidden_layers,
-        cfg.text.num_attention_heads,
-        cfg.num_image_tokens(),
+        ckpt.text_config().num_hidden_layers,
+        ckpt.text_config().num_attention_heads,
+        features.num_tokens(),
         prompt.input_ids.len(),
         answer.len(),
         dexar_core::layers::describe(&layers)

@@ -29,7 +29,8 @@ pub struct ExplainArgs {
     /// User prompt, wrapped in the model's chat template (or --template).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
-    /// Prompt used as is; must contain exactly one `<image>` marker.
+    /// Prompt used as is; must contain exactly one `<image>` marker (Qwen-VL:
+    /// or `<|image_pad|>`; `<image>` stands for the whole vision block).
     #[arg(long, value_name = "TEXT")]
     pub raw_prompt: Option<String>,
     /// A single-turn chat template for --prompt, `{prompt}` replaced by the
@@ -111,7 +112,6 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
 
     let model = dexar_session::open_model(&args.model.model, &opts)?;
     let ckpt = &model.ckpt;
-    let cfg = &ckpt.config;
     let image = match &args.image {
         Some(p) => LoadedImage::open(ckpt, p)?,
         None => LoadedImage::bundled_default(ckpt)?,
@@ -123,12 +123,12 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             }
             match &args.template {
                 Some(t) => ckpt
-                    .prepare_templated(t, p)
+                    .prepare_templated(t, p, &image.features)
                     .map_err(|e| CliError::usage(format!("--template: {e}")))?,
-                None => ckpt.prepare_chat(&[], p)?,
+                None => ckpt.prepare_chat(&[], p, &image.features)?,
             }
         }
-        (None, Some(raw)) => ckpt.prepare_prompt(raw)?,
+        (None, Some(raw)) => ckpt.prepare_prompt(raw, &image.features)?,
         (None, None) => return Err(CliError::usage("give --prompt or --raw-prompt")),
     };
     let mode = match &args.target {
@@ -234,11 +234,11 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         schema: SCHEMA,
         model: ModelInfo {
             path: ckpt.dir.display().to_string(),
-            model_type: "llava".into(),
-            text_model_type: cfg.text.model_type.clone(),
-            num_layers: cfg.text.num_hidden_layers,
-            num_heads: cfg.text.num_attention_heads,
-            grid: [cfg.grid().height, cfg.grid().width],
+            model_type: ckpt.model_type().into(),
+            text_model_type: ckpt.text_config().model_type.clone(),
+            num_layers: ckpt.text_config().num_hidden_layers,
+            num_heads: ckpt.text_config().num_attention_heads,
+            grid: [image.features.grid.height, image.features.grid.width],
         },
         settings: Settings {
             mode: if args.target.is_some() {
@@ -297,7 +297,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             save_overlay(
                 &image.view,
                 &s.sentence,
-                cfg.grid(),
+                image.features.grid,
                 colormap,
                 args.alpha,
                 &dir.join("sentence.png"),

@@ -44,7 +44,7 @@ impl VisionConfig {
     }
 }
 
-/// The decoder (LLaMA / Mistral) configuration.
+/// The decoder configuration (LLaMA, Mistral, or a Qwen-VL text model).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TextConfig {
     pub model_type: String,
@@ -61,6 +61,9 @@ pub struct TextConfig {
     pub hidden_act: String,
     pub tie_word_embeddings: bool,
     pub sliding_window: Option<usize>,
+    /// Family-specific decoder features (none for LLaMA and Mistral).
+    #[serde(default)]
+    pub variant: crate::decoder::DecoderVariant,
 }
 
 /// How image features are chosen from the vision tower.
@@ -102,20 +105,7 @@ impl LlavaConfig {
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModelError::MissingFile {
-                path: path.into(),
-                what: "no config.json",
-            },
-            _ => ModelError::bad_file(path, format!("cannot read: {e}")),
-        })?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
-            ModelError::bad_file(
-                path,
-                format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
-            )
-        })?;
-        Self::from_value(&value).map_err(|e| e.at(path))
+        Self::from_value(&read_config_json(path)?).map_err(|e| e.at(path))
     }
 
     pub fn from_value(v: &Value) -> std::result::Result<Self, ParseError> {
@@ -199,6 +189,7 @@ impl LlavaConfig {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             sliding_window,
+            variant: Default::default(),
         };
         for key in ["rope_parameters", "rope_scaling"] {
             let kind = tc
@@ -300,6 +291,23 @@ impl LlavaConfig {
     }
 }
 
+/// The JSON of a checkpoint's `config.json`, with errors that name the file.
+pub(crate) fn read_config_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::MissingFile {
+            path: path.into(),
+            what: "no config.json",
+        },
+        _ => ModelError::bad_file(path, format!("cannot read: {e}")),
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        ModelError::bad_file(
+            path,
+            format!("not valid JSON ({e}); re-download or re-export the checkpoint"),
+        )
+    })
+}
+
 /// Why a `config.json` was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParseError {
@@ -322,11 +330,15 @@ impl ParseError {
     }
 }
 
-fn str_field(v: &Value, key: &str) -> Option<String> {
+pub(crate) fn str_field(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
+pub(crate) fn usize_field(
+    v: &Value,
+    key: &str,
+    default: usize,
+) -> std::result::Result<usize, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
@@ -336,7 +348,11 @@ fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usiz
     }
 }
 
-fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, ParseError> {
+pub(crate) fn f64_field(
+    v: &Value,
+    key: &str,
+    default: f64,
+) -> std::result::Result<f64, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x

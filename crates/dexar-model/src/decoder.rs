@@ -1,19 +1,123 @@
-//! The LLaMA / Mistral decoder, instrumented: besides logits it can hand back,
-//! for chosen layers, what the local backward of DEXAR.md needs at the query
-//! position (attention row, mid-layer residual, layer output, cached values).
+//! The decoder of every family (LLaMA, Mistral, Qwen2-VL, Qwen2.5-VL,
+//! Qwen3-VL), instrumented: besides logits it can hand back, for chosen
+//! layers, what the local backward of DEXAR.md needs at the query position
+//! (attention row, mid-layer residual, layer output, cached values). The
+//! families differ only by [`DecoderVariant`] flags: attention biases,
+//! per-head q/k RMSNorm, multimodal RoPE, and DeepStack features added after
+//! the first layers.
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 use crate::config::TextConfig;
 use crate::nn::{softmax_last, Activation, Linear, RmsNorm};
 
-/// Rotary position embedding (transformers' `rotate_half` convention).
+/// What distinguishes the decoders of the families dexar supports. None of
+/// these changes the local backward (see `local_backward.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecoderVariant {
+    /// Biases on the q, k and v projections (Qwen2).
+    pub qkv_bias: bool,
+    /// A bias on the output projection (Qwen3 with `attention_bias`).
+    pub o_bias: bool,
+    /// RMSNorm over each head's query and key before the rotary embedding (Qwen3).
+    pub qk_norm: bool,
+    /// Multimodal rotary embedding: image tokens at 3-D positions.
+    pub mrope: Option<MRope>,
+}
+
+/// Multimodal RoPE: the `head_dim / 2` rotary frequencies are shared among
+/// the temporal, height and width axes, `section[a]` frequencies each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MRope {
+    pub section: [usize; 3],
+    /// Qwen3-VL: frequencies interleaved (T H W T H W ... then T) rather than
+    /// in three contiguous blocks (Qwen2-VL, Qwen2.5-VL).
+    pub interleaved: bool,
+}
+
+impl MRope {
+    /// The axis (0 temporal, 1 height, 2 width) of each of the `half` frequencies.
+    pub fn axes(&self, half: usize) -> Vec<usize> {
+        let [t, h, _] = self.section;
+        (0..half)
+            .map(|i| {
+                if self.interleaved {
+                    match i % 3 {
+                        1 if i < 3 * self.section[1] => 1,
+                        2 if i < 3 * self.section[2] => 2,
+                        _ => 0,
+                    }
+                } else if i < t {
+                    0
+                } else if i < t + h {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect()
+    }
+}
+
+/// Rotary positions of the tokens of one forward chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopePositions {
+    /// Token k at position `first + k` on every axis (text; with M-RoPE every
+    /// axis then shares the position, which is plain RoPE).
+    Sequential(usize),
+    /// Per token, the (temporal, height, width) positions of M-RoPE.
+    Multi(Vec<[u32; 3]>),
+}
+
+impl RopePositions {
+    fn len_matches(&self, t: usize) -> bool {
+        match self {
+            Self::Sequential(_) => true,
+            Self::Multi(p) => p.len() == t,
+        }
+    }
+}
+
+/// Features added to the hidden states at the image positions after the
+/// first decoder layers (Qwen3-VL's DeepStack): after layer `l`,
+/// `layers[l]` (`[N, D]`) is added to positions `span` of the chunk.
+#[derive(Debug, Clone, Copy)]
+pub struct Deepstack<'a> {
+    pub span: (usize, usize),
+    pub layers: &'a [Tensor],
+}
+
+/// Where a forward chunk sits: its first cache position, its rotary
+/// positions, and what DeepStack adds to it.
+#[derive(Debug, Clone)]
+pub struct ChunkInput<'a> {
+    pub start: usize,
+    pub rope: RopePositions,
+    pub deepstack: Option<Deepstack<'a>>,
+}
+
+impl ChunkInput<'_> {
+    /// Text at cache positions `start..`, rotary positions from `start`.
+    pub fn sequential(start: usize) -> Self {
+        Self {
+            start,
+            rope: RopePositions::Sequential(start),
+            deepstack: None,
+        }
+    }
+}
+
+/// Rotary position embedding (transformers' `rotate_half` convention), with
+/// the multimodal variant.
 #[derive(Debug, Clone)]
 struct Rope {
-    cos: Tensor,
-    sin: Tensor,
+    /// `[1, hd / 2]` inverse frequencies.
+    inv_freq: Tensor,
+    /// M-RoPE: per axis, a `[1, hd]` 0/1 mask of the dimensions it drives.
+    axis_masks: Option<[Tensor; 3]>,
 }
 
 impl Rope {
@@ -22,28 +126,76 @@ impl Rope {
         let inv: Vec<f32> = (0..half)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
             .collect();
-        let inv = Tensor::from_vec(inv, (1, half), device)?;
-        let pos = Tensor::arange(0u32, cfg.max_position_embeddings as u32, device)?
-            .to_dtype(DType::F32)?
-            .reshape((cfg.max_position_embeddings, 1))?;
-        let freqs = pos.broadcast_mul(&inv)?;
-        let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
+        let inv_freq = Tensor::from_vec(inv, (1, half), device)?;
+        let axis_masks = match &cfg.variant.mrope {
+            None => None,
+            Some(m) => {
+                let axes = m.axes(half);
+                let mask = |a: usize| {
+                    let row: Vec<f32> = axes
+                        .iter()
+                        .chain(&axes)
+                        .map(|&x| if x == a { 1.0 } else { 0.0 })
+                        .collect();
+                    Tensor::from_vec(row, (1, 2 * half), device)
+                };
+                Some([mask(0)?, mask(1)?, mask(2)?])
+            }
+        };
         Ok(Self {
-            cos: freqs.cos()?,
-            sin: freqs.sin()?,
+            inv_freq,
+            axis_masks,
         })
     }
 
-    /// `x * cos + rotate_half(x) * sin` for x `[B, H, T, hd]` at positions `start..start+T`.
-    fn apply(&self, x: &Tensor, start: usize) -> Result<Tensor> {
-        let (_, _, t, hd) = x.dims4()?;
-        let cos = self.cos.narrow(0, start, t)?;
-        let sin = self.sin.narrow(0, start, t)?;
+    /// `[T, hd]` angles of positions `pos` (`T` values).
+    fn angles(&self, pos: Vec<f32>) -> Result<Tensor> {
+        let t = pos.len();
+        let pos = Tensor::from_vec(pos, (t, 1), self.inv_freq.device())?;
+        let freqs = pos.broadcast_mul(&self.inv_freq)?;
+        Tensor::cat(&[&freqs, &freqs], D::Minus1)
+    }
+
+    /// `(cos, sin)`, each `[T, hd]` f32, of a chunk of `t` tokens.
+    fn cos_sin(&self, positions: &RopePositions, t: usize) -> Result<(Tensor, Tensor)> {
+        match (positions, &self.axis_masks) {
+            (RopePositions::Sequential(first), _) => {
+                let a = self.angles((0..t).map(|k| (first + k) as f32).collect())?;
+                Ok((a.cos()?, a.sin()?))
+            }
+            (RopePositions::Multi(p), Some(masks)) => {
+                let (mut cos, mut sin) = (None::<Tensor>, None::<Tensor>);
+                for (axis, mask) in masks.iter().enumerate() {
+                    let a = self.angles(p.iter().map(|x| x[axis] as f32).collect())?;
+                    let (c, s) = (a.cos()?.broadcast_mul(mask)?, a.sin()?.broadcast_mul(mask)?);
+                    cos = Some(match cos {
+                        Some(x) => (x + c)?,
+                        None => c,
+                    });
+                    sin = Some(match sin {
+                        Some(x) => (x + s)?,
+                        None => s,
+                    });
+                }
+                match (cos, sin) {
+                    (Some(c), Some(s)) => Ok((c, s)),
+                    _ => candle_core::bail!("M-RoPE without axes"),
+                }
+            }
+            (RopePositions::Multi(_), None) => {
+                candle_core::bail!("3-D rotary positions given to a decoder without M-RoPE")
+            }
+        }
+    }
+
+    /// `x * cos + rotate_half(x) * sin` for x `[B, H, T, hd]`.
+    fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let hd = x.dim(D::Minus1)?;
         let xf = x.to_dtype(DType::F32)?;
         let x1 = xf.narrow(D::Minus1, 0, hd / 2)?;
         let x2 = xf.narrow(D::Minus1, hd / 2, hd / 2)?;
         let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
-        (xf.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?.to_dtype(x.dtype())
+        (xf.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?.to_dtype(x.dtype())
     }
 }
 
@@ -59,6 +211,9 @@ pub struct DecoderLayer {
     pub down_proj: Linear,
     pub input_norm: RmsNorm,
     pub post_norm: RmsNorm,
+    /// Per-head RMSNorm of queries and keys (Qwen3).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
 }
 
 /// What the local backward needs from layer l at the query position q.
@@ -139,16 +294,25 @@ impl Decoder {
             cfg.intermediate_size,
         );
         let embed_tokens = vb.pp("embed_tokens").get((cfg.vocab_size, d), "weight")?;
+        let var = &cfg.variant;
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
                 let lv = vb.pp("layers").pp(l);
                 let a = lv.pp("self_attn");
                 let m = lv.pp("mlp");
+                let head_norm = |name: &str| -> Result<Option<RmsNorm>> {
+                    match var.qk_norm {
+                        true => Ok(Some(RmsNorm::load(a.pp(name), hd, cfg.rms_norm_eps)?)),
+                        false => Ok(None),
+                    }
+                };
                 Ok(DecoderLayer {
-                    q_proj: Linear::load(a.pp("q_proj"), d, h * hd, false)?,
-                    k_proj: Linear::load(a.pp("k_proj"), d, kv * hd, false)?,
-                    v_proj: Linear::load(a.pp("v_proj"), d, kv * hd, false)?,
-                    o_proj: Linear::load(a.pp("o_proj"), h * hd, d, false)?,
+                    q_proj: Linear::load(a.pp("q_proj"), d, h * hd, var.qkv_bias)?,
+                    k_proj: Linear::load(a.pp("k_proj"), d, kv * hd, var.qkv_bias)?,
+                    v_proj: Linear::load(a.pp("v_proj"), d, kv * hd, var.qkv_bias)?,
+                    o_proj: Linear::load(a.pp("o_proj"), h * hd, d, var.o_bias)?,
+                    q_norm: head_norm("q_norm")?,
+                    k_norm: head_norm("k_norm")?,
                     gate_proj: Linear::load(m.pp("gate_proj"), d, i, false)?,
                     up_proj: Linear::load(m.pp("up_proj"), d, i, false)?,
                     down_proj: Linear::load(m.pp("down_proj"), i, d, false)?,
@@ -196,16 +360,54 @@ impl Decoder {
         }
     }
 
+    /// Input embeddings `[1, T, D]` of `ids`, the span `image_span` replaced
+    /// by `image_tokens` `[N, D]`.
+    pub fn embed_with_image(
+        &self,
+        ids: &[u32],
+        image_span: (usize, usize),
+        image_tokens: &Tensor,
+    ) -> Result<Tensor> {
+        let (s, e) = image_span;
+        let text = self.embed(&Tensor::new(ids, self.embed_tokens.device())?)?;
+        let mut parts = Vec::with_capacity(3);
+        if s > 0 {
+            parts.push(text.narrow(0, 0, s)?);
+        }
+        parts.push(image_tokens.to_dtype(text.dtype())?);
+        if e < ids.len() {
+            parts.push(text.narrow(0, e, ids.len() - e)?);
+        }
+        Tensor::cat(&parts, 0)?.unsqueeze(0)
+    }
+
     /// Runs the decoder on `x` `[B, T, D]` placed at positions `start..start+T`,
     /// extending `cache` when given.
     pub fn forward(
         &self,
         x: &Tensor,
         start: usize,
+        cache: Option<&mut KvCache>,
+        capture: &Capture,
+    ) -> Result<DecoderOutput> {
+        self.forward_at(x, &ChunkInput::sequential(start), cache, capture)
+    }
+
+    /// Runs the decoder on the chunk `x` `[B, T, D]` described by `at`,
+    /// extending `cache` when given.
+    pub fn forward_at(
+        &self,
+        x: &Tensor,
+        at: &ChunkInput<'_>,
         mut cache: Option<&mut KvCache>,
         capture: &Capture,
     ) -> Result<DecoderOutput> {
         let (b, t, _) = x.dims3()?;
+        let start = at.start;
+        if !at.rope.len_matches(t) {
+            candle_core::bail!("rotary positions do not match the chunk of {t} tokens");
+        }
+        let (cos, sin) = self.rope.cos_sin(&at.rope, t)?;
         let cfg = &self.cfg;
         let (h, kv, hd) = (
             cfg.num_attention_heads,
@@ -224,12 +426,14 @@ impl Decoder {
             let split = |y: Tensor, heads: usize| {
                 y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
             };
-            let q = self
-                .rope
-                .apply(&split(layer.q_proj.forward(&normed)?, h)?, start)?;
-            let mut k = self
-                .rope
-                .apply(&split(layer.k_proj.forward(&normed)?, kv)?, start)?;
+            let mut q = split(layer.q_proj.forward(&normed)?, h)?;
+            let mut k = split(layer.k_proj.forward(&normed)?, kv)?;
+            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+                q = qn.forward(&q)?;
+                k = kn.forward(&k)?;
+            }
+            let q = Rope::apply(&q, &cos, &sin)?;
+            let mut k = Rope::apply(&k, &cos, &sin)?;
             let mut v = split(layer.v_proj.forward(&normed)?, kv)?;
             if let Some(c) = cache.as_deref_mut() {
                 if let Some((pk, pv)) = &c.layers[l] {
@@ -275,6 +479,13 @@ impl Decoder {
             if capture.full || capture.layer_outputs {
                 out.layer_outputs.push(x.clone());
             }
+            // DeepStack adds at image positions only, never at the query
+            // (a text position): the layer output h^l_q above is unchanged.
+            if let Some(ds) = &at.deepstack {
+                if let Some(feats) = ds.layers.get(l) {
+                    x = add_at_span(&x, ds.span, feats)?;
+                }
+            }
         }
         debug_assert!(cache.as_ref().is_none_or(|c| c.cached_positions() == total));
         out.hidden = Some(x);
@@ -303,6 +514,29 @@ impl Decoder {
             .collect();
         Tensor::from_vec(data, (t, total), device).map(Some)
     }
+}
+
+/// `x` `[1, T, D]` with `add` `[N, D]` added to positions `span` (`N` long).
+fn add_at_span(x: &Tensor, (s, e): (usize, usize), add: &Tensor) -> Result<Tensor> {
+    let t = x.dim(1)?;
+    if e > t || e - s != add.dim(0)? {
+        candle_core::bail!(
+            "DeepStack features of {} tokens do not fit the image span {s}..{e}",
+            add.dim(0)?
+        );
+    }
+    let mid = x
+        .narrow(1, s, e - s)?
+        .broadcast_add(&add.to_dtype(x.dtype())?.unsqueeze(0)?)?;
+    let mut parts = Vec::with_capacity(3);
+    if s > 0 {
+        parts.push(x.narrow(1, 0, s)?);
+    }
+    parts.push(mid);
+    if e < t {
+        parts.push(x.narrow(1, e, t - e)?);
+    }
+    Tensor::cat(&parts, 1)
 }
 
 /// Grouped-query attention: key/value head `i / n_rep` serves query head `i`.

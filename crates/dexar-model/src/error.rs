@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{}: {what} (expected a llava-hf checkpoint directory)", path.display())]
+    #[error("{}: {what} (expected a Hugging Face checkpoint directory: LLaVA or Qwen-VL)", path.display())]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{}: {message}", path.display())]
     BadFile { path: PathBuf, message: String },
-    #[error("unsupported model_type `{model_type}` in {}: dexar supports llava with llama or mistral text models", path.display())]
+    #[error("unsupported model_type `{model_type}` in {}: dexar supports {}", path.display(), crate::checkpoint::SUPPORTED_MODEL_TYPES)]
     Unsupported { path: PathBuf, model_type: String },
     #[error("image {}: {message}", path.display())]
     Image { path: PathBuf, message: String },
+    /// An image the model's processor cannot take (too small, too elongated).
+    #[error("image {0}")]
+    ImageContent(String),
     #[error("prompt: {0}")]
     Prompt(String),
     #[error("sequence of {len} tokens exceeds the model's context of {max} tokens; shorten the prompt or ask for fewer tokens")]

@@ -9,9 +9,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use crate::checkpoint::Checkpoint;
 use crate::decoder::{Capture, KvCache};
 use crate::error::{ModelError, Result};
-use crate::llava::{Checkpoint, ImageFeatures};
+use crate::models::{decode_step, ImageFeatures};
 use crate::prompt::PreparedPrompt;
 
 /// Decoding settings.
@@ -143,9 +144,8 @@ pub fn generate_traced(
     on_step: &mut dyn FnMut(TracedStep) -> bool,
 ) -> Result<Generation> {
     let model = &ckpt.model;
-    let cfg = &ckpt.config;
-    let decoder = &model.decoder;
-    let max_pos = cfg.text.max_position_embeddings;
+    let decoder = model.decoder();
+    let max_pos = decoder.cfg.max_position_embeddings;
     let p0 = prompt.input_ids.len();
     let budget = match mode {
         Mode::Generate => settings.max_tokens,
@@ -169,9 +169,6 @@ pub fn generate_traced(
             decoder.layers.len()
         )));
     }
-    let eos = cfg
-        .eos_token_id
-        .or_else(|| ckpt.tokenizer.token_to_id("</s>"));
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let capture = Capture {
         probes: settings.layers.clone(),
@@ -179,8 +176,9 @@ pub fn generate_traced(
     };
     let mut cache = KvCache::default();
     let prefill_start = Instant::now();
-    let embeds = model.embed_with_image(&prompt.input_ids, prompt.image_span, image_features)?;
-    let mut out = decoder.forward(&embeds, 0, Some(&mut cache), &capture)?;
+    let input = model.sequence_input(&prompt.input_ids, prompt.image_span, image_features)?;
+    let whole = model.whole_sequence(&input, prompt.image_span, image_features);
+    let mut out = decoder.forward_at(&input.embeds, &whole, Some(&mut cache), &capture)?;
     tracing::debug!(
         prompt_tokens = p0,
         traced_layers = ?settings.layers,
@@ -190,7 +188,7 @@ pub fn generate_traced(
     // The decode step that produced `out` (none before the first token).
     let mut decode_ms = 0.0;
     let mut tokens: Vec<u32> = Vec::new();
-    let grid = cfg.grid();
+    let grid = image_features.grid;
     let stop = loop {
         let t = tokens.len();
         if t == budget {
@@ -218,12 +216,12 @@ pub fn generate_traced(
             Mode::Generate => sample_token(&logits, settings.temperature, settings.top_p, &mut rng),
             Mode::TeacherForced(target) => target[t],
         };
-        if matches!(mode, Mode::Generate) && Some(token) == eos {
+        if matches!(mode, Mode::Generate) && ckpt.eos_token_ids.contains(&token) {
             break StopReason::Eos;
         }
         let backward_start = Instant::now();
         let num_positions = q + 1;
-        let heads = cfg.text.num_attention_heads;
+        let heads = decoder.cfg.num_attention_heads;
         let mut grads = Vec::with_capacity(out.probes.len() * heads * num_positions);
         let mut attn = Vec::with_capacity(grads.capacity());
         for (l, probe) in &out.probes {
@@ -280,9 +278,14 @@ pub fn generate_traced(
         }
         let decode_start = Instant::now();
         let x = decoder
-            .embed(&Tensor::new(&[token], &model.device)?)?
+            .embed(&Tensor::new(&[token], model.device())?)?
             .unsqueeze(0)?;
-        out = decoder.forward(&x, pos, Some(&mut cache), &capture)?;
+        out = decoder.forward_at(
+            &x,
+            &decode_step(pos, input.rope_delta),
+            Some(&mut cache),
+            &capture,
+        )?;
         decode_ms = crate::millis_since(decode_start);
     };
     Ok(Generation {

@@ -1,5 +1,6 @@
-//! dexar-model: LLaVA-family vision-language models in candle, instrumented
-//! for exact, streaming DEX-AR (see `shared/DEXAR.md`).
+//! dexar-model: vision-language models in candle (LLaVA-1.5 / BakLLaVA,
+//! Qwen2-VL, Qwen2.5-VL, Qwen3-VL), instrumented for exact, streaming DEX-AR
+//! (see `shared/DEXAR.md`).
 //!
 //! What it is for: naming a model ([`ModelSpec`]: the bundled one, a
 //! directory or a Hugging Face id in the local cache) and loading it
@@ -7,17 +8,19 @@
 //! template), preparing prompts as transformers does, and generating with a
 //! [`dexar_core::StepTrace`] per token computed by the local backward; plus
 //! a naive full-recompute autograd path as a second implementation, and
-//! random LLaVA-shaped checkpoints for benchmarks. What it is not:
+//! random LLaVA- or Qwen2-VL-shaped checkpoints for benchmarks. What it is not:
 //! strategies, rendering or any UI. It is the only crate of dexar (besides
 //! the demo model's trainer) that knows candle.
 
 pub mod chat;
+pub mod checkpoint;
 pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod generate;
 pub mod llava;
 mod local_backward;
+pub mod models;
 pub mod naive;
 pub mod nn;
 pub mod options;
@@ -28,20 +31,23 @@ pub mod spec;
 pub mod synthetic;
 pub mod vision;
 
-pub use chat::{apply_template, ChatTemplate, Turn};
+pub use chat::{apply_template, ChatTemplate, JinjaTemplate, Turn};
+pub use checkpoint::{Checkpoint, ImageMarker, ImageProcessing, MemoryCheckpoint};
 pub use config::{FeatureSelect, LlavaConfig, ParseError, TextConfig, VisionConfig};
 pub use error::{ModelError, Result};
 pub use generate::{
     generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep,
 };
-pub use llava::{Checkpoint, ImageFeatures, LlavaModel, MemoryCheckpoint, WeightLayout};
+pub use llava::{LlavaModel, WeightLayout};
+pub use models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
+pub use models::{ImageFeatures, VlModel};
 pub use naive::{naive_step, NaiveStep};
 pub use options::{parse_device, parse_dtype, LoadOptions};
 pub use preprocess::{decode_image, load_image, ImageProcessor, Pixels};
 pub use prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 pub use score::{answer_logprobs, masked_answer_logprobs};
 pub use spec::{HubEnv, ModelSource, ModelSpec};
-pub use synthetic::{synthetic_checkpoint, SyntheticSpec};
+pub use synthetic::{synthetic_checkpoint, SyntheticFamily, SyntheticSpec};
 
 /// Loads an image file and turns it into image tokens.
 pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<ImageFeatures> {

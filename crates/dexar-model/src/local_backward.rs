@@ -3,6 +3,19 @@
 //! needs layer l's MLP, its output projection and the cached values at q.
 //! Vectors stay in f32 whatever the model dtype; weights are used in their own
 //! dtype for the matrix-vector products and the results are brought back to f32.
+//!
+//! The decoder variants change nothing here, and why:
+//! - q/k biases, per-head q/k RMSNorm and the rotary embedding (plain or
+//!   multimodal, with its `rope_deltas`) act only on how the probabilities
+//!   `A^{l,i}[q, :]` are formed; the gradient is taken with respect to those
+//!   probabilities, so nothing before them enters it.
+//! - A v bias is part of the cached values `v_j`, which the probe holds as the
+//!   forward computed them; an o bias is a constant of `∂o/∂c = W_o^T ∂o/∂r`.
+//! - DeepStack (Qwen3-VL) adds features at image positions only. The query is
+//!   a text position, so `h^l_q` and `r` are untouched; later layers' values at
+//!   image positions already include the addition, as cached.
+//! - A tied LM head is `W_lm = W_embed`: the row used by the logit lens is the
+//!   same whichever tensor holds it.
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use crate::decoder::Capture;
 use crate::error::{ModelError, Result};
-use crate::llava::{ImageFeatures, LlavaModel};
+use crate::models::{ImageFeatures, VlModel};
 
 /// One step of the naive path, buffers `[layers, heads, positions]`.
 #[derive(Debug, Clone)]
@@ -23,23 +23,23 @@ pub struct NaiveStep {
 /// Explains the next token after `ids` (the whole sequence so far, image
 /// tokens included); `token` `None` takes the argmax.
 pub fn naive_step(
-    model: &LlavaModel,
+    model: &VlModel,
     ids: &[u32],
     image_span: (usize, usize),
     image_features: &ImageFeatures,
     layers: Range<usize>,
     token: Option<u32>,
 ) -> Result<NaiveStep> {
-    if model.dtype != DType::F32 {
+    if model.dtype() != DType::F32 {
         return Err(ModelError::Setting(
             "the naive reference path needs an f32 model".into(),
         ));
     }
-    let decoder = &model.decoder;
-    let embeds = model.embed_with_image(ids, image_span, image_features)?;
-    let out = decoder.forward(
-        &embeds,
-        0,
+    let decoder = model.decoder();
+    let input = model.sequence_input(ids, image_span, image_features)?;
+    let out = decoder.forward_at(
+        &input.embeds,
+        &model.whole_sequence(&input, image_span, image_features),
         None,
         &Capture {
             full: true,

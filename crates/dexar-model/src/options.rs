@@ -10,6 +10,10 @@ use crate::error::{ModelError, Result};
 pub struct LoadOptions {
     pub device: Device,
     pub dtype: DType,
+    /// Qwen-VL: the most pixels an image is resized to (the processor's
+    /// `max_pixels`), bounding the number of image tokens. `None` keeps the
+    /// checkpoint's; LLaVA models see a fixed size and ignore it.
+    pub max_pixels: Option<u64>,
 }
 
 impl Default for LoadOptions {
@@ -17,6 +21,7 @@ impl Default for LoadOptions {
         Self {
             device: Device::Cpu,
             dtype: DType::F32,
+            max_pixels: None,
         }
     }
 }

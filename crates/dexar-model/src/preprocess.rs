@@ -174,27 +174,9 @@ impl ImageProcessor {
 
     /// Channel-first normalised pixels `[3, H, W]` of the model's view.
     pub fn preprocess(&self, image: &DynamicImage) -> Pixels {
-        let cropped = self.model_view(image);
-        let (cw, ch) = cropped.dimensions();
-        let plane = (cw * ch) as usize;
-        let mut data = vec![0f32; 3 * plane];
-        for (x, y, px) in cropped.enumerate_pixels() {
-            for c in 0..3 {
-                let mut v = px[c] as f32;
-                if self.do_rescale {
-                    v *= self.rescale_factor;
-                }
-                if self.do_normalize {
-                    v = (v - self.mean[c]) / self.std[c];
-                }
-                data[c * plane + (y * cw + x) as usize] = v;
-            }
-        }
-        Pixels {
-            data,
-            height: ch,
-            width: cw,
-        }
+        let rescale = self.do_rescale.then_some(self.rescale_factor);
+        let mean_std = self.do_normalize.then_some((self.mean, self.std));
+        Pixels::from_rgb(&self.model_view(image), rescale, mean_std)
     }
 }
 
@@ -208,6 +190,35 @@ pub struct Pixels {
 }
 
 impl Pixels {
+    /// Channel-first pixels of `view`: each 8-bit value times `rescale`,
+    /// then `(v - mean) / std` per channel, each step if given.
+    pub fn from_rgb(
+        view: &RgbImage,
+        rescale: Option<f32>,
+        mean_std: Option<([f32; 3], [f32; 3])>,
+    ) -> Pixels {
+        let (w, h) = view.dimensions();
+        let plane = (w * h) as usize;
+        let mut data = vec![0f32; 3 * plane];
+        for (x, y, px) in view.enumerate_pixels() {
+            for c in 0..3 {
+                let mut v = px[c] as f32;
+                if let Some(f) = rescale {
+                    v *= f;
+                }
+                if let Some((mean, std)) = mean_std {
+                    v = (v - mean[c]) / std[c];
+                }
+                data[c * plane + (y * w + x) as usize] = v;
+            }
+        }
+        Pixels {
+            data,
+            height: h,
+            width: w,
+        }
+    }
+
     /// The same pixels with the patches of `cells` (row-major indices of
     /// `grid`, patches of `patch` pixels) set to 0: the image mean once
     /// normalised, as the perturbation test removes patches.

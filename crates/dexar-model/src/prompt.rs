@@ -61,6 +61,10 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -97,21 +101,34 @@ impl TextTokenizer {
         image_token: u32,
         num_image_tokens: usize,
     ) -> Result<PreparedPrompt> {
-        let markers = text.matches(IMAGE_MARKER).count();
+        self.prepare_with_marker(text, IMAGE_MARKER, image_token, num_image_tokens)
+    }
+
+    /// Tokenises `text`, which must hold exactly one `marker` (the image
+    /// token's text, `<image>` or Qwen's `<|image_pad|>`), expanding it into
+    /// `num_image_tokens` copies first as the transformers processors do.
+    pub fn prepare_with_marker(
+        &self,
+        text: &str,
+        marker: &str,
+        image_token: u32,
+        num_image_tokens: usize,
+    ) -> Result<PreparedPrompt> {
+        let markers = text.matches(marker).count();
         if markers != 1 {
             return Err(ModelError::Prompt(if markers == 0 {
-                format!("the prompt has no {IMAGE_MARKER} marker; a raw prompt must contain exactly one")
+                format!("the prompt has no {marker} marker; a raw prompt must contain exactly one")
             } else {
-                format!("the prompt has {markers} {IMAGE_MARKER} markers; dexar explains one image per prompt, use exactly one")
+                format!("the prompt has {markers} {marker} markers; dexar explains one image per prompt, use exactly one")
             }));
         }
-        if self.inner.id_to_token(image_token).as_deref() != Some(IMAGE_MARKER) {
+        if self.inner.id_to_token(image_token).as_deref() != Some(marker) {
             return Err(ModelError::bad_file(
                 &self.path,
-                format!("token id {image_token} (the config's image_token_index) is not {IMAGE_MARKER} in this tokenizer"),
+                format!("token id {image_token} (the config's image token) is not {marker} in this tokenizer"),
             ));
         }
-        let expanded = text.replacen(IMAGE_MARKER, &IMAGE_MARKER.repeat(num_image_tokens), 1);
+        let expanded = text.replacen(marker, &marker.repeat(num_image_tokens), 1);
         let input_ids = self.encode(&expanded, true)?;
         let start = input_ids.iter().position(|&t| t == image_token);
         let count = input_ids.iter().filter(|&&t| t == image_token).count();

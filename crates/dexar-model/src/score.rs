@@ -3,24 +3,26 @@
 
 use candle_core::{DType, IndexOp, D};
 
+use crate::checkpoint::Checkpoint;
 use crate::decoder::Capture;
 use crate::error::{ModelError, Result};
-use crate::llava::{Checkpoint, ImageFeatures};
+use crate::models::ImageFeatures;
 use crate::preprocess::Pixels;
 use crate::prompt::PreparedPrompt;
 
-/// [`answer_logprobs`] with the image's patches `cells` (row-major indices
-/// of the model's patch grid) set to 0, the image mean once normalised: the
-/// scoring of DEXAR.md's perturbation test, for one removed set of patches.
+/// [`answer_logprobs`] with the image's cells `cells` (row-major indices of
+/// the heatmap grid `grid` of these pixels) set to 0, the image mean once
+/// normalised: the scoring of DEXAR.md's perturbation test, for one removed
+/// set of cells.
 pub fn masked_answer_logprobs(
     ckpt: &Checkpoint,
     prompt: &PreparedPrompt,
     pixels: &Pixels,
+    grid: dexar_core::Grid,
     cells: &[usize],
     answer: &[u32],
 ) -> Result<Vec<f64>> {
-    let cfg = &ckpt.config;
-    let blanked = pixels.with_patches_blanked(cells, cfg.grid(), cfg.vision.patch_size);
+    let blanked = pixels.with_patches_blanked(cells, grid, ckpt.cell_pixels());
     let features = ckpt.encode_pixels(&blanked)?;
     answer_logprobs(ckpt, prompt, &features, answer)
 }
@@ -36,7 +38,7 @@ pub fn answer_logprobs(
     if answer.is_empty() {
         return Ok(Vec::new());
     }
-    let max = ckpt.config.text.max_position_embeddings;
+    let max = ckpt.text_config().max_position_embeddings;
     let p0 = prompt.input_ids.len();
     // The last answer token is predicted at position p0 + len - 2.
     let len = p0 + answer.len() - 1;
@@ -46,16 +48,17 @@ pub fn answer_logprobs(
     let mut ids = prompt.input_ids.clone();
     ids.extend_from_slice(&answer[..answer.len() - 1]);
     let model = &ckpt.model;
-    let embeds = model.embed_with_image(&ids, prompt.image_span, image_features)?;
+    let input = model.sequence_input(&ids, prompt.image_span, image_features)?;
+    let whole = model.whole_sequence(&input, prompt.image_span, image_features);
     let out = model
-        .decoder
-        .forward(&embeds, 0, None, &Capture::default())?;
+        .decoder()
+        .forward_at(&input.embeds, &whole, None, &Capture::default())?;
     let hidden = out
         .hidden
         .ok_or_else(|| ModelError::Setting("decoder returned no hidden state".into()))?;
     // Positions p0-1 .. p0+len-2 predict the answer tokens.
     let h = hidden.i((0, p0 - 1..ids.len()))?.contiguous()?;
-    let logits = model.decoder.logits(&h)?.to_dtype(DType::F32)?;
+    let logits = model.decoder().logits(&h)?.to_dtype(DType::F32)?;
     let max_l = logits.max_keepdim(D::Minus1)?;
     let lse = (logits
         .broadcast_sub(&max_l)?

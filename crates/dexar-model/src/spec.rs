@@ -7,8 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::checkpoint::{Checkpoint, MemoryCheckpoint};
 use crate::error::{ModelError, Result};
-use crate::llava::{Checkpoint, MemoryCheckpoint};
 use crate::options::LoadOptions;
 
 /// Which model to load. It displays as users name it (`bundled`, a path,
@@ -143,7 +143,7 @@ impl ModelSpec {
             Self::Bundled => Ok(ModelSource::Bundled),
             Self::Dir(d) if d.is_dir() => Ok(ModelSource::Dir(d.clone())),
             Self::Dir(d) => Err(ModelError::Input(format!(
-                "model directory {} does not exist (give a checkpoint directory in llava-hf layout, a Hugging Face id like llava-hf/llava-1.5-7b-hf, or `bundled`)",
+                "model directory {} does not exist (give a checkpoint directory as published on the Hugging Face Hub, LLaVA or Qwen-VL, a Hugging Face id like llava-hf/llava-1.5-7b-hf or Qwen/Qwen2-VL-2B-Instruct, or `bundled`)",
                 d.display()
             ))),
             Self::HfId {

@@ -1,23 +1,38 @@
-//! Randomly initialised LLaVA-1.5-shaped checkpoints for timing: a CLIP
-//! tower of 4 layers x 256 on 336-pixel images with 14-pixel patches (a 24x24
-//! grid, 576 image tokens, as LLaVA-1.5) and a LLaMA decoder of the size
-//! asked for. Their answers mean nothing; their cost per token is realistic.
+//! Randomly initialised checkpoints for timing, of two shapes: LLaVA-1.5 (a
+//! CLIP tower of 4 layers x 256 on 336-pixel images with 14-pixel patches, a
+//! 24x24 grid, 576 image tokens, and a LLaMA decoder) and Qwen2-VL (a Qwen2-VL
+//! tower of 4 layers x 256 with 14-pixel patches merged 2x2, images resized to
+//! about 672x672 pixels, so about 576 image tokens, and a Qwen2 decoder with
+//! q/k/v biases and M-RoPE), the decoder of the size asked for. Their answers
+//! mean nothing; their cost per token is realistic.
 
 use candle_nn::{VarBuilder, VarMap};
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::chat::ChatTemplate;
+use crate::checkpoint::{Checkpoint, ImageMarker, ImageProcessing};
 use crate::config::LlavaConfig;
 use crate::error::{ModelError, Result};
-use crate::llava::{Checkpoint, LlavaModel};
+use crate::llava::LlavaModel;
+use crate::models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
+use crate::models::VlModel;
 use crate::options::LoadOptions;
 use crate::preprocess::ImageProcessor;
 use crate::prompt::{TextTokenizer, IMAGE_MARKER};
 
-/// The decoder's shape: `LAYERSxHIDDEN`, e.g. `8x512`.
+/// Which model shape a synthetic checkpoint has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyntheticFamily {
+    #[default]
+    Llava,
+    Qwen2Vl,
+}
+
+/// The model's shape: `[qwen2-vl:]LAYERSxHIDDEN`, e.g. `8x512` (LLaVA) or `qwen2-vl:8x512`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyntheticSpec {
+    pub family: SyntheticFamily,
     pub layers: usize,
     /// A multiple of 64 (heads of 64 dimensions).
     pub hidden: usize,
@@ -29,27 +44,40 @@ impl FromStr for SyntheticSpec {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             ModelError::Input(format!(
-                "synthetic model `{s}`: expected LAYERSxHIDDEN, e.g. 8x512 (1-64 layers, hidden a multiple of 64 up to 8192)"
+                "synthetic model `{s}`: expected [qwen2-vl:]LAYERSxHIDDEN, e.g. 8x512 or qwen2-vl:8x512 (1-64 layers, hidden a multiple of 64 up to 8192)"
             ))
         };
-        let (l, h) = s.trim().split_once('x').ok_or_else(bad)?;
+        let (family, shape) = match s.trim().split_once(':') {
+            Some(("qwen2-vl", shape)) => (SyntheticFamily::Qwen2Vl, shape),
+            Some(("llava", shape)) => (SyntheticFamily::Llava, shape),
+            Some(_) => return Err(bad()),
+            None => (SyntheticFamily::Llava, s.trim()),
+        };
+        let (l, h) = shape.split_once('x').ok_or_else(bad)?;
         let (layers, hidden): (usize, usize) =
             (l.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
         if layers == 0 || hidden == 0 || hidden % 64 != 0 || layers > 64 || hidden > 8192 {
             return Err(bad());
         }
-        Ok(Self { layers, hidden })
+        Ok(Self {
+            family,
+            layers,
+            hidden,
+        })
     }
 }
 
 impl std::fmt::Display for SyntheticSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.family == SyntheticFamily::Qwen2Vl {
+            f.write_str("qwen2-vl:")?;
+        }
         write!(f, "{}x{}", self.layers, self.hidden)
     }
 }
 
 /// A checkpoint of `spec`'s shape with weights drawn from N(0, 0.02),
-/// using `tokenizer` (which must know `<image>`).
+/// using `tokenizer` (which must know `<image>`, the image token of both shapes here).
 pub fn synthetic_checkpoint(
     spec: SyntheticSpec,
     tokenizer: TextTokenizer,
@@ -59,36 +87,78 @@ pub fn synthetic_checkpoint(
         .token_to_id(IMAGE_MARKER)
         .ok_or_else(|| ModelError::Input(format!("the tokenizer has no {IMAGE_MARKER} token")))?;
     let hidden = spec.hidden;
-    let config = serde_json::json!({
-        "model_type": "llava",
-        "image_token_index": image_token,
-        "vision_feature_layer": -2,
-        "vision_feature_select_strategy": "default",
-        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 256, "intermediate_size": 1024,
-                          "num_hidden_layers": 4, "num_attention_heads": 4, "image_size": 336, "patch_size": 14},
-        "text_config": {"model_type": "llama", "hidden_size": hidden, "intermediate_size": hidden * 8 / 3,
-                        "num_hidden_layers": spec.layers, "num_attention_heads": hidden / 64,
-                        "vocab_size": tokenizer.vocab_size(), "max_position_embeddings": 2048,
-                        "tie_word_embeddings": true},
-    });
     let label = PathBuf::from(format!("synthetic:{spec}"));
-    let config = LlavaConfig::from_value(&config).map_err(|e| e.at(&label))?;
+    let text = serde_json::json!({"hidden_size": hidden, "intermediate_size": hidden * 8 / 3,
+        "num_hidden_layers": spec.layers, "num_attention_heads": hidden / 64,
+        "vocab_size": tokenizer.vocab_size(), "max_position_embeddings": 2048,
+        "tie_word_embeddings": true});
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, opts.dtype, &opts.device);
-    let model = LlavaModel::load(vb, &config)?;
+    let (model, processor) = match spec.family {
+        SyntheticFamily::Llava => {
+            let mut text = text;
+            text["model_type"] = "llama".into();
+            let config = serde_json::json!({
+                "model_type": "llava",
+                "image_token_index": image_token,
+                "vision_feature_layer": -2,
+                "vision_feature_select_strategy": "default",
+                "vision_config": {"model_type": "clip_vision_model", "hidden_size": 256, "intermediate_size": 1024,
+                                  "num_hidden_layers": 4, "num_attention_heads": 4, "image_size": 336, "patch_size": 14},
+                "text_config": text,
+            });
+            let config = LlavaConfig::from_value(&config).map_err(|e| e.at(&label))?;
+            (
+                VlModel::Llava(LlavaModel::load(vb, &config)?),
+                ImageProcessing::Clip(ImageProcessor::clip(336)),
+            )
+        }
+        SyntheticFamily::Qwen2Vl => {
+            let mut text = text;
+            text["num_key_value_heads"] = (hidden / 128).max(1).into();
+            text["rope_scaling"] =
+                serde_json::json!({"type": "mrope", "mrope_section": [8, 12, 12]});
+            let config = serde_json::json!({
+                "model_type": "qwen2_vl",
+                "image_token_id": image_token,
+                "text_config": text,
+                "vision_config": {"depth": 4, "embed_dim": 256, "num_heads": 4, "mlp_ratio": 4,
+                                  "hidden_size": hidden, "patch_size": 14, "spatial_merge_size": 2},
+            });
+            let config =
+                QwenVlConfig::from_value(&config, QwenFamily::Qwen2Vl).map_err(|e| e.at(&label))?;
+            // Every image is resized to about 672x672 pixels (576 merged
+            // tokens, as LLaVA-1.5), or to the --max-pixels asked for.
+            let side = opts.max_pixels.unwrap_or(672 * 672);
+            let processor = QwenImageProcessor {
+                min_pixels: side,
+                max_pixels: side,
+                ..QwenImageProcessor::default()
+            };
+            (
+                VlModel::QwenVl(QwenVlModel::load(vb, &config)?),
+                ImageProcessing::Qwen(processor),
+            )
+        }
+    };
     for var in varmap.all_vars() {
         let noise = candle_core::Tensor::randn(0f32, 0.02, var.shape(), &opts.device)?
             .to_dtype(opts.dtype)?;
         var.set(&noise)?;
     }
-    Ok(Checkpoint {
-        dir: label,
-        processor: ImageProcessor::clip(336),
-        template: ChatTemplate::Llava15,
-        config,
+    let marker = ImageMarker {
+        text: IMAGE_MARKER.into(),
+        token_id: image_token,
+        raw_block: IMAGE_MARKER.into(),
+    };
+    Ok(Checkpoint::from_parts(
+        label,
         tokenizer,
+        processor,
+        ChatTemplate::Llava15,
         model,
-    })
+        marker,
+    ))
 }
 
 #[cfg(test)]
@@ -100,11 +170,26 @@ mod tests {
         assert_eq!(
             "8x512".parse::<SyntheticSpec>().unwrap(),
             SyntheticSpec {
+                family: SyntheticFamily::Llava,
                 layers: 8,
                 hidden: 512
             }
         );
-        for bad in ["8", "0x512", "8x500", "65x64", "8x16384", "ax64"] {
+        let q: SyntheticSpec = "qwen2-vl:2x128".parse().unwrap();
+        assert_eq!(
+            (q.family, q.layers, q.hidden),
+            (SyntheticFamily::Qwen2Vl, 2, 128)
+        );
+        assert_eq!(q.to_string(), "qwen2-vl:2x128");
+        for bad in [
+            "8",
+            "0x512",
+            "8x500",
+            "65x64",
+            "8x16384",
+            "ax64",
+            "gemma:8x64",
+        ] {
             let e = bad.parse::<SyntheticSpec>().unwrap_err().to_string();
             assert!(e.contains("LAYERSxHIDDEN"), "{bad}: {e}");
         }

@@ -17,7 +17,7 @@ const PROMPT: &str = "USER: <image>\nWhat is in the image? ASSISTANT:";
 
 /// Incremental traces vs the naive path at every step; returns the max rel errors.
 fn compare_paths(ckpt: &Checkpoint, mode: Mode, max_tokens: usize, report: &mut Report) {
-    let cfg = &ckpt.config;
+    let cfg = ckpt.llava_config().unwrap();
     let feats = encode_image_file(ckpt, &fixtures().join("images/square.png")).unwrap();
     let prompt = ckpt
         .tokenizer
@@ -82,8 +82,11 @@ fn compare_paths(ckpt: &Checkpoint, mode: Mode, max_tokens: usize, report: &mut 
 fn incremental_matches_naive_on_gqa_mistral() {
     let ckpt =
         Checkpoint::load(&fixtures().join("tiny-bakllava"), &LoadOptions::default()).unwrap();
-    assert_eq!(ckpt.config.text.model_type, "mistral");
-    assert!(ckpt.config.text.num_key_value_heads < ckpt.config.text.num_attention_heads);
+    assert_eq!(ckpt.llava_config().unwrap().text.model_type, "mistral");
+    assert!(
+        ckpt.llava_config().unwrap().text.num_key_value_heads
+            < ckpt.llava_config().unwrap().text.num_attention_heads
+    );
     let mut report = Report::default();
     compare_paths(&ckpt, Mode::Generate, 6, &mut report);
     let target = ckpt
@@ -105,7 +108,7 @@ fn incremental_matches_naive_with_a_sliding_window() {
     cfg["text_config"]["sliding_window"] = serde_json::json!(12);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let ckpt = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
-    assert_eq!(ckpt.config.text.sliding_window, Some(12));
+    assert_eq!(ckpt.llava_config().unwrap().text.sliding_window, Some(12));
     let mut report = Report::default();
     compare_paths(&ckpt, Mode::Generate, 4, &mut report);
     report.print("incremental vs naive (sliding window)");
@@ -121,7 +124,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn first_logits(dir: &Path) -> Vec<f32> {
     let ckpt = Checkpoint::load(dir, &LoadOptions::default()).unwrap();
     let feats = encode_image_file(&ckpt, &fixtures().join("images/square.png")).unwrap();
-    let cfg = &ckpt.config;
+    let cfg = ckpt.llava_config().unwrap();
     let prompt = ckpt
         .tokenizer
         .prepare(PROMPT, cfg.image_token_index, cfg.num_image_tokens())
@@ -197,7 +200,7 @@ fn answer_logprobs_match_the_traced_logits() {
     // Scoring by one full forward equals the log-softmax of the logits the
     // KV-cached teacher-forced generation sees at each step.
     let ckpt = Checkpoint::load(&fixtures().join("tiny-llava"), &LoadOptions::default()).unwrap();
-    let cfg = &ckpt.config;
+    let cfg = ckpt.llava_config().unwrap();
     let feats = encode_image_file(&ckpt, &fixtures().join("images/square.png")).unwrap();
     let prompt = ckpt
         .tokenizer
@@ -282,7 +285,7 @@ fn half_precision_runs_and_stays_close_to_f32() {
 }
 
 fn run_steps(ckpt: &Checkpoint) -> Vec<dexar_model::TracedStep> {
-    let cfg = &ckpt.config;
+    let cfg = ckpt.llava_config().unwrap();
     let feats = encode_image_file(ckpt, &fixtures().join("images/square.png")).unwrap();
     let prompt = ckpt
         .tokenizer

@@ -3,12 +3,9 @@
 
 mod common;
 
-use common::{max_abs, mean_abs, rel_err, Fixture, Report};
-use dexar_core::{builtin_strategy, HeadScores, LayerSelection, TokenMap};
-use dexar_model::{
-    encode_image_file, generate_traced, load_image, GenerationSettings, Mode, TracedStep,
-};
-use std::sync::atomic::AtomicBool;
+use common::{rel_err, Fixture, Report};
+use dexar_core::LayerSelection;
+use dexar_model::{encode_image_file, load_image, GenerationSettings, Mode, TracedStep};
 
 fn prompt_text(fx: &Fixture) -> String {
     fx.json["prompt"].as_str().unwrap().to_string()
@@ -18,18 +15,22 @@ fn prompt_text(fx: &Fixture) -> String {
 fn input_ids_match_transformers() {
     for name in ["tiny-llava", "tiny-bakllava"] {
         let fx = Fixture::load(name);
-        let n = fx.ckpt.config.num_image_tokens();
+        let n = fx.ckpt.llava_config().unwrap().num_image_tokens();
         assert_eq!(
             n,
             fx.json["num_image_tokens"].as_u64().unwrap() as usize,
             "{name}: image token count"
         );
         let tok = &fx.ckpt.tokenizer;
-        let image_token = fx.ckpt.config.image_token_index;
+        let image_token = fx.ckpt.llava_config().unwrap().image_token_index;
         let p = tok.prepare(&prompt_text(&fx), image_token, n).unwrap();
         assert_eq!(p.input_ids, fx.ids("input_ids"), "{name}: chat prompt ids");
         assert_eq!(p.image_span, fx.span("image_span"), "{name}: image span");
-        let templated = fx.ckpt.template.render(&[], "What is in the image?");
+        let templated = fx
+            .ckpt
+            .template
+            .render(&[], "What is in the image?")
+            .unwrap();
         assert_eq!(
             templated,
             prompt_text(&fx),
@@ -62,25 +63,11 @@ fn pixel_values_match_the_clip_processor() {
         ("gray.png", false),
     ] {
         let img = load_image(&dir.join(file)).unwrap();
-        let pixels = fx.ckpt.processor.preprocess(&img);
+        let pixels = fx.ckpt.processor.preprocess(&img).unwrap();
         assert_eq!((pixels.height, pixels.width), (32, 32));
         let pixels = pixels.data;
         let want = fx.f32s(&format!("pixel_values.{}", file.trim_end_matches(".png")));
-        if exact {
-            report.check(
-                "pixel abs err (input size)",
-                max_abs(&pixels, &want),
-                1e-5,
-                file,
-            );
-        } else {
-            report.check(
-                "pixel mean abs err (resized)",
-                mean_abs(&pixels, &want),
-                0.02,
-                file,
-            );
-        }
+        common::check_pixels(&mut report, &pixels, &want, !exact, file);
     }
     report.print("pixels");
 }
@@ -96,8 +83,8 @@ fn traces(
         .tokenizer
         .prepare(
             &prompt_text(fx),
-            ckpt.config.image_token_index,
-            ckpt.config.num_image_tokens(),
+            ckpt.llava_config().unwrap().image_token_index,
+            ckpt.llava_config().unwrap().num_image_tokens(),
         )
         .unwrap();
     let settings = GenerationSettings {
@@ -105,30 +92,12 @@ fn traces(
         layers,
         ..Default::default()
     };
-    let mut steps = Vec::new();
-    let gen = generate_traced(
-        ckpt,
-        &prompt,
-        &feats,
-        &settings,
-        mode,
-        &AtomicBool::new(false),
-        &mut |s| {
-            steps.push(s);
-            true
-        },
-    )
-    .unwrap();
-    (steps, gen.tokens)
-}
-
-fn grid_part(v: &[f32], grid_len: usize) -> &[f32] {
-    &v[v.len() - grid_len..]
+    common::traced(ckpt, &prompt, &feats, &settings, mode)
 }
 
 fn check_mode(name: &str, mode_key: &str, report: &mut Report) {
     let fx = Fixture::load(name);
-    let num_layers = fx.ckpt.config.text.num_hidden_layers;
+    let num_layers = fx.ckpt.llava_config().unwrap().text.num_hidden_layers;
     let mode = if mode_key == "gen" {
         Mode::Generate
     } else {
@@ -150,144 +119,14 @@ fn check_mode(name: &str, mode_key: &str, report: &mut Report) {
         "image features",
     );
 
-    let dexar = builtin_strategy("dexar", 1).unwrap();
-    let unfiltered = builtin_strategy("dexar-unfiltered", 1).unwrap();
-    let raw = builtin_strategy("raw-attention", 1).unwrap();
-    let gxa = builtin_strategy("grad-x-attn", 1).unwrap();
     let lim2_start = LayerSelection::new(-2).layers(num_layers).start;
-    let (mut dexar_maps, mut unf_maps): (Vec<TokenMap>, Vec<TokenMap>) = (Vec::new(), Vec::new());
-    let grid_len = fx.ckpt.config.grid().len();
+    let mut maps = common::StepMaps::default();
     for (t, step) in steps.iter().enumerate() {
         let key = |k: &str| format!("{mode_key}.{t}.{k}");
         let what = format!("{name} {mode_key} step {t}");
-        let tr = &step.trace;
-        tr.validate().unwrap();
-        assert_eq!(tr.query_position + 1, tr.num_positions);
-        report.check(
-            "logits rel err",
-            rel_err(&step.logits, &fx.f32s(&key("logits"))),
-            1e-4,
-            &format!("{what} logits"),
-        );
-        report.check(
-            "attention rel err",
-            rel_err(&tr.attn, &fx.f32s(&key("attn"))),
-            1e-4,
-            &format!("{what} attention"),
-        );
-        report.check(
-            "gradient rel err",
-            rel_err(&tr.grads, &fx.f32s(&key("grad"))),
-            1e-4,
-            &format!("{what} gradients"),
-        );
-
-        let scores = HeadScores::compute(tr, 1);
-        report.check(
-            "S_v abs err",
-            max_abs(&scores.visual, &fx.f32s(&key("s_v"))),
-            1e-4,
-            &what,
-        );
-        report.check(
-            "S_text abs err",
-            max_abs(&scores.text, &fx.f32s(&key("s_text"))),
-            1e-4,
-            &what,
-        );
-        report.check(
-            "head weight abs err",
-            max_abs(&scores.weights, &fx.f32s(&key("head_weights"))),
-            1e-4,
-            &what,
-        );
-        let m = dexar.token_map(tr).unwrap();
-        report.check(
-            "delta abs err",
-            max_abs(&[m.weight], &fx.f32s(&key("delta"))),
-            1e-4,
-            &what,
-        );
-        report.check(
-            "dexar map abs err",
-            max_abs(&m.raw, grid_part(&fx.f32s(&key("dexar")), grid_len)),
-            1e-4,
-            &what,
-        );
-        report.check(
-            "dexar normalised map abs err",
-            max_abs(
-                &m.normalized(),
-                grid_part(&fx.f32s(&key("dexar_norm")), grid_len),
-            ),
-            1e-4,
-            &what,
-        );
-        let u = unfiltered.token_map(tr).unwrap();
-        report.check(
-            "unfiltered map abs err",
-            max_abs(
-                &u.raw,
-                grid_part(&fx.f32s(&key("dexar_unfiltered")), grid_len),
-            ),
-            1e-4,
-            &what,
-        );
-        let a = raw.token_map(tr).unwrap();
-        report.check(
-            "raw attention map abs err",
-            max_abs(&a.raw, grid_part(&fx.f32s(&key("raw_attention")), grid_len)),
-            1e-4,
-            &what,
-        );
-        let g = gxa.token_map(tr).unwrap();
-        report.check(
-            "grad-x-attn map abs err",
-            max_abs(&g.raw, grid_part(&fx.f32s(&key("grad_x_attn")), grid_len)),
-            1e-4,
-            &what,
-        );
-        let lim2 = dexar
-            .token_map(&tr.restricted_to_layers_from(lim2_start))
-            .unwrap();
-        report.check(
-            "dexar layer_index=-2 map abs err",
-            max_abs(&lim2.raw, grid_part(&fx.f32s(&key("dexar_lim2")), grid_len)),
-            1e-4,
-            &what,
-        );
-        report.check(
-            "delta layer_index=-2 abs err",
-            max_abs(&[lim2.weight], &fx.f32s(&key("delta_lim2"))),
-            1e-4,
-            &what,
-        );
-        dexar_maps.push(m);
-        unf_maps.push(u);
+        maps.check_step(&fx, &key, step, lim2_start, &what, report);
     }
-    let s = dexar.sentence_map(&dexar_maps).unwrap();
-    report.check(
-        "sentence map abs err",
-        max_abs(
-            &s,
-            grid_part(&fx.f32s(&format!("{mode_key}.sentence_dexar")), grid_len),
-        ),
-        1e-4,
-        name,
-    );
-    let su = unfiltered.sentence_map(&unf_maps).unwrap();
-    report.check(
-        "unfiltered sentence map abs err",
-        max_abs(
-            &su,
-            grid_part(
-                &fx.f32s(&format!("{mode_key}.sentence_unfiltered")),
-                grid_len,
-            ),
-        ),
-        1e-4,
-        name,
-    );
+    maps.check_sentences(&fx, &|k: &str| format!("{mode_key}.{k}"), name, report);
 }
 
 #[test]

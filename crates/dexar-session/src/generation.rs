@@ -125,7 +125,9 @@ mod tests {
         let ckpt = dexar_toy::load_bundled(&LoadOptions::default()).unwrap();
         let (_, img) = dexar_toy::default_image();
         let features = ckpt.encode_image(&img).unwrap();
-        let prompt = ckpt.prepare_chat(&[], "What is in the image?").unwrap();
+        let prompt = ckpt
+            .prepare_chat(&[], "What is in the image?", &features)
+            .unwrap();
         (ckpt, prompt, features)
     }
 
@@ -134,7 +136,7 @@ mod tests {
         let (ckpt, prompt, features) = setup();
         let settings = GenerationSettings {
             max_tokens: 3,
-            layers: 0..ckpt.config.text.num_hidden_layers,
+            layers: 0..ckpt.text_config().num_hidden_layers,
             ..GenerationSettings::default()
         };
         let mut seen = Vec::new();

@@ -49,8 +49,12 @@ impl LoadedImage {
                 dexar_core::one_line(&e.to_string())
             ),
         })?;
+        let view = display_view(ckpt, &image).map_err(|e| StateError::Image {
+            label: label.clone(),
+            message: dexar_core::one_line(&e.to_string()),
+        })?;
         Ok(Self {
-            view: display_view(ckpt, &image),
+            view,
             label,
             image,
             features,
@@ -60,17 +64,17 @@ impl LoadedImage {
 
 /// The model's view of an image (resized, cropped), enlarged to at least
 /// 256 pixels a side for display.
-pub fn display_view(ckpt: &Checkpoint, img: &DynamicImage) -> RgbImage {
-    let view = ckpt.processor.model_view(img);
+pub fn display_view(ckpt: &Checkpoint, img: &DynamicImage) -> dexar_model::Result<RgbImage> {
+    let view = ckpt.model_view(img)?;
     let side = view.width().min(view.height()).max(1);
     if side >= 256 {
-        return view;
+        return Ok(view);
     }
     let scale = 256u32.div_ceil(side);
-    image::imageops::resize(
+    Ok(image::imageops::resize(
         &view,
         view.width() * scale,
         view.height() * scale,
         image::imageops::FilterType::CatmullRom,
-    )
+    ))
 }

@@ -16,7 +16,7 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Decoder layers.
     pub fn num_layers(&self) -> usize {
-        self.ckpt.config.text.num_hidden_layers
+        self.ckpt.text_config().num_hidden_layers
     }
 }
 

@@ -69,7 +69,7 @@ impl AppState {
             .resolve(&answer.steps)
             .map(|r| &answer.steps[r.start])?;
         let ckpt = &self.model.ckpt;
-        let grid = ckpt.config.grid();
+        let grid = self.image.features.grid;
         if map.len() != grid.len() {
             return Err(StateError::Probe(format!(
                 "the map has {} values for a {}x{} patch grid",
@@ -97,7 +97,7 @@ impl AppState {
         for fraction in PROBE_FRACTIONS {
             let masked = |order: &[usize]| {
                 let cells = metrics::removed_cells(order, fraction);
-                rescore(masked_answer_logprobs(ckpt, &prompt, &pixels, cells, &ids)?)
+                rescore(masked_answer_logprobs(ckpt, &prompt, &pixels, grid, cells, &ids)?)
             };
             rows.push(ProbeRow {
                 fraction,
@@ -169,7 +169,7 @@ mod tests {
         for row in &probe.rows {
             let k = (row.fraction as f64 * map.len() as f64 + 1e-6).floor() as usize;
             assert_eq!(row.cells, k);
-            let lp = masked_answer_logprobs(ckpt, &prompt, &pixels, &ranked[..k], &ids).unwrap();
+            let lp = masked_answer_logprobs(ckpt, &prompt, &pixels, grid, &ranked[..k], &ids).unwrap();
             assert!(close(row.by_map.token_prob, lp[token].exp()), "{row:?}");
             // Removing patches changes what the model sees.
             assert!(

@@ -207,7 +207,7 @@ impl AppState {
             None => &self.turns[..],
         };
         let ckpt = &self.model.ckpt;
-        let prompt = ckpt.prepare_chat(earlier, question)?;
+        let prompt = ckpt.prepare_chat(earlier, question, &self.image.features)?;
         let mode = match target {
             None => Mode::Generate,
             Some(t) => match ckpt.tokenizer.encode(t, false)? {
@@ -397,7 +397,7 @@ pub(crate) mod tests {
         answer(&mut s, "describe the image", None);
         let n = s.answer.as_ref().unwrap().steps.len();
         let all = s.shown("dexar", &Selection::Token(1)).unwrap();
-        assert_eq!(all.map01.len(), s.model.ckpt.config.grid().len());
+        assert_eq!(all.map01.len(), s.image.features.grid.len());
         s.settings.layers = LayerSelection::new(-1);
         assert_eq!(s.layers(), 2..3);
         let last = s.shown("dexar", &Selection::Token(1)).unwrap();

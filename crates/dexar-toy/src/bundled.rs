@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn bundled_model_and_images_load() {
         let ckpt = load_bundled(&LoadOptions::default()).unwrap();
-        assert_eq!(ckpt.config.text.model_type, "llama");
+        assert_eq!(ckpt.text_config().model_type, "llama");
         assert_eq!(ckpt.dir, Path::new(BUNDLED_LABEL));
         for (name, bytes) in SAMPLE_IMAGES {
             assert!(dexar_model::decode_image(bytes).is_ok(), "{name}");
@@ -103,6 +103,6 @@ mod tests {
         let exported = spec
             .load(&LoadOptions::default(), || unreachable!("not bundled"))
             .unwrap();
-        assert_eq!(exported.config, ckpt.config);
+        assert_eq!(exported.llava_config(), ckpt.llava_config());
     }
 }

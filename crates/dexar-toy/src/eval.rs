@@ -113,7 +113,7 @@ pub fn answer_accuracy_with(
 ) -> Result<AnswerAccuracy, ToyError> {
     let settings = GenerationSettings {
         max_tokens: 24,
-        layers: 0..ckpt.config.text.num_hidden_layers,
+        layers: 0..ckpt.text_config().num_hidden_layers,
         ..GenerationSettings::default()
     };
     let cancel = AtomicBool::new(false);
@@ -128,7 +128,7 @@ pub fn answer_accuracy_with(
         let img = image::DynamicImage::ImageRgb8(scene.image.clone());
         let features = ckpt.encode_image(&img)?;
         for (prompt, answer) in scene.qa_pairs() {
-            let prepared = ckpt.prepare_chat(&[], prompt)?;
+            let prepared = ckpt.prepare_chat(&[], prompt, &features)?;
             let mut steps: Vec<TracedStep> = Vec::new();
             let generation = generate_traced(
                 ckpt,

@@ -37,7 +37,7 @@ pub const ROLE_TOKENS: [&str; 2] = [USER, ASSISTANT];
 /// The text of a single-turn question in the chat template the toy model is
 /// trained with: LLaVA-1.5's.
 pub fn chat_prompt(prompt: &str) -> String {
-    dexar_model::ChatTemplate::Llava15.render(&[], prompt)
+    dexar_model::chat::llava15(&[], prompt)
 }
 
 /// The full vocabulary, index = token id: [`SPECIAL_TOKENS`], then

@@ -230,7 +230,10 @@ fn dir_item(dir: &Path, raw: &str) -> Result<EvalItem, String> {
 }
 
 /// The mask as the model sees its image: resized and cropped like the pixels.
-pub fn mask_in_model_view(mask: &Mask, processor: &dexar_model::ImageProcessor) -> Mask {
+pub fn mask_in_model_view(
+    mask: &Mask,
+    processor: &dexar_model::ImageProcessing,
+) -> dexar_model::Result<Mask> {
     let gray = image::GrayImage::from_fn(mask.width, mask.height, |x, y| {
         image::Luma([if mask.inside[(y * mask.width + x) as usize] {
             255
@@ -238,12 +241,12 @@ pub fn mask_in_model_view(mask: &Mask, processor: &dexar_model::ImageProcessor) 
             0
         }])
     });
-    let view = processor.model_view(&DynamicImage::ImageLuma8(gray));
-    Mask {
+    let view = processor.model_view(&DynamicImage::ImageLuma8(gray))?;
+    Ok(Mask {
         width: view.width(),
         height: view.height(),
         inside: view.pixels().map(|p| p[0] > 127).collect(),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -42,10 +42,9 @@ pub struct Scorer<'a> {
 impl Scorer<'_> {
     pub fn score(&self, item: &EvalItem, index: u64) -> CliResult<ItemScores> {
         let ckpt = self.ckpt;
-        let cfg = &ckpt.config;
-        let pixels = ckpt.processor.preprocess(&item.image);
+        let pixels = ckpt.processor.preprocess(&item.image)?;
         let features = ckpt.encode_pixels(&pixels)?;
-        let prompt = ckpt.prepare_chat(&[], &item.prompt)?;
+        let prompt = ckpt.prepare_chat(&[], &item.prompt, &features)?;
         let settings = GenerationSettings {
             max_tokens: self.max_tokens,
             layers: self.layers.clone(),
@@ -86,17 +85,16 @@ impl Scorer<'_> {
         let texts: Vec<&str> = traces.iter().map(|t| t.token_text.as_str()).collect();
         let word_tokens = dexar_core::words::word_tokens(&texts);
         let answer_text = texts.concat();
-        let grid = cfg.grid();
-        let words: Vec<(Vec<usize>, Mask)> = item
-            .words
-            .iter()
-            .filter_map(|w| {
-                Some((
-                    word_tokens.get(w.word)?.clone(),
-                    mask_in_model_view(&w.mask, &ckpt.processor),
-                ))
-            })
-            .collect();
+        let grid = features.grid;
+        let mut words: Vec<(Vec<usize>, Mask)> = Vec::new();
+        for w in &item.words {
+            if let Some(tokens) = word_tokens.get(w.word) {
+                words.push((
+                    tokens.clone(),
+                    mask_in_model_view(&w.mask, &ckpt.processor)?,
+                ));
+            }
+        }
         let unmatched_words = item.words.len() - words.len();
         let sentence_mask = union_masks(words.iter().map(|(_, m)| m));
 
@@ -111,7 +109,7 @@ impl Scorer<'_> {
             .map_err(internal)?;
             (
                 ppl,
-                Some(self.nppl_auc(&prompt, &pixels, &order, &answer_ids, ppl)?),
+                Some(self.nppl_auc(&prompt, (&pixels, grid), &order, &answer_ids, ppl)?),
             )
         } else {
             (f64::NAN, None)
@@ -142,10 +140,20 @@ impl Scorer<'_> {
                     metrics::perturbation_order(&sentence, Order::MostFirst).map_err(internal)?;
                 let least =
                     metrics::perturbation_order(&sentence, Order::LeastFirst).map_err(internal)?;
-                scores.sentence.nppl_auc_most_first =
-                    Some(self.nppl_auc(&prompt, &pixels, &most, &answer_ids, ppl_original)?);
-                scores.sentence.nppl_auc_least_first =
-                    Some(self.nppl_auc(&prompt, &pixels, &least, &answer_ids, ppl_original)?);
+                scores.sentence.nppl_auc_most_first = Some(self.nppl_auc(
+                    &prompt,
+                    (&pixels, grid),
+                    &most,
+                    &answer_ids,
+                    ppl_original,
+                )?);
+                scores.sentence.nppl_auc_least_first = Some(self.nppl_auc(
+                    &prompt,
+                    (&pixels, grid),
+                    &least,
+                    &answer_ids,
+                    ppl_original,
+                )?);
                 scores.sentence.nppl_auc_random = random_auc;
             }
             per_strategy.push(scores);
@@ -172,7 +180,7 @@ impl Scorer<'_> {
     fn nppl_auc(
         &self,
         prompt: &PreparedPrompt,
-        pixels: &Pixels,
+        (pixels, grid): (&Pixels, Grid),
         order: &[usize],
         answer: &[u32],
         ppl_original: f64,
@@ -185,7 +193,7 @@ impl Scorer<'_> {
                 continue;
             }
             let cells = metrics::removed_cells(order, r);
-            let lp = masked_answer_logprobs(self.ckpt, prompt, pixels, cells, answer)?;
+            let lp = masked_answer_logprobs(self.ckpt, prompt, pixels, grid, cells, answer)?;
             ppls.push(metrics::perplexity(&lp).map_err(internal)?);
         }
         let curve = metrics::nppl_curve(ppl_original, &ppls).map_err(internal)?;

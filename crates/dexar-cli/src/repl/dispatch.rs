@@ -86,8 +86,8 @@ impl Repl {
 
     pub fn banner(&self) -> String {
         let s = &self.state;
-        let text = &s.model.ckpt.config.text;
-        let grid = s.model.ckpt.config.grid();
+        let text = s.model.ckpt.text_config();
+        let grid = s.image.features.grid;
         format!(
             "{} · {} ({}, {} layers × {} heads, {}x{} patches) · image {}\n{}\n",
             self.paint.bold("dexar"),
@@ -541,7 +541,7 @@ impl Repl {
             .map_err(|e| self.message(&e))?;
         self.colours = TokenColours::default();
         self.last_selection = None;
-        let text = &self.state.model.ckpt.config.text;
+        let text = self.state.model.ckpt.text_config();
         Ok(format!(
             "model {} ({}, {} layers × {} heads) · new conversation · {}\n",
             self.state.model.label,

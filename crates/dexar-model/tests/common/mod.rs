@@ -2,7 +2,11 @@
 #![allow(dead_code)]
 
 use candle_core::{Device, Tensor};
-use dexar_model::{Checkpoint, LoadOptions};
+use dexar_core::{builtin_strategy, HeadScores, TokenMap};
+use dexar_model::{
+    generate_traced, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
+    PreparedPrompt, TracedStep,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -105,6 +109,193 @@ impl Report {
     pub fn print(&self, title: &str) {
         for (k, v) in &self.0 {
             println!("{title} max {k}: {v:.3e}");
+        }
+    }
+}
+
+/// Every step of a traced generation, and the tokens.
+pub fn traced(
+    ckpt: &Checkpoint,
+    prompt: &PreparedPrompt,
+    feats: &ImageFeatures,
+    settings: &GenerationSettings,
+    mode: &Mode,
+) -> (Vec<TracedStep>, Vec<u32>) {
+    let mut steps = Vec::new();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let gen = generate_traced(ckpt, prompt, feats, settings, mode, &cancel, &mut |s| {
+        steps.push(s);
+        true
+    })
+    .unwrap();
+    (steps, gen.tokens)
+}
+
+/// Pixel values against the reference: to 1e-5 when the image needed no
+/// resizing, else in the mean (resamplers differ), 0.02.
+pub fn check_pixels(report: &mut Report, got: &[f32], want: &[f32], resized: bool, what: &str) {
+    if resized {
+        report.check(
+            "pixel mean abs err (resized)",
+            mean_abs(got, want),
+            0.02,
+            what,
+        );
+    } else {
+        report.check("pixel abs err (input size)", max_abs(got, want), 1e-5, what);
+    }
+}
+
+/// The grid cells of a map over the image span (a leading CLS value dropped).
+pub fn grid_part(v: &[f32], grid_len: usize) -> &[f32] {
+    &v[v.len() - grid_len..]
+}
+
+/// Checks traced steps against the fixture's PyTorch / NumPy values and
+/// keeps their maps for the sentence maps.
+#[derive(Default)]
+pub struct StepMaps {
+    dexar: Vec<TokenMap>,
+    unfiltered: Vec<TokenMap>,
+}
+
+impl StepMaps {
+    /// Logits, attention and gradients (1e-4 relative), head scores, token
+    /// weights and the maps of every built-in strategy (1e-4 absolute) of one
+    /// step; `key(name)` is the fixture tensor of that quantity.
+    pub fn check_step(
+        &mut self,
+        fx: &Fixture,
+        key: &dyn Fn(&str) -> String,
+        step: &TracedStep,
+        lim2_start: usize,
+        what: &str,
+        report: &mut Report,
+    ) {
+        let tr = &step.trace;
+        tr.validate().unwrap();
+        assert_eq!(tr.query_position + 1, tr.num_positions);
+        let grid_len = tr.grid.len();
+        let f = |k: &str| fx.f32s(&key(k));
+        report.check(
+            "logits rel err",
+            rel_err(&step.logits, &f("logits")),
+            1e-4,
+            &format!("{what} logits"),
+        );
+        report.check(
+            "attention rel err",
+            rel_err(&tr.attn, &f("attn")),
+            1e-4,
+            &format!("{what} attention"),
+        );
+        report.check(
+            "gradient rel err",
+            rel_err(&tr.grads, &f("grad")),
+            1e-4,
+            &format!("{what} gradients"),
+        );
+        let scores = HeadScores::compute(tr, 1);
+        report.check(
+            "S_v abs err",
+            max_abs(&scores.visual, &f("s_v")),
+            1e-4,
+            what,
+        );
+        report.check(
+            "S_text abs err",
+            max_abs(&scores.text, &f("s_text")),
+            1e-4,
+            what,
+        );
+        report.check(
+            "head weight abs err",
+            max_abs(&scores.weights, &f("head_weights")),
+            1e-4,
+            what,
+        );
+        let strategy = |name: &str| builtin_strategy(name, 1).unwrap();
+        let m = strategy("dexar").token_map(tr).unwrap();
+        report.check(
+            "delta abs err",
+            max_abs(&[m.weight], &f("delta")),
+            1e-4,
+            what,
+        );
+        let map_err = |map: &[f32], k: &str| max_abs(map, grid_part(&f(k), grid_len));
+        report.check("dexar map abs err", map_err(&m.raw, "dexar"), 1e-4, what);
+        report.check(
+            "dexar normalised map abs err",
+            map_err(&m.normalized(), "dexar_norm"),
+            1e-4,
+            what,
+        );
+        for (name, tensor, check) in [
+            (
+                "dexar-unfiltered",
+                "dexar_unfiltered",
+                "unfiltered map abs err",
+            ),
+            (
+                "raw-attention",
+                "raw_attention",
+                "raw attention map abs err",
+            ),
+            ("grad-x-attn", "grad_x_attn", "grad-x-attn map abs err"),
+        ] {
+            let map = strategy(name).token_map(tr).unwrap();
+            report.check(check, map_err(&map.raw, tensor), 1e-4, what);
+            if name == "dexar-unfiltered" {
+                self.unfiltered.push(map);
+            }
+        }
+        let lim2 = strategy("dexar")
+            .token_map(&tr.restricted_to_layers_from(lim2_start))
+            .unwrap();
+        report.check(
+            "dexar layer_index=-2 map abs err",
+            map_err(&lim2.raw, "dexar_lim2"),
+            1e-4,
+            what,
+        );
+        report.check(
+            "delta layer_index=-2 abs err",
+            max_abs(&[lim2.weight], &f("delta_lim2")),
+            1e-4,
+            what,
+        );
+        self.dexar.push(m);
+    }
+
+    /// The sentence maps of the steps checked so far (`key("sentence_dexar")`, ...).
+    pub fn check_sentences(
+        &self,
+        fx: &Fixture,
+        key: &dyn Fn(&str) -> String,
+        what: &str,
+        report: &mut Report,
+    ) {
+        let grid_len = self.dexar.first().map_or(0, |m| m.grid.len());
+        for (strategy, maps, name, tensor) in [
+            (
+                "dexar",
+                &self.dexar,
+                "sentence map abs err",
+                "sentence_dexar",
+            ),
+            (
+                "dexar-unfiltered",
+                &self.unfiltered,
+                "unfiltered sentence map abs err",
+                "sentence_unfiltered",
+            ),
+        ] {
+            let got = builtin_strategy(strategy, 1)
+                .unwrap()
+                .sentence_map(maps)
+                .unwrap();
+            let want = fx.f32s(&key(tensor));
+            report.check(name, max_abs(&got, grid_part(&want, grid_len)), 1e-4, what);
         }
     }
 }

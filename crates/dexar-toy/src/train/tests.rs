@@ -134,7 +134,8 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
             ids.extend(maker.tokenizer.encode(&answer.text, false).expect("encode"));
             ids.push(EOS_ID);
             let x = model
-                .embed_with_image(&ids, span, &features)
+                .decoder
+                .embed_with_image(&ids, span, features.tensor())
                 .expect("embed");
             let capture = Capture {
                 layer_outputs: true,
@@ -236,13 +237,13 @@ fn smoke_training_lowers_the_loss_and_saves_a_loadable_checkpoint() {
         .tokenizer
         .prepare(
             &chat_prompt(DESCRIBE_PROMPT),
-            ckpt.config.image_token_index,
-            ckpt.config.num_image_tokens(),
+            ckpt.image_marker.token_id,
+            features.num_tokens(),
         )
         .expect("prepare");
     let settings = GenerationSettings {
         max_tokens: 8,
-        layers: 0..ckpt.config.text.num_hidden_layers,
+        layers: 0..ckpt.text_config().num_hidden_layers,
         ..GenerationSettings::default()
     };
     let mut steps = 0;

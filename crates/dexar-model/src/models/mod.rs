@@ -1,0 +1,144 @@
+//! The model families: what differs between them around the one decoder
+//! (vision tower, projector, how image tokens are placed and positioned).
+//! LLaVA lives in `crate::llava`; the Qwen-VL families in [`qwen_vl`].
+
+pub mod qwen_vl;
+
+use candle_core::{DType, Device, Tensor};
+use dexar_core::Grid;
+
+use crate::config::TextConfig;
+use crate::decoder::{ChunkInput, Decoder, Deepstack, RopePositions};
+use crate::llava::LlavaModel;
+use qwen_vl::QwenVlModel;
+
+/// A loaded vision-language model of one of the supported families.
+#[derive(Debug, Clone)]
+pub enum VlModel {
+    Llava(LlavaModel),
+    QwenVl(QwenVlModel),
+}
+
+/// Image tokens as the decoder receives them, with the grid they cover.
+#[derive(Debug, Clone)]
+pub struct ImageFeatures {
+    /// `[N, D]`: the vision tower's output for one image, projected.
+    pub tokens: Tensor,
+    /// The heatmap grid, row-major: LLaVA's patch grid (N is one more with
+    /// the `full` feature strategy's CLS token), Qwen-VL's merged-token grid
+    /// of the resized image.
+    pub grid: Grid,
+    /// Qwen3-VL's DeepStack features, one `[N, D]` per early decoder layer.
+    pub deepstack: Vec<Tensor>,
+}
+
+impl ImageFeatures {
+    pub fn tensor(&self) -> &Tensor {
+        &self.tokens
+    }
+
+    /// How many image tokens the prompt must hold.
+    pub fn num_tokens(&self) -> usize {
+        self.tokens.dim(0).unwrap_or(0)
+    }
+}
+
+/// The decoder input of a whole sequence holding the image: embeddings, the
+/// rotary positions, and the offset text positions get after the prompt.
+#[derive(Debug, Clone)]
+pub struct SequenceInput {
+    /// `[1, T, D]`.
+    pub embeds: Tensor,
+    pub rope: RopePositions,
+    /// Rotary position minus cache position of every token after the image
+    /// (M-RoPE's `rope_deltas`; 0 for plain RoPE).
+    pub rope_delta: i64,
+}
+
+impl VlModel {
+    pub fn decoder(&self) -> &Decoder {
+        match self {
+            Self::Llava(m) => &m.decoder,
+            Self::QwenVl(m) => &m.decoder,
+        }
+    }
+
+    pub fn text_config(&self) -> &TextConfig {
+        &self.decoder().cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        match self {
+            Self::Llava(m) => &m.device,
+            Self::QwenVl(m) => &m.device,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Llava(m) => m.dtype,
+            Self::QwenVl(m) => m.dtype,
+        }
+    }
+
+    /// The input of the sequence `ids` whose span `image_span` holds the image.
+    pub fn sequence_input(
+        &self,
+        ids: &[u32],
+        image_span: (usize, usize),
+        image: &ImageFeatures,
+    ) -> candle_core::Result<SequenceInput> {
+        let (s, e) = image_span;
+        if e > ids.len() || e - s != image.num_tokens() {
+            candle_core::bail!(
+                "the prompt's image span {s}..{e} does not hold the image's {} tokens",
+                image.num_tokens()
+            );
+        }
+        let embeds = self
+            .decoder()
+            .embed_with_image(ids, image_span, image.tensor())?;
+        Ok(match self {
+            Self::Llava(_) => SequenceInput {
+                embeds,
+                rope: RopePositions::Sequential(0),
+                rope_delta: 0,
+            },
+            Self::QwenVl(_) => {
+                let (positions, rope_delta) =
+                    qwen_vl::mrope_positions(ids.len(), image_span, image.grid);
+                SequenceInput {
+                    embeds,
+                    rope: RopePositions::Multi(positions),
+                    rope_delta,
+                }
+            }
+        })
+    }
+
+    /// The chunk description of a whole sequence (from cache position 0).
+    pub fn whole_sequence<'a>(
+        &self,
+        input: &SequenceInput,
+        image_span: (usize, usize),
+        image: &'a ImageFeatures,
+    ) -> ChunkInput<'a> {
+        ChunkInput {
+            start: 0,
+            rope: input.rope.clone(),
+            deepstack: (!image.deepstack.is_empty()).then_some(Deepstack {
+                span: image_span,
+                layers: &image.deepstack,
+            }),
+        }
+    }
+}
+
+/// The chunk of one generated token at cache position `pos`.
+pub fn decode_step(pos: usize, rope_delta: i64) -> ChunkInput<'static> {
+    ChunkInput {
+        start: pos,
+        rope: RopePositions::Sequential((pos as i64 + rope_delta).max(0) as usize),
+        deepstack: None,
+    }
+}
