@@ -89,7 +89,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .copied()
         .unwrap_or(0);
     answer.resize(args.tokens, filler);
-    let max = cfg.text.max_position_embeddings;
+    let max = cfg.text.context_len();
     if prompt.input_ids.len() + answer.len() > max {
         return Err(CliError::usage(format!(
             "--tokens: the prompt plus {} tokens exceed the context of {max}",

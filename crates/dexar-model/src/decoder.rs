@@ -23,9 +23,10 @@ impl Rope {
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
             .collect();
         let inv = Tensor::from_vec(inv, (1, half), device)?;
-        let pos = Tensor::arange(0u32, cfg.max_position_embeddings as u32, device)?
+        let positions = cfg.context_len();
+        let pos = Tensor::arange(0u32, positions as u32, device)?
             .to_dtype(DType::F32)?
-            .reshape((cfg.max_position_embeddings, 1))?;
+            .reshape((positions, 1))?;
         let freqs = pos.broadcast_mul(&inv)?;
         let freqs = Tensor::cat(&[&freqs, &freqs], D::Minus1)?;
         Ok(Self {

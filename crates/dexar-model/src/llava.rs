@@ -161,18 +161,22 @@ impl Checkpoint {
             config.vision.image_size as u32,
         )?;
         check_processor(&processor, &config, &dir.join("preprocessor_config.json"))?;
+        check_tokenizer(&tokenizer, &config, &dir.join("tokenizer.json"))?;
         let files = weight_files(dir)?;
         // SAFETY: the files are memory-mapped read-only; dexar does not modify
         // checkpoints while they are loaded (the usual contract of mmap loading).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
+        let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
             .map_err(|e| {
-            ModelError::bad_file(
-                &files[0],
-                format!(
-                    "cannot read safetensors weights ({e}); the file may be truncated or corrupt"
-                ),
-            )
-        })?;
+                ModelError::bad_file(
+                    &files[0],
+                    format!(
+                        "cannot read safetensors weights ({e}); the file may be truncated or corrupt"
+                    ),
+                )
+            })?;
+        let shown = if files.len() == 1 { &files[0] } else { dir };
+        check_weight_dtypes(tensors.tensors().iter().map(|(n, v)| (n, v.dtype())), shown)?;
+        let vb = VarBuilder::from_backend(Box::new(tensors), opts.dtype, opts.device.clone());
         let model = LlavaModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
         let ckpt = Self {
             dir: dir.into(),
@@ -202,6 +206,7 @@ impl Checkpoint {
         let config = LlavaConfig::from_value(&value).map_err(|e| e.at(&config_path))?;
         let tokenizer =
             TextTokenizer::from_bytes(files.tokenizer_json, &label.join("tokenizer.json"))?;
+        check_tokenizer(&tokenizer, &config, &label.join("tokenizer.json"))?;
         let preprocessor_path = label.join("preprocessor_config.json");
         let processor = ImageProcessor::from_json(
             &text(files.preprocessor_json, &preprocessor_path)?,
@@ -267,7 +272,16 @@ impl Checkpoint {
 
     /// Preprocesses a decoded image and runs the vision tower and projector.
     pub fn encode_image(&self, img: &image::DynamicImage) -> Result<ImageFeatures> {
-        self.encode_pixels(&self.processor.preprocess(img))
+        self.encode_pixels(&self.preprocess(img)?)
+    }
+
+    /// The pixels the vision tower takes; refuses an image whose resizing
+    /// would need too much memory.
+    pub fn preprocess(&self, img: &image::DynamicImage) -> Result<Pixels> {
+        self.processor
+            .check_image_size(img.width(), img.height())
+            .map_err(|m| ModelError::Input(format!("image: {m}")))?;
+        Ok(self.processor.preprocess(img))
     }
 
     /// Runs the vision tower and projector on preprocessed pixels.
@@ -286,6 +300,18 @@ impl Checkpoint {
 
 fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result<()> {
     let size = cfg.vision.image_size as u32;
+    let square = crate::preprocess::Resize::Exact {
+        height: size,
+        width: size,
+    };
+    if !p.do_center_crop && !(p.do_resize && p.resize == square) {
+        return Err(ModelError::bad_file(
+            path,
+            format!(
+                "without do_center_crop, size must be {{\"height\": {size}, \"width\": {size}}} (the vision tower's image_size)"
+            ),
+        ));
+    }
     if p.do_center_crop && p.crop != (size, size) {
         return Err(ModelError::bad_file(
             path,
@@ -294,6 +320,41 @@ fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result
                 p.crop
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Every token the tokenizer can produce must have an embedding: a larger
+/// tokenizer would fail at the first prompt using such a token.
+fn check_tokenizer(tok: &TextTokenizer, cfg: &LlavaConfig, path: &Path) -> Result<()> {
+    let vocab = cfg.text.vocab_size;
+    match tok.largest_id() {
+        Some(id) if id as usize >= vocab => Err(ModelError::bad_file(
+            path,
+            format!(
+                "has token ids up to {id}, but config.json's text_config.vocab_size of {vocab} covers ids 0-{}; the tokenizer does not belong to these weights", vocab - 1
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Weights must be stored as floating-point numbers: integers of the right
+/// byte size would otherwise be converted into meaningless values.
+fn check_weight_dtypes<'a>(
+    tensors: impl Iterator<Item = (&'a String, safetensors::Dtype)>,
+    shown: &Path,
+) -> Result<()> {
+    use safetensors::Dtype;
+    for (name, dtype) in tensors {
+        if !matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64) {
+            return Err(ModelError::bad_file(
+                shown,
+                format!(
+                    "tensor {name} is stored as {dtype:?}; weights must be floating point (F32, F16 or BF16)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -307,7 +368,7 @@ fn weight_error(files: &[PathBuf], e: candle_core::Error) -> ModelError {
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::bad_file(&index, e))?;
+        let text = crate::error::read_checkpoint_text(&index, "no model.safetensors.index.json")?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ModelError::bad_file(&index, format!("not valid JSON ({e})")))?;
         let map = v
@@ -330,11 +391,11 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 files.push(p);
             }
         }
-        return Ok(files);
+        return checked_weight_files(files);
     }
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return Ok(vec![single]);
+        return checked_weight_files(vec![single]);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| ModelError::bad_file(dir, e))?
@@ -347,6 +408,15 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             path: single,
             what: "no model.safetensors (nor a sharded index)",
         });
+    }
+    checked_weight_files(files)
+}
+
+/// Weight files are memory-mapped by candle: refuse a FIFO or a device first.
+fn checked_weight_files(files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    for f in &files {
+        dexar_core::check_regular(f)
+            .map_err(|e| ModelError::bad_file(f, format!("cannot read: {e}")))?;
     }
     Ok(files)
 }

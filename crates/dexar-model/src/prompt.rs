@@ -35,16 +35,7 @@ impl std::fmt::Debug for TextTokenizer {
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ModelError::MissingFile {
-                    path: path.into(),
-                    what: "no tokenizer.json",
-                })
-            }
-            Err(e) => return Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
-        };
+        let bytes = crate::error::read_checkpoint_file(path, "no tokenizer.json")?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -59,6 +50,11 @@ impl TextTokenizer {
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
+    }
+
+    /// The largest token id the tokenizer knows (added tokens included).
+    pub fn largest_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -19,7 +19,7 @@ pub fn answer_logprobs(
     if answer.is_empty() {
         return Ok(Vec::new());
     }
-    let max = ckpt.config.text.max_position_embeddings;
+    let max = ckpt.config.text.context_len();
     let p0 = prompt.input_ids.len();
     // The last answer token is predicted at position p0 + len - 2.
     let len = p0 + answer.len() - 1;

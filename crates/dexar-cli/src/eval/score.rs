@@ -43,7 +43,7 @@ impl Scorer<'_> {
     pub fn score(&self, item: &EvalItem, index: u64) -> CliResult<ItemScores> {
         let ckpt = self.ckpt;
         let cfg = &ckpt.config;
-        let pixels = ckpt.processor.preprocess(&item.image);
+        let pixels = ckpt.preprocess(&item.image)?;
         let features = ckpt.encode_pixels(&pixels)?;
         let prompt = ckpt.prepare_chat(&[], &item.prompt)?;
         let settings = GenerationSettings {
