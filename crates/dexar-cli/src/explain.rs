@@ -190,11 +190,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         let (maps, sentence) = match result {
             Ok(r) => r,
             Err(e) if !BUILTIN_NAMES.contains(&s.name()) => {
-                eprintln!(
-                    "warning: skipping strategy `{}`: {}",
-                    s.name(),
-                    crate::error::one_line(&e.to_string())
-                );
+                crate::stdio::warn(&format!("skipping strategy `{}`: {e}", s.name()));
                 continue;
             }
             Err(e) => return Err(CliError::internal(e.to_string())),
@@ -273,7 +269,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         CliError::usage(format!("--out: cannot write {} ({e})", json_path.display()))
     })?;
     match args.json.as_deref() {
-        Some("-") => println!("{json}"),
+        Some("-") => outln!("{json}")?,
         Some(p) => write_atomic(Path::new(p), json.as_bytes())
             .map_err(|e| CliError::usage(format!("--json {p}: cannot write ({e})")))?,
         None => {}
@@ -305,7 +301,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         }
     }
     if args.json.as_deref() != Some("-") {
-        print_summary(&doc, &generation.text, &args.out);
+        print_summary(&doc, &generation.text, &args.out)?;
     }
     Ok(())
 }
@@ -323,21 +319,21 @@ fn save_overlay(
     dexar_render::save_png_atomic(path, &img).map_err(|e| CliError::usage(format!("--out: {e}")))
 }
 
-fn print_summary(doc: &ExplainJson, answer: &str, out: &Path) {
-    println!("answer: {}", answer.trim());
-    println!("tokens (δ = DEX-AR token weight; * = no visual evidence):");
+fn print_summary(doc: &ExplainJson, answer: &str, out: &Path) -> CliResult<()> {
+    outln!("answer: {}", answer.trim())?;
+    outln!("tokens (δ = DEX-AR token weight; * = no visual evidence):")?;
     for t in &doc.tokens {
         let flag = if t.no_visual_evidence { " *" } else { "" };
-        println!(
+        outln!(
             "  {:>3} {:<16} δ={:.4}{flag}",
             t.index,
             format!("{:?}", t.text),
             t.weight
-        );
+        )?;
     }
-    println!(
+    outln!(
         "wrote {} and overlays per strategy under {}",
         out.join("explain.json").display(),
         out.display()
-    );
+    )
 }

@@ -304,7 +304,8 @@ fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result
         height: size,
         width: size,
     };
-    if !p.do_center_crop && !(p.do_resize && p.resize == square) {
+    let square_output = p.do_center_crop || (p.do_resize && p.resize == square);
+    if !square_output {
         return Err(ModelError::bad_file(
             path,
             format!(

@@ -24,7 +24,9 @@ pub struct StrategyScores {
 
 #[derive(Debug)]
 pub struct ItemScores {
-    pub per_strategy: Vec<StrategyScores>,
+    /// Per strategy, its scores or why it failed (a strategy skipped on
+    /// request fails with an empty message).
+    pub per_strategy: Vec<Result<StrategyScores, String>>,
     pub answer: String,
     /// Linked words that could not be matched to tokens.
     pub unmatched_words: usize,
@@ -37,10 +39,14 @@ pub struct Scorer<'a> {
     pub max_tokens: usize,
     pub perturb: bool,
     pub seed: u64,
+    /// Set by Ctrl-C: generation stops early (the item is then discarded).
+    pub cancel: &'a AtomicBool,
 }
 
 impl Scorer<'_> {
-    pub fn score(&self, item: &EvalItem, index: u64) -> CliResult<ItemScores> {
+    /// Scores `item` with every strategy not marked in `skip`. A failing
+    /// strategy fails alone; anything else fails the item.
+    pub fn score(&self, item: &EvalItem, index: u64, skip: &[bool]) -> CliResult<ItemScores> {
         let ckpt = self.ckpt;
         let cfg = &ckpt.config;
         let pixels = ckpt.preprocess(&item.image)?;
@@ -51,7 +57,7 @@ impl Scorer<'_> {
             layers: self.layers.clone(),
             ..Default::default()
         };
-        let cancel = AtomicBool::new(false);
+        let cancel = self.cancel;
         let answer_ids = match &item.answer {
             Some(a) => ckpt.tokenizer.encode(a, false)?,
             None => {
@@ -61,7 +67,7 @@ impl Scorer<'_> {
                     &features,
                     &settings,
                     &Mode::Generate,
-                    &cancel,
+                    cancel,
                     &mut |_| true,
                 )?
                 .tokens
@@ -76,7 +82,7 @@ impl Scorer<'_> {
                 &features,
                 &settings,
                 &mode,
-                &cancel,
+                cancel,
                 &mut |s| {
                     traces.push(s.trace);
                     true
@@ -118,22 +124,34 @@ impl Scorer<'_> {
         };
 
         let mut per_strategy = Vec::new();
-        for s in self.strategies {
-            let maps: Vec<TokenMap> = traces
-                .iter()
-                .map(|t| s.token_map(t))
-                .collect::<Result<_, _>>()
-                .map_err(internal)?;
+        for (s, &skipped) in self.strategies.iter().zip(skip) {
+            if skipped {
+                per_strategy.push(Err(String::new()));
+                continue;
+            }
+            let maps = match strategy_maps(s.as_ref(), &traces) {
+                Ok(maps) => maps,
+                Err(e) => {
+                    per_strategy.push(Err(e));
+                    continue;
+                }
+            };
             let mut scores = StrategyScores::default();
             for (tokens, mask) in &words {
                 let map = sum_maps(tokens.iter().map(|&t| &maps[t]), grid.len());
                 scores.words.push(segmentation(&map, grid, mask)?);
             }
             if maps.is_empty() {
-                per_strategy.push(scores);
+                per_strategy.push(Ok(scores));
                 continue;
             }
-            let sentence = s.sentence_map(&maps).map_err(internal)?;
+            let sentence = match s.sentence_map(&maps) {
+                Ok(m) => m,
+                Err(e) => {
+                    per_strategy.push(Err(dexar_core::one_line(&e.to_string())));
+                    continue;
+                }
+            };
             if let Some(mask) = &sentence_mask {
                 scores.sentence = segmentation(&sentence, grid, mask)?;
             }
@@ -148,7 +166,7 @@ impl Scorer<'_> {
                     Some(self.nppl_auc(&prompt, &pixels, &least, &answer_ids, ppl_original)?);
                 scores.sentence.nppl_auc_random = random_auc;
             }
-            per_strategy.push(scores);
+            per_strategy.push(Ok(scores));
         }
         Ok(ItemScores {
             per_strategy,
@@ -194,6 +212,18 @@ impl Scorer<'_> {
         let curve = metrics::nppl_curve(ppl_original, &ppls).map_err(internal)?;
         metrics::curve_area(&curve, &xs).map_err(internal)
     }
+}
+
+/// A strategy's map of every traced token, or its error on one line.
+fn strategy_maps(
+    s: &dyn Strategy,
+    traces: &[dexar_core::StepTrace],
+) -> Result<Vec<TokenMap>, String> {
+    traces
+        .iter()
+        .map(|t| s.token_map(t))
+        .collect::<Result<_, _>>()
+        .map_err(|e| dexar_core::one_line(&e.to_string()))
 }
 
 fn internal(e: impl std::fmt::Display) -> CliError {
