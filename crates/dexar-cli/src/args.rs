@@ -67,6 +67,16 @@ impl LayerArgs {
     pub fn selection(&self) -> LayerSelection {
         LayerSelection::new(self.layer_index)
     }
+
+    /// The layers of a `num_layers`-layer model, with a warning when the
+    /// index had to be clamped.
+    pub fn layers(&self, num_layers: usize) -> std::ops::Range<usize> {
+        let selection = self.selection();
+        if let Some(note) = selection.clamp_note(num_layers) {
+            crate::stdio::warn(&format!("--layer-index: {note}"));
+        }
+        selection.layers(num_layers)
+    }
 }
 
 /// `--topk`.
@@ -113,10 +123,20 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub temperature: f64,
     /// Nucleus sampling mass, in (0, 1].
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub top_p: f64,
     /// Random seed for sampling.
     #[arg(long, value_name = "N", default_value_t = 0)]

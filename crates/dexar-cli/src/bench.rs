@@ -62,7 +62,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let cfg = &ckpt.config;
     let features = &image.features;
     let prompt = ckpt.prepare_chat(&[], &args.prompt)?;
-    let layers = args.layers.selection().layers(cfg.text.num_hidden_layers);
+    let layers = args.layers.layers(cfg.text.num_hidden_layers);
 
     // The answer to explain: greedy, then padded with a fixed token so that
     // every run explains exactly --tokens tokens (teacher forcing).

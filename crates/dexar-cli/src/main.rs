@@ -12,6 +12,7 @@ mod config;
 mod error;
 mod eval;
 mod explain;
+mod explain_files;
 mod output;
 mod progress;
 mod repl;

@@ -52,6 +52,18 @@ impl TextTokenizer {
         self.inner.token_to_id(token)
     }
 
+    /// The words of `text` the tokenizer can only encode with its unknown
+    /// token `<unk>` (none when it has no such token).
+    pub fn unknown_words(&self, text: &str) -> Vec<String> {
+        let Some(unk) = self.token_to_id("<unk>") else {
+            return Vec::new();
+        };
+        text.split_whitespace()
+            .filter(|w| self.encode(w, false).is_ok_and(|ids| ids.contains(&unk)))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The largest token id the tokenizer knows (added tokens included).
     pub fn largest_id(&self) -> Option<u32> {
         self.inner.get_vocab(true).into_values().max()

@@ -101,7 +101,7 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
     let model = args.model.open()?;
     let items = data::load(&source)?;
     let interrupted = interrupt_flag();
-    let layers = args.layers.selection().layers(model.num_layers());
+    let layers = args.layers.layers(model.num_layers());
     let scorer = score::Scorer {
         ckpt: &model.ckpt,
         strategies: &strategies,

@@ -69,11 +69,13 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
     let paint = paint_for(graphics);
     let announce = interactive && args.model.model != dexar_model::ModelSpec::Bundled;
     if announce {
-        eprint!("{}", paint.dim("loading the model… "));
+        let mut err = std::io::stderr();
+        let _ = write!(err, "{}", paint.dim("loading the model… "));
+        let _ = err.flush();
     }
     let model = dexar_session::open_model(&args.model.model, &opts)?;
     if announce {
-        eprintln!();
+        crate::stdio::err_line("");
     }
     let image = match &args.image {
         Some(path) => LoadedImage::open(&model.ckpt, path)?,
@@ -104,12 +106,19 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         .map(|e| format!("Ctrl-C cannot stop answers ({e})"));
     let names = Arc::new(Mutex::new(Names::default()));
     let mut repl = Repl::new(state, display, paint, cancel, names.clone());
+    let clamped = args
+        .layers
+        .selection()
+        .clamp_note(repl.state.model.num_layers());
     let mut out = std::io::stdout();
-    let _ = out.write_all(repl.banner().as_bytes());
-    if let Some(note) = ctrlc_note {
-        let _ = writeln!(out, "{}", paint.warning(&note));
-    }
-    let _ = out.flush();
+    let greeting = (|| {
+        out.write_all(repl.banner().as_bytes())?;
+        for note in [ctrlc_note, clamped].into_iter().flatten() {
+            writeln!(out, "{}", paint.warning(&note))?;
+        }
+        out.flush()
+    })();
+    greeting.map_err(crate::stdio::output_error)?;
     if interactive {
         interactive_loop(&mut repl, names, paint.colour)
     } else {
@@ -141,6 +150,19 @@ fn history() -> (Box<dyn History>, Option<String>) {
             Some("no data directory; history is kept for this session only".into()),
         );
     };
+    // reedline would block forever opening a FIFO there.
+    match dexar_core::check_regular(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return (
+                Box::new(FileBackedHistory::default()),
+                Some(format!(
+                    "cannot use {} ({e}); history is kept for this session only",
+                    path.display()
+                )),
+            )
+        }
+        _ => {}
+    }
     match FileBackedHistory::with_file(1000, path.clone()) {
         Ok(h) => (Box::new(h), None),
         Err(e) => (
@@ -191,7 +213,7 @@ fn interactive_loop(repl: &mut Repl, names: complete::SharedNames, colour: bool)
                     Ok(Flow::Quit) => break,
                     Ok(Flow::Continue) => {}
                     // stdout is gone (a closed terminal): nothing left to talk to.
-                    Err(_) => break,
+                    Err(e) => return Err(crate::stdio::output_error(e)),
                 }
             }
             // Ctrl-C at the prompt: reedline has cleared the line.
@@ -239,16 +261,14 @@ fn piped_loop(repl: &mut Repl) -> CliResult<()> {
             .map_err(|e| CliError::internal(format!("cannot read standard input ({e})")))?;
         if n == 0 {
             if !pending.is_empty() {
-                let _ = repl.handle(&pending, &mut out);
+                repl.handle(&pending, &mut out)
+                    .map_err(crate::stdio::output_error)?;
             }
             break;
         }
         let Ok(line) = std::str::from_utf8(&buf) else {
-            let _ = writeln!(
-                out,
-                "{}",
-                repl.paint.error("input line is not valid UTF-8; ignored")
-            );
+            let note = repl.paint.error("input line is not valid UTF-8; ignored");
+            writeln!(out, "{note}").map_err(crate::stdio::output_error)?;
             continue;
         };
         let line = line.trim_end_matches(['\n', '\r']);
@@ -261,9 +281,9 @@ fn piped_loop(repl: &mut Repl) -> CliResult<()> {
         let input = std::mem::take(&mut pending);
         match repl.handle(&input, &mut out) {
             Ok(Flow::Continue) => {}
-            Ok(Flow::Quit) | Err(_) => break,
+            Ok(Flow::Quit) => break,
+            Err(e) => return Err(crate::stdio::output_error(e)),
         }
     }
-    let _ = out.flush();
-    Ok(())
+    out.flush().map_err(crate::stdio::output_error)
 }
