@@ -174,34 +174,12 @@ fn help_documents_every_flag() {
     }
 }
 
-/// Asserts exit code 2, a single `error:` line on stderr mentioning `needle`.
-fn assert_user_error(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "exit code for {needle}; stderr: {err}"
-    );
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "one line for {needle}: {err}");
-    assert!(lines[0].starts_with("error: "), "{err}");
-    assert!(lines[0].contains(needle), "`{needle}` not in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
+use dexar_tests::assert_user_error;
 
 /// A way to break a checkpoint directory.
 type Breakage = Box<dyn FnOnce(&Path)>;
 
-/// A copy of the fixture checkpoint to break.
-fn broken_model(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for e in std::fs::read_dir(model()).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.path().join(p.file_name().unwrap())).unwrap();
-    }
-    edit(dir.path());
-    dir
-}
+use dexar_tests::model_copy as broken_model;
 
 #[test]
 fn bad_model_directories_are_refused_with_one_line() {

@@ -48,6 +48,10 @@ mod elf {
         if segments.is_empty() {
             return Err("an ELF file without segments".into());
         }
+        // Section headers usually come last: a cut file loses them first.
+        header
+            .section_headers(endian, bytes)
+            .map_err(|e| format!("truncated or corrupt ELF file ({e})"))?;
         let len = bytes.len() as u64;
         for segment in segments {
             let (offset, size) = segment.file_range(endian);
@@ -104,9 +108,14 @@ mod tests {
         lib[16] = 3;
         lib[17] = 0;
         assert_eq!(check_library_bytes(&lib), Ok(()));
-        let end = segments_end(&lib);
-        assert_eq!(check_library_bytes(&lib[..end as usize]), Ok(()));
-        let e = check_library_bytes(&lib[..end as usize - 1]).unwrap_err();
+        let e = check_library_bytes(&lib[..lib.len() - 1]).unwrap_err();
+        assert!(e.contains("truncated or corrupt"), "{e}");
+        // Even with intact section headers, a segment past the end is refused.
+        let end = segments_end(&lib) as usize;
+        let mut cut = lib[..end - 1].to_vec();
+        cut[0x28..0x30].copy_from_slice(&0u64.to_le_bytes()); // e_shoff: none
+        cut[0x3c..0x3e].copy_from_slice(&0u16.to_le_bytes()); // e_shnum
+        let e = check_library_bytes(&cut).unwrap_err();
         assert!(e.contains("truncated ELF file"), "{e}");
         let e = check_library_bytes(&lib[..100]).unwrap_err();
         assert!(e.contains("truncated or corrupt"), "{e}");
