@@ -264,3 +264,58 @@ fn union_masks<'a>(mut masks: impl Iterator<Item = &'a Mask>) -> Option<Mask> {
         acc
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dexar_core::{StepTrace, StrategyError};
+
+    /// A plugin that fails on every token.
+    struct Failing;
+
+    impl Strategy for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+        fn help(&self) -> &str {
+            "fails"
+        }
+        fn token_map(&self, _: &StepTrace) -> Result<TokenMap, StrategyError> {
+            Err(StrategyError::Failed {
+                strategy: "failing".into(),
+                message: "out of\nluck".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_strategy_fails_alone_and_a_skipped_one_is_not_run() {
+        let ckpt = dexar_toy::load_bundled(&Default::default()).unwrap();
+        let strategies: Vec<Arc<dyn Strategy>> = vec![
+            dexar_core::builtin_strategy("dexar", 1).unwrap().into(),
+            Arc::new(Failing),
+            dexar_core::builtin_strategy("raw-attention", 1).unwrap().into(),
+        ];
+        let cancel = AtomicBool::new(false);
+        let scorer = Scorer {
+            ckpt: &ckpt,
+            strategies: &strategies,
+            layers: 0..ckpt.config.text.num_hidden_layers,
+            max_tokens: 4,
+            perturb: false,
+            seed: 0,
+            cancel: &cancel,
+        };
+        let items =
+            super::super::data::load(&super::super::data::DataSource::Toy { n: 1, seed: 1 })
+                .unwrap();
+        let item = items.iter().next().unwrap().unwrap();
+        let scores = scorer.score(&item, 0, &[false, false, true]).unwrap();
+        assert!(scores.per_strategy[0]
+            .as_ref()
+            .is_ok_and(|s| !s.words.is_empty()));
+        let failed = scores.per_strategy[1].as_ref().unwrap_err();
+        assert!(failed.contains("out of luck"), "one line: {failed}");
+        assert_eq!(scores.per_strategy[2].as_ref().unwrap_err(), "", "skipped");
+    }
+}
