@@ -53,7 +53,8 @@ impl ModelArgs {
 pub struct LayerArgs {
     /// First decoder layer the maps use; negative counts from the end. The
     /// default -10 uses the last ten layers (every layer of a model with ten
-    /// or fewer); values past either end are clamped to the model's layers.
+    /// or fewer); other values past either end are clamped to the model's
+    /// layers, with a warning.
     #[arg(
         long,
         value_name = "K",

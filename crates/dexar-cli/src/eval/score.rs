@@ -294,7 +294,9 @@ mod tests {
         let strategies: Vec<Arc<dyn Strategy>> = vec![
             dexar_core::builtin_strategy("dexar", 1).unwrap().into(),
             Arc::new(Failing),
-            dexar_core::builtin_strategy("raw-attention", 1).unwrap().into(),
+            dexar_core::builtin_strategy("raw-attention", 1)
+                .unwrap()
+                .into(),
         ];
         let cancel = AtomicBool::new(false);
         let scorer = Scorer {
