@@ -106,3 +106,31 @@ fn a_full_standard_output_is_an_error() {
         assert_user_error(&o, "standard output: cannot write (No space left on device");
     }
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_standard_error_changes_no_exit_code() {
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let model = tiny_llava();
+    // A warning that cannot be written, then success.
+    let mut cmd = isolated();
+    cmd.args(explain_args(
+        &model,
+        out.path(),
+        &["--layer-index", "99", "--no-png"],
+    ))
+    .stdout(Stdio::null())
+    .stderr(full());
+    assert_eq!(cmd.status().unwrap().code(), Some(0));
+    // An error that cannot be written: still exit code 2, no panic (101).
+    let mut cmd = isolated();
+    cmd.args(explain_args(&model, out.path(), &["--temperature", "-1"]))
+        .stderr(full());
+    assert_eq!(cmd.status().unwrap().code(), Some(2));
+}

@@ -144,34 +144,56 @@ fn paint_for(graphics: Graphics) -> Paint {
 
 /// History under the user's data directory, or in memory with a note why.
 fn history() -> (Box<dyn History>, Option<String>) {
-    let Some(path) = dirs::data_dir().map(|d| d.join("dexar").join("history.txt")) else {
-        return (
+    match dirs::data_dir() {
+        Some(dir) => history_at(&dir.join("dexar").join("history.txt")),
+        None => (
             Box::new(FileBackedHistory::default()),
             Some("no data directory; history is kept for this session only".into()),
-        );
+        ),
+    }
+}
+
+/// History kept in `path`, or in memory with a note why not.
+fn history_at(path: &std::path::Path) -> (Box<dyn History>, Option<String>) {
+    let in_memory = |why: String| -> (Box<dyn History>, Option<String>) {
+        (
+            Box::new(FileBackedHistory::default()),
+            Some(format!("{why}; history is kept for this session only")),
+        )
     };
     // reedline would block forever opening a FIFO there.
-    match dexar_core::check_regular(&path) {
+    match dexar_core::check_regular(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return (
-                Box::new(FileBackedHistory::default()),
-                Some(format!(
-                    "cannot use {} ({e}); history is kept for this session only",
-                    path.display()
-                )),
-            )
+            return in_memory(format!("cannot use {} ({e})", path.display()))
         }
         _ => {}
     }
-    match FileBackedHistory::with_file(1000, path.clone()) {
+    match FileBackedHistory::with_file(1000, path.to_path_buf()) {
         Ok(h) => (Box::new(h), None),
-        Err(e) => (
-            Box::new(FileBackedHistory::default()),
-            Some(format!(
-                "cannot write {} ({e}); history is kept for this session only",
-                path.display()
-            )),
-        ),
+        Err(e) => in_memory(format!("cannot write {} ({e})", path.display())),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_history_file_that_is_no_regular_file_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("history.txt");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opening it would block this test forever.
+        let (_, note) = history_at(&fifo);
+        let note = note.unwrap();
+        assert!(
+            note.contains("is a FIFO") && note.contains("this session only"),
+            "{note}"
+        );
+        let (_, note) = history_at(&dir.path().join("new.txt"));
+        assert_eq!(note, None);
     }
 }
 
