@@ -95,3 +95,18 @@ fn target_words_the_tokenizer_does_not_know_are_warned_about() {
     let o = explain(&tiny_llava(), &["--target", "a red circle", "--no-png"]);
     assert_eq!(assert_ok(&o), "");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_config_file_that_is_no_regular_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.toml");
+    dexar_tests::mkfifo(&fifo);
+    for config in [fifo.as_path(), dir.path()] {
+        let mut cmd = isolated();
+        cmd.args(["eval", "--data", "toy:1"])
+            .env("DEXAR_CONFIG", config);
+        let o = dexar_tests::run_within(cmd, b"", LIMIT);
+        assert_user_error(&o, "cannot read (is a");
+    }
+}

@@ -141,3 +141,29 @@ fn fifos_in_a_checkpoint_are_refused_without_waiting() {
         assert_user_error(&o, &format!("{file}: cannot read: is a FIFO (named pipe)"));
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn the_repl_keeps_its_model_when_another_is_bad() {
+    let fifo_config = dexar_tests::model_copy(|d| {
+        std::fs::remove_file(d.join("config.json")).unwrap();
+        dexar_tests::mkfifo(&d.join("config.json"));
+    });
+    let bad_eps = config(|v| v["text_config"]["rms_norm_eps"] = json!(-1));
+    let script = format!(
+        "/model {}\n/model {}\nwhat is it?\n/tokens\n",
+        s(fifo_config.path()),
+        s(bad_eps.path())
+    );
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = isolated();
+    cmd.args(["--model", s(&tiny_llava())])
+        .env("HOME", home.path())
+        .env("XDG_DATA_HOME", home.path());
+    let o = dexar_tests::run_within(cmd, script.as_bytes(), LIMIT);
+    assert_ok(&o);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("config.json: cannot read: is a FIFO"), "{out}");
+    assert!(out.contains("text_config.rms_norm_eps (-1)"), "{out}");
+    assert!(out.contains("tokens of the last answer"), "{out}");
+}
