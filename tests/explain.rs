@@ -179,10 +179,7 @@ use dexar_tests::assert_user_error;
 /// A way to break a checkpoint directory.
 type Breakage = Box<dyn FnOnce(&Path)>;
 
-/// A copy of the fixture checkpoint to break.
-fn broken_model(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
-    dexar_tests::copy_checkpoint(&model(), edit)
-}
+use dexar_tests::model_copy as broken_model;
 
 #[test]
 fn bad_model_directories_are_refused_with_one_line() {

@@ -6,8 +6,9 @@
 pub mod pty;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 test path")
@@ -110,7 +111,7 @@ pub fn build_plugin(package: &str, lib: &str, dir: &Path) -> PathBuf {
 }
 
 /// Asserts exit code 2 and a single `error:` line on stderr mentioning `needle`.
-pub fn assert_user_error(o: &std::process::Output, needle: &str) {
+pub fn assert_user_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         o.status.code(),
@@ -133,4 +134,79 @@ pub fn copy_checkpoint(dir: &Path, edit: impl FnOnce(&Path)) -> tempfile::TempDi
     }
     edit(copy.path());
     copy
+}
+
+/// A copy of the fixture checkpoint `tiny-llava`, changed by `edit`.
+pub fn model_copy(edit: impl FnOnce(&Path)) -> tempfile::TempDir {
+    copy_checkpoint(&fixtures().join("tiny-llava"), edit)
+}
+
+/// Runs `cmd` with `input` on stdin; panics if it is still running after
+/// `limit` (a hang is a failure, not a stuck test run).
+pub fn run_within(mut cmd: Command, input: &[u8], limit: Duration) -> Output {
+    use std::io::{Read, Write};
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dexar runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}
+
+/// A PNG file whose header declares `width` x `height` pixels (its pixel
+/// data is that of a 1x1 image): a decompression bomb in a few bytes.
+pub fn png_declaring(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image::GrayImage::new(1, 1)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .expect("encode");
+    // Signature (8), IHDR length (4), "IHDR" (4), width, height, ..., CRC at 29.
+    bytes[16..20].copy_from_slice(&width.to_be_bytes());
+    bytes[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32fast::hash(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(s(path)).expect("path without NUL");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
 }

@@ -59,7 +59,8 @@ impl ModelArgs {
 pub struct LayerArgs {
     /// First decoder layer the maps use; negative counts from the end. The
     /// default -10 uses the last ten layers (every layer of a model with ten
-    /// or fewer); values past either end are clamped to the model's layers.
+    /// or fewer); other values past either end are clamped to the model's
+    /// layers, with a warning.
     #[arg(
         long,
         value_name = "K",
@@ -72,6 +73,16 @@ pub struct LayerArgs {
 impl LayerArgs {
     pub fn selection(&self) -> LayerSelection {
         LayerSelection::new(self.layer_index)
+    }
+
+    /// The layers of a `num_layers`-layer model, with a warning when the
+    /// index had to be clamped.
+    pub fn layers(&self, num_layers: usize) -> std::ops::Range<usize> {
+        let selection = self.selection();
+        if let Some(note) = selection.clamp_note(num_layers) {
+            crate::stdio::warn(&format!("--layer-index: {note}"));
+        }
+        selection.layers(num_layers)
     }
 }
 
@@ -119,10 +130,20 @@ pub struct SamplingArgs {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_tokens: usize,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "T",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub temperature: f64,
     /// Nucleus sampling mass, in (0, 1].
-    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub top_p: f64,
     /// Random seed for sampling.
     #[arg(long, value_name = "N", default_value_t = 0)]

@@ -67,10 +67,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     };
     let features = &image.features;
     let prompt = ckpt.prepare_chat(&[], &args.prompt, features)?;
-    let layers = args
-        .layers
-        .selection()
-        .layers(ckpt.text_config().num_hidden_layers);
+    let layers = args.layers.layers(ckpt.text_config().num_hidden_layers);
 
     // The answer to explain: greedy, then padded with a fixed token so that
     // every run explains exactly --tokens tokens (teacher forcing).
@@ -97,7 +94,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         .copied()
         .unwrap_or(0);
     answer.resize(args.tokens, filler);
-    let max = ckpt.text_config().max_position_embeddings;
+    let max = ckpt.text_config().context_len();
     if prompt.input_ids.len() + answer.len() > max {
         return Err(CliError::usage(format!(
             "--tokens: the prompt plus {} tokens exceed the context of {max}",
@@ -138,35 +135,14 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     }
     let n = answer.len() as f64;
     let ratio = best_naive / best_incremental;
-    println!(
-        "model {} ({} layers, {} heads, {} image tokens), prompt {} tokens, {} explained tokens, {}",
-        ckpt.dir.display(),
-        ckpt.text_config().num_hidden_layers,
-        ckpt.text_config().num_attention_heads,
-        features.num_tokens(),
-        prompt.input_ids.len(),
-        answer.len(),
-        dexar_core::layers::describe(&layers)
-    );
-    println!(
-        "incremental (KV cache + local backward): {:>9.2} ms/token",
-        best_incremental / n * 1e3
-    );
-    println!(
-        "naive (full recompute + autograd):        {:>9.2} ms/token",
-        best_naive / n * 1e3
-    );
-    println!(
-        "speed-up: {ratio:.1}x (best of {} runs, same process)",
-        args.repeat
-    );
+    // The file first: a closed stdout must not lose it.
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "schema": "dexar.bench/1",
             "model": ckpt.dir.display().to_string(),
             "prompt_tokens": prompt.input_ids.len(),
             "explained_tokens": answer.len(),
-            "layers": layers.collect::<Vec<_>>(),
+            "layers": layers.clone().collect::<Vec<_>>(),
             "incremental_ms_per_token": best_incremental / n * 1e3,
             "naive_ms_per_token": best_naive / n * 1e3,
             "speedup": ratio,
@@ -175,5 +151,27 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             CliError::usage(format!("--json {}: cannot write ({e})", path.display()))
         })?;
     }
+    outln!(
+        "model {} ({} layers, {} heads, {} image tokens), prompt {} tokens, {} explained tokens, {}",
+        ckpt.dir.display(),
+        ckpt.text_config().num_hidden_layers,
+        ckpt.text_config().num_attention_heads,
+        features.num_tokens(),
+        prompt.input_ids.len(),
+        answer.len(),
+        dexar_core::layers::describe(&layers)
+    )?;
+    outln!(
+        "incremental (KV cache + local backward): {:>9.2} ms/token",
+        best_incremental / n * 1e3
+    )?;
+    outln!(
+        "naive (full recompute + autograd):        {:>9.2} ms/token",
+        best_naive / n * 1e3
+    )?;
+    outln!(
+        "speed-up: {ratio:.1}x (best of {} runs, same process)",
+        args.repeat
+    )?;
     Ok(())
 }

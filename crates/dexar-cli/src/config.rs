@@ -31,16 +31,20 @@ pub fn path() -> Option<PathBuf> {
     dirs::config_dir().map(|d| d.join("dexar").join("config.toml"))
 }
 
-/// The config; a missing file is the default, a malformed one an error naming it.
+/// The config; a missing file is the default, a malformed one (or a FIFO,
+/// a directory) an error naming it.
 pub fn load() -> CliResult<Config> {
     match path() {
-        Some(p) if p.is_file() => parse_file(&p),
+        Some(p) if p.exists() => parse_file(&p),
         _ => Ok(Config::default()),
     }
 }
 
+/// The largest config file read.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
 fn parse_file(p: &Path) -> CliResult<Config> {
-    let text = std::fs::read_to_string(p)
+    let text = dexar_core::read_regular_to_string(p, MAX_CONFIG_FILE)
         .map_err(|e| CliError::usage(format!("config {}: cannot read ({e})", p.display())))?;
     let mut cfg: Config = toml::from_str(&text).map_err(|e| {
         CliError::usage(format!(
@@ -85,5 +89,7 @@ mod tests {
             "{}",
             e.message
         );
+        let e = parse_file(dir.path()).unwrap_err();
+        assert!(e.message.contains("a directory"), "{}", e.message);
     }
 }

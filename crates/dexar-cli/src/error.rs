@@ -19,6 +19,29 @@ impl CliError {
         }
     }
 
+    /// Standard output was closed by its reader: the program ends quietly
+    /// with exit code 0 (see [`crate::stdio`]).
+    pub fn output_closed() -> Self {
+        Self {
+            code: 0,
+            message: String::new(),
+        }
+    }
+
+    /// Whether this ends the program without a message.
+    pub fn is_quiet(&self) -> bool {
+        self.code == 0
+    }
+
+    /// Stopped by Ctrl-C after keeping what was done: exit code 130, as a
+    /// shell reports a program ended by SIGINT.
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Self {
+            code: 130,
+            message: message.into(),
+        }
+    }
+
     /// Anything else: exit code 1.
     pub fn internal(message: impl Into<String>) -> Self {
         Self {

@@ -63,7 +63,12 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "NAME", default_value = "inferno")]
     pub colormap: String,
     /// Opacity of the heatmap over the image, 0 to 1.
-    #[arg(long, value_name = "A", default_value_t = 0.6)]
+    #[arg(
+        long,
+        value_name = "A",
+        default_value_t = 0.6,
+        allow_negative_numbers = true
+    )]
     pub alpha: f32,
     /// Skip the PNG overlays (JSON only).
     #[arg(long)]
@@ -118,6 +123,11 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
     };
     let prompt = match (&args.prompt, &args.raw_prompt) {
         (Some(p), _) => {
+            if p.trim().is_empty() {
+                return Err(CliError::usage(
+                    "--prompt is empty; ask something about the image",
+                ));
+            }
             if p.contains(dexar_model::IMAGE_MARKER) {
                 return Err(CliError::usage("--prompt must not contain <image>; the template places the image (use --raw-prompt for full control)"));
             }
@@ -139,11 +149,18 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
                     "--target tokenizes to nothing; give a non-empty answer",
                 ));
             }
+            let unknown = ckpt.tokenizer.unknown_words(t);
+            if !unknown.is_empty() {
+                crate::stdio::warn(&format!(
+                    "--target: the tokenizer does not know {}; explained as <unk>",
+                    quoted(&unknown)
+                ));
+            }
             Mode::TeacherForced(ids)
         }
         None => Mode::Generate,
     };
-    let layers = args.layers.selection().layers(model.num_layers());
+    let layers = args.layers.layers(model.num_layers());
     let sampling = &args.sampling;
     let settings = GenerationSettings {
         max_tokens: sampling.max_tokens,
@@ -190,11 +207,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         let (maps, sentence) = match result {
             Ok(r) => r,
             Err(e) if !BUILTIN_NAMES.contains(&s.name()) => {
-                eprintln!(
-                    "warning: skipping strategy `{}`: {}",
-                    s.name(),
-                    crate::error::one_line(&e.to_string())
-                );
+                crate::stdio::warn(&format!("skipping strategy `{}`: {e}", s.name()));
                 continue;
             }
             Err(e) => return Err(CliError::internal(e.to_string())),
@@ -268,12 +281,19 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         head_weights,
     };
     let json = serde_json::to_string_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?;
+    let names: Vec<&str> = computed.iter().map(|s| s.name.as_str()).collect();
+    crate::explain_files::remove_previous_overlays(&args.out, &names).map_err(|e| {
+        CliError::usage(format!(
+            "--out {}: cannot remove the overlays of an earlier run ({e})",
+            args.out.display()
+        ))
+    })?;
     let json_path = args.out.join("explain.json");
     write_atomic(&json_path, json.as_bytes()).map_err(|e| {
         CliError::usage(format!("--out: cannot write {} ({e})", json_path.display()))
     })?;
     match args.json.as_deref() {
-        Some("-") => println!("{json}"),
+        Some("-") => outln!("{json}")?,
         Some(p) => write_atomic(Path::new(p), json.as_bytes())
             .map_err(|e| CliError::usage(format!("--json {p}: cannot write ({e})")))?,
         None => {}
@@ -305,9 +325,18 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         }
     }
     if args.json.as_deref() != Some("-") {
-        print_summary(&doc, &generation.text, &args.out);
+        print_summary(&doc, &generation.text, &args.out)?;
     }
     Ok(())
+}
+
+/// `a`, `b` and `c` for messages.
+pub fn quoted(words: &[String]) -> String {
+    let quoted: Vec<String> = words.iter().map(|w| format!("`{w}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => quoted.concat(),
+    }
 }
 
 fn save_overlay(
@@ -323,21 +352,21 @@ fn save_overlay(
     dexar_render::save_png_atomic(path, &img).map_err(|e| CliError::usage(format!("--out: {e}")))
 }
 
-fn print_summary(doc: &ExplainJson, answer: &str, out: &Path) {
-    println!("answer: {}", answer.trim());
-    println!("tokens (δ = DEX-AR token weight; * = no visual evidence):");
+fn print_summary(doc: &ExplainJson, answer: &str, out: &Path) -> CliResult<()> {
+    outln!("answer: {}", answer.trim())?;
+    outln!("tokens (δ = DEX-AR token weight; * = no visual evidence):")?;
     for t in &doc.tokens {
         let flag = if t.no_visual_evidence { " *" } else { "" };
-        println!(
+        outln!(
             "  {:>3} {:<16} δ={:.4}{flag}",
             t.index,
             format!("{:?}", t.text),
             t.weight
-        );
+        )?;
     }
-    println!(
+    outln!(
         "wrote {} and overlays per strategy under {}",
         out.join("explain.json").display(),
         out.display()
-    );
+    )
 }

@@ -4,12 +4,15 @@
 //! (the app state), dexar-model (models and traced generation), dexar-core
 //! (DEX-AR and baseline strategies) and dexar-render (pictures).
 
+#[macro_use]
+mod stdio;
 mod args;
 mod bench;
 mod config;
 mod error;
 mod eval;
 mod explain;
+mod explain_files;
 mod output;
 mod probe_report;
 mod progress;
@@ -94,16 +97,31 @@ fn main() {
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let shown = e
+                    .print()
+                    .and_then(|()| std::io::Write::flush(&mut std::io::stdout()));
+                exit(shown.map(|()| e.exit_code()).map_err(stdio::output_error))
+            }
             _ => {
-                eprintln!("error: {}", usage_error(&e));
+                stdio::err_line(&format!("error: {}", usage_error(&e)));
                 std::process::exit(2);
             }
         },
     };
-    if let Err(e) = run(cli) {
-        eprintln!("error: {}", one_line(&e.message));
-        std::process::exit(e.code);
+    exit(run(cli).and_then(|()| stdio::flush_out()).map(|()| 0))
+}
+
+/// Ends the program: with the code, or with the error's message and code.
+fn exit(result: CliResult<i32>) -> ! {
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            if !e.is_quiet() {
+                stdio::err_line(&format!("error: {}", one_line(&e.message)));
+            }
+            std::process::exit(e.code)
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Loading plugins at start and choosing the strategies a subcommand runs.
 
 use dexar_core::{Strategy, BUILTIN_NAMES};
-use dexar_plugin::host::{HostOptions, PluginRegistry};
+use dexar_plugin::host::{HostOptions, PluginRegistry, PLUGIN_PATH_ENV};
 use dexar_session::StateError;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::error::{CliError, CliResult};
 
 /// Loads the plugins named with `--plugin`, then those in the config file's
-/// `plugin_dirs` and in `DEXAR_PLUGIN_PATH` (problems there are warnings).
+/// `plugin_dirs` and in `DEXAR_PLUGIN_PATH`. A bad file or a missing
+/// directory in those is a warning naming where it was listed.
 pub fn load_plugins(paths: &[PathBuf], allow_insecure: bool) -> CliResult<PluginRegistry> {
     let config = crate::config::load()?;
     let mut registry = PluginRegistry::new(HostOptions {
@@ -21,14 +22,19 @@ pub fn load_plugins(paths: &[PathBuf], allow_insecure: bool) -> CliResult<Plugin
             .load(p)
             .map_err(|e| CliError::usage(format!("--plugin: {e}")))?;
     }
-    let dirs: Vec<PathBuf> = config
-        .plugin_dirs
-        .into_iter()
-        .filter(|d| d.is_dir())
-        .collect();
-    for result in registry.load_search_path(&dirs) {
+    let from_config = match crate::config::path() {
+        Some(p) => format!("config {} plugin_dirs", p.display()),
+        None => "config plugin_dirs".into(),
+    };
+    for result in registry.load_dirs(&config.plugin_dirs) {
         if let Err(e) = result {
-            eprintln!("warning: DEXAR_PLUGIN_PATH: {e}");
+            crate::stdio::warn(&format!("{from_config}: {e}"));
+        }
+    }
+    // Directories already listed in the config are loaded only once.
+    for result in registry.load_search_path(&[]) {
+        if let Err(e) = result {
+            crate::stdio::warn(&format!("{PLUGIN_PATH_ENV}: {e}"));
         }
     }
     Ok(registry)

@@ -2,7 +2,7 @@
 //! answers, write a labelled data set of the shapes world.
 
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::args::ModelArgs;
 use crate::error::{CliError, CliResult};
@@ -13,16 +13,20 @@ pub enum ToyCommand {
     Train(TrainArgs),
     /// Write the bundled model as a llava-hf checkpoint directory.
     Export {
-        /// Output directory (created if missing).
+        /// Output directory (created if missing; must be empty unless --force).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
+        /// Replace the checkpoint files of a non-empty directory (its weights,
+        /// config, tokenizer and preprocessor config; other files stay).
+        #[arg(long)]
+        force: bool,
     },
     /// Ask a model every question of held-out scenes and score its answers.
     Accuracy {
         #[command(flatten)]
         model: ModelArgs,
-        /// Number of held-out scenes.
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        /// Number of held-out scenes (at most 100000).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = scene_count())]
         n: u64,
         /// Scene stream (the default is held out from training).
         #[arg(long, value_name = "N", default_value_t = dexar_toy::HELD_OUT_SEED)]
@@ -30,14 +34,24 @@ pub enum ToyCommand {
     },
     /// Write a labelled data set (images, masks, data.jsonl) usable by `dexar eval --data DIR`.
     Data {
+        /// Output directory (created if missing; must be empty unless --force).
         #[arg(value_name = "DIR")]
         dir: PathBuf,
-        /// Number of scenes.
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        /// Number of scenes (at most 100000).
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = scene_count())]
         n: u64,
         #[arg(long, value_name = "N", default_value_t = dexar_toy::HELD_OUT_SEED)]
         seed: u64,
+        /// Replace the data set of a non-empty directory (its data.jsonl,
+        /// images/ and masks/; other files stay).
+        #[arg(long)]
+        force: bool,
     },
+}
+
+/// `--n`: 1 to [`dexar_toy::MAX_SCENES`].
+fn scene_count() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=dexar_toy::MAX_SCENES)
 }
 
 #[derive(Debug, Args)]
@@ -73,24 +87,118 @@ pub struct TrainArgs {
 pub fn run(cmd: &ToyCommand) -> CliResult<()> {
     match cmd {
         ToyCommand::Train(args) => train(args),
-        ToyCommand::Export { dir } => {
-            dexar_toy::export_bundled(dir)
-                .map_err(|e| CliError::usage(format!("{}: cannot write ({e})", dir.display())))?;
-            println!("wrote the bundled model to {}", dir.display());
-            Ok(())
+        ToyCommand::Export { dir, force } => {
+            // A sharded index left beside the new weights would win over them.
+            let mut parts = dexar_toy::CHECKPOINT_FILES.to_vec();
+            parts.push("model.safetensors.index.json");
+            write_fresh(dir, *force, &parts, dexar_toy::export_bundled)
+                .map_err(|e| fresh_error(dir, e, |e| e.to_string()))?;
+            outln!("wrote the bundled model to {}", dir.display())
         }
         ToyCommand::Accuracy { model, n, seed } => {
             let model = model.open()?;
             let acc = dexar_toy::answer_accuracy(&model.ckpt, *n, *seed).map_err(toy_error)?;
-            print!("{acc}");
-            Ok(())
+            out!("{acc}")
         }
-        ToyCommand::Data { dir, n, seed } => {
-            let summary = dexar_toy::write_dataset(dir, *n, *seed).map_err(toy_error)?;
-            println!("wrote {summary:?} to {}", dir.display());
-            Ok(())
+        ToyCommand::Data {
+            dir,
+            n,
+            seed,
+            force,
+        } => {
+            let parts = ["images", "masks", dexar_toy::DATA_FILE];
+            let mut summary = None;
+            write_fresh(dir, *force, &parts, |tmp| {
+                summary = Some(dexar_toy::write_dataset(tmp, *n, *seed)?);
+                Ok(())
+            })
+            .map_err(|e| match e {
+                FreshError::Fill(e) => toy_error(e),
+                other => fresh_error(dir, other, |e| e.to_string()),
+            })?;
+            match summary {
+                Some(summary) => outln!("wrote {summary:?} to {}", dir.display()),
+                None => Ok(()),
+            }
         }
     }
+}
+
+/// Why [`write_fresh`] failed.
+#[derive(Debug)]
+enum FreshError<E> {
+    /// The directory holds files and `--force` was not given.
+    NotEmpty,
+    Io(std::io::Error),
+    Fill(E),
+}
+
+impl<E> From<std::io::Error> for FreshError<E> {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+fn fresh_error<E>(dir: &Path, e: FreshError<E>, fill: impl Fn(E) -> String) -> CliError {
+    CliError::usage(match e {
+        FreshError::NotEmpty => format!(
+            "{} is not empty; choose a new directory, or pass --force to replace what it holds",
+            dir.display()
+        ),
+        FreshError::Io(e) => format!("{}: cannot write ({e})", dir.display()),
+        FreshError::Fill(e) => format!("{}: cannot write ({})", dir.display(), fill(e)),
+    })
+}
+
+/// Writes `parts` (files or directories) of `dir` all at once: `fill`
+/// writes them into a temporary directory beside `dir`, which then becomes
+/// `dir` (or, with `force`, whose parts replace those of a non-empty `dir`).
+/// A failure half-way (a full disk) leaves `dir` as it was.
+fn write_fresh<E>(
+    dir: &Path,
+    force: bool,
+    parts: &[&str],
+    fill: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), FreshError<E>> {
+    let existing = match std::fs::read_dir(dir) {
+        Ok(mut entries) => Some(entries.next().is_some()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    if existing == Some(true) && !force {
+        return Err(FreshError::NotEmpty);
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".dexar-new-")
+        .tempdir_in(parent)?;
+    fill(tmp.path()).map_err(FreshError::Fill)?;
+    if existing != Some(true) {
+        if existing == Some(false) {
+            std::fs::remove_dir(dir)?;
+        }
+        std::fs::rename(tmp.path(), dir)?;
+        // Already moved: nothing left for the guard to delete.
+        let _ = tmp.keep();
+        return Ok(());
+    }
+    for part in parts {
+        let (old, new) = (dir.join(part), tmp.path().join(part));
+        match std::fs::symlink_metadata(&old) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&old)?,
+            Ok(_) => std::fs::remove_file(&old)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if new.exists() {
+            std::fs::rename(&new, &old)?;
+        }
+    }
+    Ok(())
 }
 
 fn toy_error(e: dexar_toy::ToyError) -> CliError {
@@ -138,15 +246,15 @@ fn train(args: &TrainArgs) -> CliResult<()> {
         bar.set_position(p.step as u64);
         bar.set_message(format!("loss {:.4} lr {:.2e}", p.smoothed_loss, p.lr));
         if quiet && (p.step % 100 == 0 || p.step == p.steps) {
-            eprintln!(
+            crate::stdio::err_line(&format!(
                 "step {}/{} loss {:.4} lr {:.2e} {:.0?}",
                 p.step, p.steps, p.smoothed_loss, p.lr, p.elapsed
-            );
+            ));
         }
     })
     .map_err(toy_error)?;
     bar.finish_and_clear();
-    println!(
+    outln!(
         "trained {} steps in {:.1?}: final loss {:.4}, {} parameters, {} bytes of weights, written to {}",
         report.steps,
         report.elapsed,
@@ -154,6 +262,5 @@ fn train(args: &TrainArgs) -> CliResult<()> {
         report.parameters,
         report.weights_bytes,
         report.out_dir.display()
-    );
-    Ok(())
+    )
 }

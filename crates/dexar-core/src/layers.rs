@@ -49,6 +49,21 @@ impl LayerSelection {
         start as usize..num_layers
     }
 
+    /// What clamping did, when the index lies outside a decoder of
+    /// `num_layers` layers (the default index never counts: its clamping is
+    /// documented).
+    pub fn clamp_note(&self, num_layers: usize) -> Option<String> {
+        let n = num_layers as i64;
+        let k = self.layer_index;
+        if k == Self::DEFAULT_INDEX || (-n..n).contains(&k) {
+            return None;
+        }
+        Some(format!(
+            "layer index {k} is outside the model's {num_layers} layers; using {}",
+            describe(&self.layers(num_layers))
+        ))
+    }
+
     /// `trace` restricted to the selected layers of its `num_layers`-layer
     /// decoder (slots of other layers dropped).
     pub fn restrict(&self, trace: &StepTrace, num_layers: usize) -> StepTrace {
@@ -78,5 +93,17 @@ mod tests {
         assert_eq!(LayerSelection::all().layers(4), 0..4);
         assert_eq!(LayerSelection::new(3).layers(0), 0..0);
         assert_eq!(describe(&(2..4)), "layers 2-3");
+        let note = |k| LayerSelection::new(k).clamp_note(4);
+        assert_eq!(
+            note(99).as_deref(),
+            Some("layer index 99 is outside the model's 4 layers; using layers 3-3")
+        );
+        assert_eq!(
+            note(-99).as_deref(),
+            Some("layer index -99 is outside the model's 4 layers; using layers 0-3")
+        );
+        assert_eq!(note(3), None);
+        assert_eq!(note(-4), None);
+        assert_eq!(LayerSelection::default().clamp_note(3), None);
     }
 }

@@ -218,12 +218,8 @@ pub fn load_chat_template(dir: &Path) -> Result<ChatTemplate> {
         Ok(ChatTemplate::Jinja(Arc::new(t)))
     };
     let jinja = dir.join("chat_template.jinja");
-    match std::fs::read_to_string(&jinja) {
-        Ok(source) => return make(&source, &jinja),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(ModelError::bad_file(&jinja, format!("cannot read: {e}")))
-        }
-        Err(_) => {}
+    if let Some(source) = crate::error::read_optional_text(&jinja)? {
+        return make(&source, &jinja);
     }
     let json_path = dir.join("chat_template.json");
     if let Some(v) = read_json(&json_path)? {
@@ -264,13 +260,12 @@ pub fn load_chat_template(dir: &Path) -> Result<ChatTemplate> {
 
 /// A JSON file, `None` when it does not exist.
 fn read_json(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| ModelError::bad_file(path, format!("not valid JSON ({e})"))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
-    }
+    crate::error::read_optional_text(path)?
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| ModelError::bad_file(path, format!("not valid JSON ({e})")))
+        })
+        .transpose()
 }
 
 #[cfg(test)]

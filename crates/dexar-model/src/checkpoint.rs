@@ -36,15 +36,36 @@ impl ImageProcessing {
     /// The RGB pixels the model sees (resized, cropped): heatmaps are drawn over them.
     pub fn model_view(&self, image: &DynamicImage) -> Result<RgbImage> {
         match self {
-            Self::Clip(p) => Ok(p.model_view(image)),
+            Self::Clip(p) => {
+                self.checked_size(image)?;
+                Ok(p.model_view(image))
+            }
             Self::Qwen(p) => p.model_view(image).map_err(ModelError::ImageContent),
         }
+    }
+
+    /// Refuses an image of `width` x `height` whose resizing would need too
+    /// much memory (a very elongated picture resized to CLIP's shortest edge
+    /// becomes gigantic; Qwen-VL's resize is bounded by its `max_pixels`).
+    pub fn check_image_size(&self, width: u32, height: u32) -> std::result::Result<(), String> {
+        match self {
+            Self::Clip(p) => p.check_image_size(width, height),
+            Self::Qwen(_) => Ok(()),
+        }
+    }
+
+    fn checked_size(&self, image: &DynamicImage) -> Result<()> {
+        self.check_image_size(image.width(), image.height())
+            .map_err(|m| ModelError::Input(format!("image: {m}")))
     }
 
     /// Normalised channel-first pixels of the model's view.
     pub fn preprocess(&self, image: &DynamicImage) -> Result<Pixels> {
         match self {
-            Self::Clip(p) => Ok(p.preprocess(image)),
+            Self::Clip(p) => {
+                self.checked_size(image)?;
+                Ok(p.preprocess(image))
+            }
             Self::Qwen(p) => p.preprocess(image).map_err(ModelError::ImageContent),
         }
     }
@@ -130,8 +151,9 @@ impl Checkpoint {
             config.vision.image_size as u32,
         )?;
         check_processor(&processor, &config, &dir.join("preprocessor_config.json"))?;
+        check_tokenizer(&tokenizer, &config.text, &dir.join("tokenizer.json"))?;
         let files = weight_files(dir)?;
-        let vb = mmap_weights(&files, opts)?;
+        let vb = mmap_weights(dir, &files, opts)?;
         let model = LlavaModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
         Ok(Self::llava(dir.into(), config, tokenizer, processor, model))
     }
@@ -170,14 +192,9 @@ impl Checkpoint {
         let config_path = dir.join("config.json");
         let config = QwenVlConfig::from_value(value, family).map_err(|e| e.at(&config_path))?;
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        check_tokenizer(&tokenizer, &config.text, &dir.join("tokenizer.json"))?;
         let pre_path = dir.join("preprocessor_config.json");
-        let text = std::fs::read_to_string(&pre_path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => ModelError::MissingFile {
-                path: pre_path.clone(),
-                what: "no preprocessor_config.json",
-            },
-            _ => ModelError::bad_file(&pre_path, format!("cannot read: {e}")),
-        })?;
+        let text = crate::error::read_checkpoint_text(&pre_path, "no preprocessor_config.json")?;
         let mut processor =
             QwenImageProcessor::from_json(&text).map_err(|m| ModelError::bad_file(&pre_path, m))?;
         let v = &config.vision;
@@ -226,7 +243,7 @@ impl Checkpoint {
             _ => pad.clone(),
         };
         let files = weight_files(dir)?;
-        let vb = mmap_weights(&files, opts)?;
+        let vb = mmap_weights(dir, &files, opts)?;
         let model = QwenVlModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
         let eos_token_ids = generation_eos(dir)?.unwrap_or_else(|| config.eos_token_ids.clone());
         Ok(Self {
@@ -259,6 +276,7 @@ impl Checkpoint {
         let config = LlavaConfig::from_value(&value).map_err(|e| e.at(&config_path))?;
         let tokenizer =
             TextTokenizer::from_bytes(files.tokenizer_json, &label.join("tokenizer.json"))?;
+        check_tokenizer(&tokenizer, &config.text, &label.join("tokenizer.json"))?;
         let preprocessor_path = label.join("preprocessor_config.json");
         let processor = ImageProcessor::from_json(
             &text(files.preprocessor_json, &preprocessor_path)?,
@@ -423,10 +441,8 @@ impl Checkpoint {
 /// `eos_token_id` of generation_config.json (a number or a list), if the file has one.
 fn generation_eos(dir: &Path) -> Result<Option<Vec<u32>>> {
     let path = dir.join("generation_config.json");
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ModelError::bad_file(&path, format!("cannot read: {e}"))),
+    let Some(text) = crate::error::read_optional_text(&path)? else {
+        return Ok(None);
     };
     let v: Value = serde_json::from_str(&text)
         .map_err(|e| ModelError::bad_file(&path, format!("not valid JSON ({e})")))?;
@@ -441,19 +457,42 @@ fn generation_eos(dir: &Path) -> Result<Option<Vec<u32>>> {
     })
 }
 
-fn mmap_weights(files: &[PathBuf], opts: &LoadOptions) -> Result<VarBuilder<'static>> {
+fn mmap_weights(dir: &Path, files: &[PathBuf], opts: &LoadOptions) -> Result<VarBuilder<'static>> {
     // SAFETY: the files are memory-mapped read-only; dexar does not modify
     // checkpoints while they are loaded (the usual contract of mmap loading).
-    unsafe { VarBuilder::from_mmaped_safetensors(files, opts.dtype, &opts.device) }.map_err(|e| {
-        ModelError::bad_file(
-            &files[0],
-            format!("cannot read safetensors weights ({e}); the file may be truncated or corrupt"),
-        )
-    })
+    let tensors =
+        unsafe { candle_core::safetensors::MmapedSafetensors::multi(files) }.map_err(|e| {
+            ModelError::bad_file(
+                &files[0],
+                format!(
+                    "cannot read safetensors weights ({e}); the file may be truncated or corrupt"
+                ),
+            )
+        })?;
+    let shown = if files.len() == 1 { &files[0] } else { dir };
+    check_weight_dtypes(tensors.tensors().iter().map(|(n, v)| (n, v.dtype())), shown)?;
+    Ok(VarBuilder::from_backend(
+        Box::new(tensors),
+        opts.dtype,
+        opts.device.clone(),
+    ))
 }
 
 fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result<()> {
     let size = cfg.vision.image_size as u32;
+    let square = crate::preprocess::Resize::Exact {
+        height: size,
+        width: size,
+    };
+    let square_output = p.do_center_crop || (p.do_resize && p.resize == square);
+    if !square_output {
+        return Err(ModelError::bad_file(
+            path,
+            format!(
+                "without do_center_crop, size must be {{\"height\": {size}, \"width\": {size}}} (the vision tower's image_size)"
+            ),
+        ));
+    }
     if p.do_center_crop && p.crop != (size, size) {
         return Err(ModelError::bad_file(
             path,
@@ -462,6 +501,41 @@ fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result
                 p.crop
             ),
         ));
+    }
+    Ok(())
+}
+
+/// Every token the tokenizer can produce must have an embedding: a larger
+/// tokenizer would fail at the first prompt using such a token.
+fn check_tokenizer(tok: &TextTokenizer, text: &TextConfig, path: &Path) -> Result<()> {
+    let vocab = text.vocab_size;
+    match tok.largest_id() {
+        Some(id) if id as usize >= vocab => Err(ModelError::bad_file(
+            path,
+            format!(
+                "has token ids up to {id}, but config.json's vocab_size of {vocab} covers ids 0-{}; the tokenizer does not belong to these weights", vocab - 1
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Weights must be stored as floating-point numbers: integers of the right
+/// byte size would otherwise be converted into meaningless values.
+fn check_weight_dtypes<'a>(
+    tensors: impl Iterator<Item = (&'a String, safetensors::Dtype)>,
+    shown: &Path,
+) -> Result<()> {
+    use safetensors::Dtype;
+    for (name, dtype) in tensors {
+        if !matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64) {
+            return Err(ModelError::bad_file(
+                shown,
+                format!(
+                    "tensor {name} is stored as {dtype:?}; weights must be floating point (F32, F16 or BF16)"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -475,7 +549,7 @@ fn weight_error(files: &[PathBuf], e: candle_core::Error) -> ModelError {
 pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| ModelError::bad_file(&index, e))?;
+        let text = crate::error::read_checkpoint_text(&index, "no model.safetensors.index.json")?;
         let v: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| ModelError::bad_file(&index, format!("not valid JSON ({e})")))?;
         let map = v
@@ -498,11 +572,11 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 files.push(p);
             }
         }
-        return Ok(files);
+        return checked_weight_files(files);
     }
     let single = dir.join("model.safetensors");
     if single.exists() {
-        return Ok(vec![single]);
+        return checked_weight_files(vec![single]);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| ModelError::bad_file(dir, e))?
@@ -515,6 +589,15 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             path: single,
             what: "no model.safetensors (nor a sharded index)",
         });
+    }
+    checked_weight_files(files)
+}
+
+/// Weight files are memory-mapped by candle: refuse a FIFO or a device first.
+fn checked_weight_files(files: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    for f in &files {
+        dexar_core::check_regular(f)
+            .map_err(|e| ModelError::bad_file(f, format!("cannot read: {e}")))?;
     }
     Ok(files)
 }

@@ -1,7 +1,7 @@
 //! Errors of model loading, input preparation and generation. Each message
 //! names the file or input at fault and, where possible, what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -23,6 +23,9 @@ pub enum ModelError {
     /// A value the user gave (a model name, a dtype, a device) that is not valid.
     #[error("{0}")]
     Input(String),
+    /// NaN or infinite logits: corrupt weights or a broken config, never a prompt.
+    #[error("the model's output is not finite (NaN or infinity) at answer token {step}: its weights or config.json are likely corrupt")]
+    NonFinite { step: usize },
     #[error("invalid setting: {0}")]
     Setting(String),
     #[error("tensor computation failed: {0}")]
@@ -37,5 +40,32 @@ impl ModelError {
             path: path.into(),
             message: message.to_string(),
         }
+    }
+}
+
+/// Reads a checkpoint file whole (a regular file, at most
+/// [`dexar_core::files::MAX_TEXT_FILE`] bytes); a missing one is
+/// [`ModelError::MissingFile`] with `missing` as the explanation.
+pub(crate) fn read_checkpoint_file(path: &Path, missing: &'static str) -> Result<Vec<u8>> {
+    dexar_core::read_regular(path, dexar_core::files::MAX_TEXT_FILE).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ModelError::MissingFile {
+            path: path.into(),
+            what: missing,
+        },
+        _ => ModelError::bad_file(path, format!("cannot read: {e}")),
+    })
+}
+
+/// [`read_checkpoint_file`] as UTF-8 text.
+pub(crate) fn read_checkpoint_text(path: &Path, missing: &'static str) -> Result<String> {
+    String::from_utf8(read_checkpoint_file(path, missing)?)
+        .map_err(|_| ModelError::bad_file(path, "not UTF-8 text"))
+}
+
+/// [`read_checkpoint_text`] of an optional file: `None` when it does not exist.
+pub(crate) fn read_optional_text(path: &Path) -> Result<Option<String>> {
+    match read_checkpoint_text(path, "") {
+        Err(ModelError::MissingFile { .. }) => Ok(None),
+        other => other.map(Some),
     }
 }

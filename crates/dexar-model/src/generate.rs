@@ -145,7 +145,7 @@ pub fn generate_traced(
 ) -> Result<Generation> {
     let model = &ckpt.model;
     let decoder = model.decoder();
-    let max_pos = decoder.cfg.max_position_embeddings;
+    let max_pos = decoder.cfg.context_len();
     let p0 = prompt.input_ids.len();
     let budget = match mode {
         Mode::Generate => settings.max_tokens,
@@ -212,6 +212,10 @@ pub fn generate_traced(
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec1()?;
+        // -inf is a masked token; NaN or +inf is a broken model.
+        if logits.iter().any(|v| v.is_nan() || *v == f32::INFINITY) {
+            return Err(ModelError::NonFinite { step: t });
+        }
         let token = match mode {
             Mode::Generate => sample_token(&logits, settings.temperature, settings.top_p, &mut rng),
             Mode::TeacherForced(target) => target[t],

@@ -46,62 +46,79 @@ impl ImageProcessor {
     }
 
     pub fn from_file(path: &Path, default_size: u32) -> Result<Self> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ModelError::MissingFile {
-                    path: path.into(),
-                    what: "no preprocessor_config.json",
-                })
-            }
-            Err(e) => return Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
-        };
+        let text = crate::error::read_checkpoint_text(path, "no preprocessor_config.json")?;
         Self::from_json(&text, default_size).map_err(|m| ModelError::bad_file(path, m))
     }
 
     pub fn from_json(text: &str, default_size: u32) -> std::result::Result<Self, String> {
         let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON ({e})"))?;
-        let mut p = Self::clip(default_size);
-        let flag =
-            |key: &str, default: bool| v.get(key).and_then(Value::as_bool).unwrap_or(default);
-        p.do_resize = flag("do_resize", true);
-        p.do_center_crop = flag("do_center_crop", true);
-        p.do_rescale = flag("do_rescale", true);
-        p.do_normalize = flag("do_normalize", true);
-        if let Some(f) = v.get("rescale_factor").and_then(Value::as_f64) {
-            p.rescale_factor = f as f32;
+        if !v.is_object() {
+            return Err("the file must hold a JSON object of settings".into());
         }
-        let size_of = |x: &Value| -> Option<(u32, u32)> {
-            if let Some(n) = x.as_u64() {
-                return Some((n as u32, n as u32));
-            }
-            Some((
-                x.get("height")?.as_u64()? as u32,
-                x.get("width")?.as_u64()? as u32,
-            ))
+        let mut p = Self::clip(default_size);
+        let flag = |key: &str, default: bool| match v.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(format!("`{key}` must be true or false")),
         };
+        p.do_resize = flag("do_resize", true)?;
+        p.do_center_crop = flag("do_center_crop", true)?;
+        p.do_rescale = flag("do_rescale", true)?;
+        p.do_normalize = flag("do_normalize", true)?;
+        match v.get("rescale_factor") {
+            None | Some(Value::Null) => {}
+            Some(x) => {
+                p.rescale_factor = x
+                    .as_f64()
+                    .filter(|f| f.is_finite() && *f > 0.0)
+                    .ok_or("`rescale_factor` must be a positive number")?
+                    as f32
+            }
+        }
+        let side = |x: &Value| -> Option<u32> {
+            x.as_u64()
+                .filter(|n| (1..=MAX_PROCESSOR_SIDE as u64).contains(n))
+                .map(|n| n as u32)
+        };
+        let size_of = |x: &Value| -> Option<(u32, u32)> {
+            if let Some(n) = side(x) {
+                return Some((n, n));
+            }
+            Some((side(x.get("height")?)?, side(x.get("width")?)?))
+        };
+        let sizes = format!("between 1 and {MAX_PROCESSOR_SIDE}");
         match v.get("size") {
             None | Some(Value::Null) => {}
             Some(s) => {
-                p.resize = if let Some(e) = s.get("shortest_edge").and_then(Value::as_u64) {
-                    Resize::ShortestEdge(e as u32)
-                } else if let Some(n) = s.as_u64() {
-                    Resize::ShortestEdge(n as u32)
+                p.resize = if let Some(e) = s.get("shortest_edge") {
+                    Resize::ShortestEdge(
+                        side(e)
+                            .ok_or(format!("`size.shortest_edge` must be an integer {sizes}"))?,
+                    )
+                } else if let Some(n) = side(s) {
+                    Resize::ShortestEdge(n)
                 } else {
-                    let (height, width) = size_of(s)
-                        .ok_or("`size` must be an integer or {shortest_edge} or {height, width}")?;
+                    let (height, width) = size_of(s).ok_or(format!(
+                        "`size` must be an integer or {{shortest_edge}} or {{height, width}}, each {sizes}"
+                    ))?;
                     Resize::Exact { height, width }
                 }
             }
         }
         if let Some(c) = v.get("crop_size").filter(|c| !c.is_null()) {
-            p.crop = size_of(c).ok_or("`crop_size` must be an integer or {height, width}")?;
+            p.crop = size_of(c).ok_or(format!(
+                "`crop_size` must be an integer or {{height, width}}, each {sizes}"
+            ))?;
         }
-        p.filter = match v.get("resample").and_then(Value::as_u64) {
-            Some(0) => FilterType::Nearest,
-            Some(2) => FilterType::Triangle,
-            Some(1) => FilterType::Lanczos3,
-            _ => FilterType::CatmullRom,
+        p.filter = match v.get("resample") {
+            None | Some(Value::Null) => FilterType::CatmullRom,
+            Some(x) => match x.as_u64() {
+                Some(0) => FilterType::Nearest,
+                Some(2) => FilterType::Triangle,
+                Some(1) => FilterType::Lanczos3,
+                Some(3..=5) => FilterType::CatmullRom,
+                _ => return Err("`resample` must be a PIL filter number (0 to 5)".into()),
+            },
         };
         let triple = |key: &str| -> std::result::Result<Option<[f32; 3]>, String> {
             match v.get(key) {
@@ -109,7 +126,11 @@ impl ImageProcessor {
                 Some(Value::Array(a)) if a.len() == 3 => {
                     let mut out = [0f32; 3];
                     for (o, x) in out.iter_mut().zip(a) {
-                        *o = x.as_f64().ok_or(format!("`{key}` must hold numbers"))? as f32;
+                        *o = x
+                            .as_f64()
+                            .filter(|f| f.is_finite())
+                            .ok_or(format!("`{key}` must hold numbers"))?
+                            as f32;
                     }
                     Ok(Some(out))
                 }
@@ -126,6 +147,20 @@ impl ImageProcessor {
             p.std = s;
         }
         Ok(p)
+    }
+
+    /// Refuses an image whose resized copy (before the crop) would be too
+    /// large to hold: a very elongated picture resized to the model's
+    /// shortest edge becomes gigantic.
+    pub fn check_image_size(&self, img_w: u32, img_h: u32) -> std::result::Result<(), String> {
+        let (w, h) = self.resized_size(img_w, img_h);
+        if w as u64 * h as u64 <= MAX_VIEW_PIXELS {
+            return Ok(());
+        }
+        Err(format!(
+            "{img_w}x{img_h} pixels is too elongated for this model: resizing it would make a {w}x{h} picture, more than {} megapixels; crop it first",
+            MAX_VIEW_PIXELS / 1_000_000
+        ))
     }
 
     /// The output (height, width) of [`Self::preprocess`].
@@ -258,9 +293,23 @@ fn center_crop(img: &RgbImage, (ch, cw): (u32, u32)) -> RgbImage {
     })
 }
 
+/// The largest image side dexar decodes, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16384;
+/// The most pixels an image may have (64 megapixels).
+pub const MAX_IMAGE_PIXELS: u64 = 64_000_000;
+/// The largest image file dexar reads.
+pub const MAX_IMAGE_FILE: u64 = 256 << 20;
+/// The most pixels the resized image (before the model's crop) may have.
+pub const MAX_VIEW_PIXELS: u64 = 16_000_000;
+/// The largest `size` / `crop_size` a preprocessor config may ask for.
+pub const MAX_PROCESSOR_SIDE: u32 = 2048;
+/// What the decoder may allocate at most (a 64-megapixel RGBA image with
+/// 16-bit channels, and then some).
+const MAX_DECODE_ALLOC: u64 = 1 << 30;
+
 /// Opens and decodes an image, with errors a user can act on.
 pub fn load_image(path: &Path) -> Result<DynamicImage> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::Image {
+    let bytes = dexar_core::read_regular(path, MAX_IMAGE_FILE).map_err(|e| ModelError::Image {
         path: path.into(),
         message: match e.kind() {
             std::io::ErrorKind::NotFound => "file not found".into(),
@@ -273,17 +322,103 @@ pub fn load_image(path: &Path) -> Result<DynamicImage> {
     })
 }
 
-/// Decodes image bytes (format guessed from content); refuses empty images.
+/// Decodes image bytes (format guessed from content); refuses empty images
+/// and images over [`MAX_IMAGE_SIDE`] a side or [`MAX_IMAGE_PIXELS`] before
+/// decoding them (a few bytes of PNG can declare gigapixels).
 pub fn decode_image(bytes: &[u8]) -> std::result::Result<DynamicImage, String> {
     if bytes.is_empty() {
         return Err("file is empty".into());
     }
-    let img = image::load_from_memory(bytes).map_err(|e| {
+    let cannot = |e: image::ImageError| {
         format!("cannot decode ({e}); use a PNG, JPEG, GIF, BMP, WebP or TIFF file")
-    })?;
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| cannot(e.into()))
+    };
+    let (w, h) = reader()?.into_dimensions().map_err(cannot)?;
+    if w == 0 || h == 0 {
+        return Err(format!("image has zero size ({w}x{h})"));
+    }
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE || w as u64 * h as u64 > MAX_IMAGE_PIXELS {
+        return Err(format!(
+            "{w}x{h} pixels; dexar takes at most {MAX_IMAGE_SIDE} pixels a side and {} megapixels",
+            MAX_IMAGE_PIXELS / 1_000_000
+        ));
+    }
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let img = decoder.decode().map_err(cannot)?;
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         return Err(format!("image has zero size ({w}x{h})"));
     }
     Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = DynamicImage::ImageLuma8(image::GrayImage::new(w, h));
+        let mut bytes = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn images_over_the_limits_are_refused_before_decoding() {
+        assert_eq!(decode_image(&png(40, 30)).unwrap().dimensions(), (40, 30));
+        let e = decode_image(&png(MAX_IMAGE_SIDE + 1, 1)).unwrap_err();
+        assert!(
+            e.contains("16385x1 pixels") && e.contains("at most 16384"),
+            "{e}"
+        );
+        let e = decode_image(&png(9000, 8000)).unwrap_err();
+        assert!(e.contains("64 megapixels"), "{e}");
+        assert!(decode_image(b"").unwrap_err().contains("empty"));
+        assert!(decode_image(b"GIF89a")
+            .unwrap_err()
+            .contains("cannot decode"));
+    }
+
+    #[test]
+    fn elongated_images_are_refused_before_resizing() {
+        let p = ImageProcessor::clip(336);
+        assert!(p.check_image_size(1000, 500).is_ok());
+        let e = p.check_image_size(16000, 1).unwrap_err();
+        assert!(e.contains("5376000x336"), "{e}");
+    }
+
+    #[test]
+    fn processor_fields_of_the_wrong_type_or_size_are_refused() {
+        assert!(ImageProcessor::from_json("{}", 32).is_ok());
+        for (json, needle) in [
+            ("[]", "JSON object"),
+            (r#"{"do_resize": "yes"}"#, "do_resize"),
+            (
+                r#"{"size": {"shortest_edge": 200000}}"#,
+                "size.shortest_edge",
+            ),
+            (r#"{"size": {"shortest_edge": "32"}}"#, "size.shortest_edge"),
+            (r#"{"size": {"height": 0, "width": 4}}"#, "`size`"),
+            (r#"{"crop_size": 100000}"#, "crop_size"),
+            (r#"{"rescale_factor": -1}"#, "rescale_factor"),
+            (r#"{"resample": "bicubic"}"#, "resample"),
+            (r#"{"image_std": [1, 0, 1]}"#, "image_std"),
+        ] {
+            let e = ImageProcessor::from_json(json, 32).unwrap_err();
+            assert!(e.contains(needle), "{json}: {e}");
+        }
+    }
 }

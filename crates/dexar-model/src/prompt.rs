@@ -35,16 +35,7 @@ impl std::fmt::Debug for TextTokenizer {
 
 impl TextTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ModelError::MissingFile {
-                    path: path.into(),
-                    what: "no tokenizer.json",
-                })
-            }
-            Err(e) => return Err(ModelError::bad_file(path, format!("cannot read: {e}"))),
-        };
+        let bytes = crate::error::read_checkpoint_file(path, "no tokenizer.json")?;
         Self::from_bytes(&bytes, path)
     }
 
@@ -63,6 +54,23 @@ impl TextTokenizer {
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+
+    /// The words of `text` the tokenizer can only encode with its unknown
+    /// token `<unk>` (none when it has no such token).
+    pub fn unknown_words(&self, text: &str) -> Vec<String> {
+        let Some(unk) = self.token_to_id("<unk>") else {
+            return Vec::new();
+        };
+        text.split_whitespace()
+            .filter(|w| self.encode(w, false).is_ok_and(|ids| ids.contains(&unk)))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The largest token id the tokenizer knows (added tokens included).
+    pub fn largest_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).into_values().max()
     }
 
     pub fn vocab_size(&self) -> usize {

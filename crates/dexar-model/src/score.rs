@@ -38,7 +38,7 @@ pub fn answer_logprobs(
     if answer.is_empty() {
         return Ok(Vec::new());
     }
-    let max = ckpt.text_config().max_position_embeddings;
+    let max = ckpt.text_config().context_len();
     let p0 = prompt.input_ids.len();
     // The last answer token is predicted at position p0 + len - 2.
     let len = p0 + answer.len() - 1;

@@ -104,7 +104,7 @@ typedef int32_t (*DexarSentenceMapFn)(const DexarSentenceView *tokens,
 
 typedef struct DexarPluginDescriptor {
     uint32_t abi_version;            /* DEXAR_PLUGIN_ABI_VERSION */
-    const char *name;                /* unique strategy name, no whitespace */
+    const char *name;                /* unique strategy name: 1-64 bytes, no whitespace, / or \, not starting with . */
     const char *version;             /* free-form */
     const char *help;                /* one line */
     DexarTokenMapFn token_map;       /* required */

@@ -123,7 +123,9 @@ pub type DexarSentenceMapFn = unsafe extern "C" fn(
 pub struct DexarPluginDescriptor {
     /// Must equal [`DEXAR_PLUGIN_ABI_VERSION`] (checked again after the handshake).
     pub abi_version: u32,
-    /// Strategy name used on the command line: non-empty, no whitespace, NUL-terminated UTF-8.
+    /// Strategy name used on the command line, NUL-terminated UTF-8: a plain
+    /// file name of 1-64 bytes, no whitespace, control characters, `/` or `\`,
+    /// not starting with `.` (front ends name output directories after it).
     pub name: *const c_char,
     /// Free-form plugin version, NUL-terminated.
     pub version: *const c_char,

@@ -20,12 +20,6 @@ impl LoadedImage {
     /// Decodes an image file and encodes it for `ckpt`.
     pub fn open(ckpt: &Checkpoint, path: &Path) -> Result<Self, StateError> {
         let label = path.display().to_string();
-        if path.is_dir() {
-            return Err(StateError::Image {
-                label,
-                message: "is a directory, not an image file".into(),
-            });
-        }
         let image = dexar_model::load_image(path)?;
         Self::encode(ckpt, label, image)
     }
@@ -42,6 +36,12 @@ impl LoadedImage {
         label: String,
         image: DynamicImage,
     ) -> Result<Self, StateError> {
+        ckpt.processor
+            .check_image_size(image.width(), image.height())
+            .map_err(|message| StateError::Image {
+                label: label.clone(),
+                message,
+            })?;
         let features = ckpt.encode_image(&image).map_err(|e| StateError::Image {
             label: label.clone(),
             message: format!(

@@ -80,7 +80,7 @@ impl AppState {
         }
         let prompt = self.last_prompt()?;
         let ids: Vec<u32> = answer.steps.iter().map(|s| s.token_id).collect();
-        let pixels = ckpt.processor.preprocess(&self.image.image);
+        let pixels = ckpt.processor.preprocess(&self.image.image)?;
         let rescore = |lp: Vec<f64>| -> Result<Rescored, StateError> {
             let perplexity = metrics::perplexity(&lp).map_err(StateError::probe)?;
             Ok(Rescored {
@@ -97,7 +97,9 @@ impl AppState {
         for fraction in PROBE_FRACTIONS {
             let masked = |order: &[usize]| {
                 let cells = metrics::removed_cells(order, fraction);
-                rescore(masked_answer_logprobs(ckpt, &prompt, &pixels, grid, cells, &ids)?)
+                rescore(masked_answer_logprobs(
+                    ckpt, &prompt, &pixels, grid, cells, &ids,
+                )?)
             };
             rows.push(ProbeRow {
                 fraction,
@@ -155,7 +157,11 @@ mod tests {
             .collect();
         let turns = &s.turns;
         let prompt = ckpt
-            .prepare_chat(&turns[..turns.len() - 1], &turns[turns.len() - 1].user)
+            .prepare_chat(
+                &turns[..turns.len() - 1],
+                &turns[turns.len() - 1].user,
+                &s.image.features,
+            )
             .unwrap();
         let lp = answer_logprobs(ckpt, &prompt, &s.image.features, &ids).unwrap();
         let ppl = (-lp.iter().sum::<f64>() / lp.len() as f64).exp();
@@ -165,11 +171,19 @@ mod tests {
         let map = s.shown("dexar", &Selection::Token(token)).unwrap().map01;
         let mut ranked: Vec<usize> = (0..map.len()).collect();
         ranked.sort_by(|a, b| map[*b].partial_cmp(&map[*a]).unwrap().then(a.cmp(b)));
-        let pixels = ckpt.processor.preprocess(&s.image.image);
+        let pixels = ckpt.processor.preprocess(&s.image.image).unwrap();
         for row in &probe.rows {
             let k = (row.fraction as f64 * map.len() as f64 + 1e-6).floor() as usize;
             assert_eq!(row.cells, k);
-            let lp = masked_answer_logprobs(ckpt, &prompt, &pixels, grid, &ranked[..k], &ids).unwrap();
+            let lp = masked_answer_logprobs(
+                ckpt,
+                &prompt,
+                &pixels,
+                s.image.features.grid,
+                &ranked[..k],
+                &ids,
+            )
+            .unwrap();
             assert!(close(row.by_map.token_prob, lp[token].exp()), "{row:?}");
             // Removing patches changes what the model sees.
             assert!(

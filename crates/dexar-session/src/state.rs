@@ -235,7 +235,10 @@ impl AppState {
     /// before the last turn, and its question.
     pub fn last_prompt(&self) -> Result<PreparedPrompt, StateError> {
         let (last, earlier) = self.turns.split_last().ok_or(StateError::NoQuestion)?;
-        Ok(self.model.ckpt.prepare_chat(earlier, &last.user)?)
+        Ok(self
+            .model
+            .ckpt
+            .prepare_chat(earlier, &last.user, &self.image.features)?)
     }
 
     /// Teacher-forces `answer` as the answer to the last question.

@@ -48,6 +48,10 @@ pub use train::{
 };
 pub use vocab::{chat_prompt, tokenizer_json, vocabulary};
 
+/// The most scenes one command takes (`dexar toy accuracy --n`, `toy data
+/// --n`, `eval --data toy:N`): more would run for days.
+pub const MAX_SCENES: u64 = 100_000;
+
 /// Errors from writing data sets, training and evaluating the toy model.
 #[derive(Debug, thiserror::Error)]
 pub enum ToyError {

@@ -59,6 +59,11 @@ impl DataSource {
             if parts.next().is_some() || n == 0 {
                 return Err(bad());
             }
+            if n > MAX_TOY_ITEMS {
+                return Err(CliError::usage(format!(
+                    "--data {spec}: at most {MAX_TOY_ITEMS} toy scenes (each takes seconds to score)"
+                )));
+            }
             return Ok(Self::Toy { n, seed });
         }
         let dir = PathBuf::from(spec);
@@ -83,6 +88,9 @@ impl DataSource {
     }
 }
 
+/// The most scenes of `toy:N` (and of `dexar toy accuracy` / `toy data`).
+pub const MAX_TOY_ITEMS: u64 = dexar_toy::MAX_SCENES;
+
 /// The JSONL file of a data directory.
 pub const DATA_FILE: &str = "data.jsonl";
 
@@ -103,79 +111,109 @@ struct LineObject {
     mask: String,
 }
 
-/// Items plus the problems met while reading them (each one line, `file:line: ...`).
-pub struct Loaded {
-    pub items: Vec<EvalItem>,
+/// The items of a source, produced one at a time (a data set need not fit
+/// in memory), and the problems met while listing them (each one line,
+/// `file:line: ...`).
+pub struct Items {
+    /// How many items [`Items::iter`] will try to produce.
+    pub len: usize,
     pub skipped: Vec<String>,
+    source: ItemSource,
 }
 
-pub fn load(source: &DataSource) -> CliResult<Loaded> {
+enum ItemSource {
+    Toy {
+        n: u64,
+        seed: u64,
+    },
+    Dir {
+        dir: PathBuf,
+        lines: Vec<(String, String)>,
+    },
+}
+
+impl Items {
+    /// Each item, or why it was skipped (`id: reason`).
+    pub fn iter(&self) -> Box<dyn Iterator<Item = Result<EvalItem, String>> + '_> {
+        match &self.source {
+            ItemSource::Toy { n, seed } => Box::new((0..*n).map(|i| Ok(toy_item(*seed, i)))),
+            ItemSource::Dir { dir, lines } => Box::new(lines.iter().map(|(at, raw)| {
+                dir_item(dir, raw)
+                    .map(|item| EvalItem {
+                        id: at.clone(),
+                        ..item
+                    })
+                    .map_err(|msg| format!("{at}: {msg}"))
+            })),
+        }
+    }
+}
+
+pub fn load(source: &DataSource) -> CliResult<Items> {
     match source {
-        DataSource::Toy { n, seed } => Ok(Loaded {
-            items: toy_items(*n, *seed),
+        DataSource::Toy { n, seed } => Ok(Items {
+            len: *n as usize,
             skipped: Vec::new(),
+            source: ItemSource::Toy { n: *n, seed: *seed },
         }),
         DataSource::Dir(dir) => dir_items(dir),
     }
 }
 
-fn toy_items(n: u64, seed: u64) -> Vec<EvalItem> {
+fn toy_item(seed: u64, i: u64) -> EvalItem {
     let cfg = dexar_toy::SceneConfig::default();
-    (0..n)
-        .map(|i| {
-            let scene = dexar_toy::generate(&cfg, seed, i);
-            let (w, h) = scene.image.dimensions();
-            let words = scene
-                .description
-                .links
-                .iter()
-                .filter(|l| {
-                    matches!(
-                        l.role,
-                        dexar_toy::WordRole::Color | dexar_toy::WordRole::Shape
-                    )
-                })
-                .map(|l| LinkedWord {
-                    word: l.word,
-                    mask: Mask {
-                        width: w,
-                        height: h,
-                        inside: scene.objects[l.object]
-                            .mask
-                            .pixels()
-                            .map(|p| p[0] > 127)
-                            .collect(),
-                    },
-                })
-                .collect();
-            EvalItem {
-                id: format!("toy:{seed}:{i}"),
-                image: DynamicImage::ImageRgb8(scene.image),
-                prompt: dexar_toy::DESCRIBE_PROMPT.to_string(),
-                answer: Some(scene.description.text),
-                words,
-            }
+    let scene = dexar_toy::generate(&cfg, seed, i);
+    let (w, h) = scene.image.dimensions();
+    let words = scene
+        .description
+        .links
+        .iter()
+        .filter(|l| {
+            matches!(
+                l.role,
+                dexar_toy::WordRole::Color | dexar_toy::WordRole::Shape
+            )
         })
-        .collect()
+        .map(|l| LinkedWord {
+            word: l.word,
+            mask: Mask {
+                width: w,
+                height: h,
+                inside: scene.objects[l.object]
+                    .mask
+                    .pixels()
+                    .map(|p| p[0] > 127)
+                    .collect(),
+            },
+        })
+        .collect();
+    EvalItem {
+        id: format!("toy:{seed}:{i}"),
+        image: DynamicImage::ImageRgb8(scene.image),
+        prompt: dexar_toy::DESCRIBE_PROMPT.to_string(),
+        answer: Some(scene.description.text),
+        words,
+    }
 }
 
-fn dir_items(dir: &Path) -> CliResult<Loaded> {
+fn dir_items(dir: &Path) -> CliResult<Items> {
     let path = dir.join(DATA_FILE);
-    let text = std::fs::read_to_string(&path)
+    let text = dexar_core::read_regular_to_string(&path, dexar_core::files::MAX_TEXT_FILE)
         .map_err(|e| CliError::usage(format!("--data: cannot read {} ({e})", path.display())))?;
-    let mut items = Vec::new();
-    let mut skipped = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        match dir_item(dir, raw) {
-            Ok(item) => items.push(EvalItem { id: at, ..item }),
-            Err(msg) => skipped.push(format!("{at}: {msg}")),
-        }
-    }
-    Ok(Loaded { items, skipped })
+    let lines: Vec<(String, String)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, raw)| !raw.trim().is_empty())
+        .map(|(i, raw)| (format!("{}:{}", path.display(), i + 1), raw.to_string()))
+        .collect();
+    Ok(Items {
+        len: lines.len(),
+        skipped: Vec::new(),
+        source: ItemSource::Dir {
+            dir: dir.to_path_buf(),
+            lines,
+        },
+    })
 }
 
 fn dir_item(dir: &Path, raw: &str) -> Result<EvalItem, String> {
@@ -266,7 +304,15 @@ mod tests {
                 seed: dexar_toy::HELD_OUT_SEED
             }
         );
-        for bad in ["toy:", "toy:x", "toy:0", "toy:1:2:3", "/nonexistent/data"] {
+        for bad in [
+            "toy:",
+            "toy:x",
+            "toy:0",
+            "toy:1:2:3",
+            "toy:100000000",
+            "toy:18446744073709551615",
+            "/nonexistent/data",
+        ] {
             let e = DataSource::parse(bad).unwrap_err();
             assert_eq!(e.code, 2, "{bad}");
             assert!(e.message.contains("--data"), "{}", e.message);
@@ -275,7 +321,9 @@ mod tests {
 
     #[test]
     fn toy_items_link_object_words_to_masks() {
-        let items = toy_items(3, 1);
+        let items = load(&DataSource::Toy { n: 3, seed: 1 }).unwrap();
+        assert_eq!(items.len, 3);
+        let items: Vec<EvalItem> = items.iter().map(Result::unwrap).collect();
         assert_eq!(items.len(), 3);
         for item in &items {
             let answer = item.answer.as_deref().unwrap();

@@ -8,7 +8,9 @@ use clap::Args;
 use dexar_core::metrics::{Metric, MetricMeans, MetricSums};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::args::{LayerArgs, ModelArgs, PluginArgs, TopkArgs};
 use crate::error::{CliError, CliResult};
@@ -61,6 +63,11 @@ struct DataInfo {
     skipped_reasons: Vec<String>,
     unmatched_words: usize,
     layers_used: Vec<usize>,
+    /// Stopped by Ctrl-C: the results cover the items scored until then.
+    interrupted: bool,
+    /// Strategies that failed on an item, left out of `strategies`, with the
+    /// item and the reason.
+    failed_strategies: BTreeMap<String, String>,
 }
 
 /// Object-word (per-token) segmentation metrics and sentence-level nPPL areas
@@ -75,15 +82,7 @@ struct StrategyJson {
 pub fn run(args: &EvalArgs) -> CliResult<()> {
     let source = DataSource::parse(&args.data)?;
     if let Some(out) = &args.out {
-        match out.extension().and_then(|e| e.to_str()) {
-            Some("json") | Some("csv") => {}
-            _ => {
-                return Err(CliError::usage(format!(
-                    "--out {}: use a .json or .csv file name",
-                    out.display()
-                )))
-            }
-        }
+        check_out_file(out)?;
     }
     let topk = args.topk.validated()?;
     if args.max_tokens == 0 {
@@ -100,55 +99,82 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
     }
     let strategies = crate::strategies::select(&names, topk, &registry)?;
     let model = args.model.open()?;
-    let ckpt = &model.ckpt;
-    let loaded = data::load(&source)?;
-    for s in &loaded.skipped {
-        eprintln!("warning: skipped {s}");
-    }
-    let layers = args.layers.selection().layers(model.num_layers());
+    let items = data::load(&source)?;
+    let interrupted = interrupt_flag();
+    let layers = args.layers.layers(model.num_layers());
     let scorer = score::Scorer {
-        ckpt,
+        ckpt: &model.ckpt,
         strategies: &strategies,
         layers: layers.clone(),
         max_tokens: args.max_tokens,
         perturb: !args.no_perturbation,
         seed: args.seed,
+        cancel: &interrupted,
     };
-    let bar = crate::progress::bar(loaded.items.len() as u64, "items");
+    let bar = crate::progress::bar(items.len as u64, "items");
+    let warn = |message: &str| bar.suspend(|| crate::stdio::warn(message));
     let mut word_sums: Vec<MetricSums> = strategies.iter().map(|_| MetricSums::new()).collect();
     let mut sentence_sums: Vec<MetricSums> = strategies.iter().map(|_| MetricSums::new()).collect();
-    let mut skipped = loaded.skipped.clone();
+    let mut failed: Vec<Option<String>> = vec![None; strategies.len()];
+    let mut skipped = items.skipped.clone();
     let mut unmatched = 0;
     let mut scored = 0;
-    for (i, item) in loaded.items.iter().enumerate() {
-        match scorer.score(item, i as u64) {
-            Ok(scores) => {
-                scored += 1;
-                unmatched += scores.unmatched_words;
-                for (k, s) in scores.per_strategy.iter().enumerate() {
-                    for w in &s.words {
-                        word_sums[k]
-                            .add(w)
-                            .map_err(|e| CliError::internal(e.to_string()))?;
-                    }
-                    sentence_sums[k]
-                        .add(&s.sentence)
-                        .map_err(|e| CliError::internal(e.to_string()))?;
-                }
-                bar.set_message(scores.answer);
-            }
-            Err(e) if e.code == 2 => {
-                bar.suspend(|| eprintln!("warning: skipped {}: {}", item.id, e.message));
-                skipped.push(format!("{}: {}", item.id, e.message));
-            }
-            Err(e) => return Err(e),
+    for (i, item) in items.iter().enumerate() {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
         }
         bar.inc(1);
+        let item = match item {
+            Ok(item) => item,
+            Err(reason) => {
+                warn(&format!("skipped {reason}"));
+                skipped.push(reason);
+                continue;
+            }
+        };
+        let skip: Vec<bool> = failed.iter().map(Option::is_some).collect();
+        let scores = match scorer.score(&item, i as u64, &skip) {
+            // An answer cut short by Ctrl-C is not scored.
+            _ if interrupted.load(Ordering::SeqCst) => break,
+            Ok(scores) => scores,
+            Err(e) => {
+                warn(&format!("skipped {}: {}", item.id, e.message));
+                skipped.push(format!("{}: {}", item.id, e.message));
+                continue;
+            }
+        };
+        scored += 1;
+        unmatched += scores.unmatched_words;
+        for (k, s) in scores.per_strategy.iter().enumerate() {
+            match s {
+                _ if failed[k].is_some() => {}
+                Ok(s) => {
+                    for w in &s.words {
+                        word_sums[k].add(w).map_err(internal)?;
+                    }
+                    sentence_sums[k].add(&s.sentence).map_err(internal)?;
+                }
+                Err(e) => {
+                    let name = strategies[k].name();
+                    warn(&format!(
+                        "strategy `{name}` failed on {} and is left out of the results: {e}",
+                        item.id
+                    ));
+                    failed[k] = Some(format!("{}: {e}", item.id));
+                }
+            }
+        }
+        bar.set_message(scores.answer);
     }
     bar.finish_and_clear();
 
     let mut results = BTreeMap::new();
+    let mut failed_strategies = BTreeMap::new();
     for (k, s) in strategies.iter().enumerate() {
+        if let Some(reason) = &failed[k] {
+            failed_strategies.insert(s.name().to_string(), reason.clone());
+            continue;
+        }
         let mut metrics = word_sums[k].means();
         let sentence = sentence_sums[k].means();
         metrics.nppl_auc_most_first = sentence.nppl_auc_most_first;
@@ -156,6 +182,7 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
         metrics.nppl_auc_random = sentence.nppl_auc_random;
         results.insert(s.name().to_string(), StrategyJson { metrics, sentence });
     }
+    let interrupted = interrupted.load(Ordering::SeqCst);
     let doc = EvalJson {
         schema: "dexar.eval/1",
         data: DataInfo {
@@ -166,26 +193,77 @@ pub fn run(args: &EvalArgs) -> CliResult<()> {
             skipped_reasons: skipped,
             unmatched_words: unmatched,
             layers_used: layers.collect(),
+            interrupted,
+            failed_strategies,
         },
         strategies: results,
     };
-    print_table(
-        &doc,
-        &strategies
-            .iter()
-            .map(|s| s.name().to_string())
-            .collect::<Vec<_>>(),
-    );
+    // The file first: a closed stdout must not lose the results.
     if let Some(out) = &args.out {
         let bytes = if out.extension().is_some_and(|e| e == "csv") {
             to_csv(&doc).into_bytes()
         } else {
-            serde_json::to_vec_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?
+            serde_json::to_vec_pretty(&doc).map_err(internal)?
         };
         dexar_core::write_atomic(out, &bytes)
             .map_err(|e| CliError::usage(format!("--out {}: cannot write ({e})", out.display())))?;
     }
+    let order: Vec<String> = strategies.iter().map(|s| s.name().to_string()).collect();
+    print_table(&doc, &order)?;
+    if interrupted {
+        let kept = match &args.out {
+            Some(out) => format!("the table above and {}", out.display()),
+            None => "the table above".into(),
+        };
+        return Err(CliError::interrupted(format!(
+            "interrupted after {scored} of {} items; {kept} hold the results so far",
+            items.len
+        )));
+    }
     Ok(())
+}
+
+/// `--out FILE.json|FILE.csv`, checked before any work: the name, and that
+/// its directory (created if missing) takes files.
+fn check_out_file(out: &Path) -> CliResult<()> {
+    match out.extension().and_then(|e| e.to_str()) {
+        Some("json") | Some("csv") => {}
+        _ => {
+            return Err(CliError::usage(format!(
+                "--out {}: use a .json or .csv file name",
+                out.display()
+            )))
+        }
+    }
+    if out.is_dir() {
+        return Err(CliError::usage(format!(
+            "--out {}: is a directory; give a file name",
+            out.display()
+        )));
+    }
+    match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => crate::explain::prepare_out_dir(dir),
+        _ => crate::explain::prepare_out_dir(Path::new(".")),
+    }
+}
+
+/// A flag Ctrl-C sets (a second Ctrl-C ends the program at once).
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = flag.clone();
+    let installed = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = installed {
+        crate::stdio::warn(&format!("Ctrl-C cannot keep partial results ({e})"));
+    }
+    flag
+}
+
+fn internal(e: impl std::fmt::Display) -> CliError {
+    CliError::internal(e.to_string())
 }
 
 const COLUMNS: [(Metric, &str); 6] = [
@@ -208,31 +286,34 @@ fn value(m: &MetricMeans, metric: Metric) -> Option<f64> {
     }
 }
 
-fn print_table(doc: &EvalJson, order: &[String]) {
+fn print_table(doc: &EvalJson, order: &[String]) -> CliResult<()> {
     let d = &doc.data;
-    println!(
+    outln!(
         "{} items from {} ({} skipped), layers {:?}",
-        d.items, d.source, d.skipped, d.layers_used
-    );
-    print!("{:<18}", "strategy");
+        d.items,
+        d.source,
+        d.skipped,
+        d.layers_used
+    )?;
+    out!("{:<18}", "strategy")?;
     for (_, h) in COLUMNS {
-        print!(" {h:>12}");
+        out!(" {h:>12}")?;
     }
-    println!(" {:>7} {:>9}", "words", "sentences");
+    outln!(" {:>7} {:>9}", "words", "sentences")?;
     for name in order {
         let Some(s) = doc.strategies.get(name) else {
             continue;
         };
-        print!("{name:<18}");
+        out!("{name:<18}")?;
         for (m, _) in COLUMNS {
             match value(&s.metrics, m) {
-                Some(v) => print!(" {v:>12.4}"),
-                None => print!(" {:>12}", "-"),
+                Some(v) => out!(" {v:>12.4}")?,
+                None => out!(" {:>12}", "-")?,
             }
         }
-        println!(" {:>7} {:>9}", s.metrics.count, s.sentence.count);
+        outln!(" {:>7} {:>9}", s.metrics.count, s.sentence.count)?;
     }
-    println!("object-word pointing / mIoU / AP; sentence-level nPPL areas (most-relevant-first: higher is better; least-first: lower is better)");
+    outln!("object-word pointing / mIoU / AP; sentence-level nPPL areas (most-relevant-first: higher is better; least-first: lower is better)")
 }
 
 fn to_csv(doc: &EvalJson) -> String {

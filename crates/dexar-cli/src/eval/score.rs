@@ -24,7 +24,9 @@ pub struct StrategyScores {
 
 #[derive(Debug)]
 pub struct ItemScores {
-    pub per_strategy: Vec<StrategyScores>,
+    /// Per strategy, its scores or why it failed (a strategy skipped on
+    /// request fails with an empty message).
+    pub per_strategy: Vec<Result<StrategyScores, String>>,
     pub answer: String,
     /// Linked words that could not be matched to tokens.
     pub unmatched_words: usize,
@@ -37,10 +39,14 @@ pub struct Scorer<'a> {
     pub max_tokens: usize,
     pub perturb: bool,
     pub seed: u64,
+    /// Set by Ctrl-C: generation stops early (the item is then discarded).
+    pub cancel: &'a AtomicBool,
 }
 
 impl Scorer<'_> {
-    pub fn score(&self, item: &EvalItem, index: u64) -> CliResult<ItemScores> {
+    /// Scores `item` with every strategy not marked in `skip`. A failing
+    /// strategy fails alone; anything else fails the item.
+    pub fn score(&self, item: &EvalItem, index: u64, skip: &[bool]) -> CliResult<ItemScores> {
         let ckpt = self.ckpt;
         let pixels = ckpt.processor.preprocess(&item.image)?;
         let features = ckpt.encode_pixels(&pixels)?;
@@ -50,7 +56,7 @@ impl Scorer<'_> {
             layers: self.layers.clone(),
             ..Default::default()
         };
-        let cancel = AtomicBool::new(false);
+        let cancel = self.cancel;
         let answer_ids = match &item.answer {
             Some(a) => ckpt.tokenizer.encode(a, false)?,
             None => {
@@ -60,7 +66,7 @@ impl Scorer<'_> {
                     &features,
                     &settings,
                     &Mode::Generate,
-                    &cancel,
+                    cancel,
                     &mut |_| true,
                 )?
                 .tokens
@@ -75,7 +81,7 @@ impl Scorer<'_> {
                 &features,
                 &settings,
                 &mode,
-                &cancel,
+                cancel,
                 &mut |s| {
                     traces.push(s.trace);
                     true
@@ -116,22 +122,34 @@ impl Scorer<'_> {
         };
 
         let mut per_strategy = Vec::new();
-        for s in self.strategies {
-            let maps: Vec<TokenMap> = traces
-                .iter()
-                .map(|t| s.token_map(t))
-                .collect::<Result<_, _>>()
-                .map_err(internal)?;
+        for (s, &skipped) in self.strategies.iter().zip(skip) {
+            if skipped {
+                per_strategy.push(Err(String::new()));
+                continue;
+            }
+            let maps = match strategy_maps(s.as_ref(), &traces) {
+                Ok(maps) => maps,
+                Err(e) => {
+                    per_strategy.push(Err(e));
+                    continue;
+                }
+            };
             let mut scores = StrategyScores::default();
             for (tokens, mask) in &words {
                 let map = sum_maps(tokens.iter().map(|&t| &maps[t]), grid.len());
                 scores.words.push(segmentation(&map, grid, mask)?);
             }
             if maps.is_empty() {
-                per_strategy.push(scores);
+                per_strategy.push(Ok(scores));
                 continue;
             }
-            let sentence = s.sentence_map(&maps).map_err(internal)?;
+            let sentence = match s.sentence_map(&maps) {
+                Ok(m) => m,
+                Err(e) => {
+                    per_strategy.push(Err(dexar_core::one_line(&e.to_string())));
+                    continue;
+                }
+            };
             if let Some(mask) = &sentence_mask {
                 scores.sentence = segmentation(&sentence, grid, mask)?;
             }
@@ -156,7 +174,7 @@ impl Scorer<'_> {
                 )?);
                 scores.sentence.nppl_auc_random = random_auc;
             }
-            per_strategy.push(scores);
+            per_strategy.push(Ok(scores));
         }
         Ok(ItemScores {
             per_strategy,
@@ -201,6 +219,18 @@ impl Scorer<'_> {
     }
 }
 
+/// A strategy's map of every traced token, or its error on one line.
+fn strategy_maps(
+    s: &dyn Strategy,
+    traces: &[dexar_core::StepTrace],
+) -> Result<Vec<TokenMap>, String> {
+    traces
+        .iter()
+        .map(|t| s.token_map(t))
+        .collect::<Result<_, _>>()
+        .map_err(|e| dexar_core::one_line(&e.to_string()))
+}
+
 fn internal(e: impl std::fmt::Display) -> CliError {
     CliError::internal(e.to_string())
 }
@@ -238,4 +268,61 @@ fn union_masks<'a>(mut masks: impl Iterator<Item = &'a Mask>) -> Option<Mask> {
         }
         acc
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dexar_core::{StepTrace, StrategyError};
+
+    /// A plugin that fails on every token.
+    struct Failing;
+
+    impl Strategy for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+        fn help(&self) -> &str {
+            "fails"
+        }
+        fn token_map(&self, _: &StepTrace) -> Result<TokenMap, StrategyError> {
+            Err(StrategyError::Failed {
+                strategy: "failing".into(),
+                message: "out of\nluck".into(),
+            })
+        }
+    }
+
+    #[test]
+    fn a_failing_strategy_fails_alone_and_a_skipped_one_is_not_run() {
+        let ckpt = dexar_toy::load_bundled(&Default::default()).unwrap();
+        let strategies: Vec<Arc<dyn Strategy>> = vec![
+            dexar_core::builtin_strategy("dexar", 1).unwrap().into(),
+            Arc::new(Failing),
+            dexar_core::builtin_strategy("raw-attention", 1)
+                .unwrap()
+                .into(),
+        ];
+        let cancel = AtomicBool::new(false);
+        let scorer = Scorer {
+            ckpt: &ckpt,
+            strategies: &strategies,
+            layers: 0..ckpt.text_config().num_hidden_layers,
+            max_tokens: 4,
+            perturb: false,
+            seed: 0,
+            cancel: &cancel,
+        };
+        let items =
+            super::super::data::load(&super::super::data::DataSource::Toy { n: 1, seed: 1 })
+                .unwrap();
+        let item = items.iter().next().unwrap().unwrap();
+        let scores = scorer.score(&item, 0, &[false, false, true]).unwrap();
+        assert!(scores.per_strategy[0]
+            .as_ref()
+            .is_ok_and(|s| !s.words.is_empty()));
+        let failed = scores.per_strategy[1].as_ref().unwrap_err();
+        assert!(failed.contains("out of luck"), "one line: {failed}");
+        assert_eq!(scores.per_strategy[2].as_ref().unwrap_err(), "", "skipped");
+    }
 }

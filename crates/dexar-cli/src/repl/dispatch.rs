@@ -176,9 +176,14 @@ impl Repl {
                 self.state.settings.layers.layer_index
             )),
             Command::Layers(Some(k)) => {
-                self.state.settings.layers = dexar_core::LayerSelection::new(k);
+                let selection = dexar_core::LayerSelection::new(k);
+                self.state.settings.layers = selection;
+                let clamped = selection
+                    .clamp_note(self.state.model.num_layers())
+                    .map(|note| format!("{}\n", paint.warning(&note)))
+                    .unwrap_or_default();
                 Ok(format!(
-                    "maps now use {} (layer index {k}); no need to regenerate, /show re-explains\n",
+                    "{clamped}maps now use {} (layer index {k}); no need to regenerate, /show re-explains\n",
                     self.layers_text()
                 ))
             }
@@ -250,7 +255,15 @@ impl Repl {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.message(&e))),
         };
-        if target.is_some() {
+        if let Some(t) = target {
+            let unknown = self.state.model.ckpt.tokenizer.unknown_words(t);
+            if !unknown.is_empty() {
+                let note = format!(
+                    "the tokenizer does not know {}; explained as <unk>",
+                    crate::explain::quoted(&unknown)
+                );
+                writeln!(out, "{}", self.paint.warning(&note))?;
+            }
             let line = format!(
                 "explaining the given answer to \"{}\" (teacher forcing):",
                 ask.question

@@ -80,14 +80,14 @@ impl ReplArgs {
         let announce =
             std::io::stdin().is_terminal() && self.model.model != dexar_model::ModelSpec::Bundled;
         if announce {
-            eprint!(
-                "{}",
-                paint_for(terminal.graphics).dim("loading the model… ")
-            );
+            let mut err = std::io::stderr();
+            let paint = paint_for(terminal.graphics);
+            let _ = write!(err, "{}", paint.dim("loading the model… "));
+            let _ = err.flush();
         }
         let model = dexar_session::open_model(&self.model.model, &opts)?;
         if announce {
-            eprintln!();
+            crate::stdio::err_line("");
         }
         let image = match &self.image {
             Some(path) => LoadedImage::open(&model.ckpt, path)?,
@@ -128,12 +128,19 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         .map(|e| format!("Ctrl-C cannot stop answers ({e})"));
     let names = Arc::new(Mutex::new(Names::default()));
     let mut repl = Repl::new(state, display, paint, cancel, names.clone());
+    let clamped = args
+        .layers
+        .selection()
+        .clamp_note(repl.state.model.num_layers());
     let mut out = std::io::stdout();
-    let _ = out.write_all(repl.banner().as_bytes());
-    if let Some(note) = ctrlc_note {
-        let _ = writeln!(out, "{}", paint.warning(&note));
-    }
-    let _ = out.flush();
+    let greeting = (|| {
+        out.write_all(repl.banner().as_bytes())?;
+        for note in [ctrlc_note, clamped].into_iter().flatten() {
+            writeln!(out, "{}", paint.warning(&note))?;
+        }
+        out.flush()
+    })();
+    greeting.map_err(crate::stdio::output_error)?;
     if interactive {
         interactive_loop(&mut repl, names, paint.colour)
     } else {
@@ -159,21 +166,56 @@ fn paint_for(graphics: Graphics) -> Paint {
 
 /// History under the user's data directory, or in memory with a note why.
 fn history() -> (Box<dyn History>, Option<String>) {
-    let Some(path) = dirs::data_dir().map(|d| d.join("dexar").join("history.txt")) else {
-        return (
+    match dirs::data_dir() {
+        Some(dir) => history_at(&dir.join("dexar").join("history.txt")),
+        None => (
             Box::new(FileBackedHistory::default()),
             Some("no data directory; history is kept for this session only".into()),
-        );
-    };
-    match FileBackedHistory::with_file(1000, path.clone()) {
-        Ok(h) => (Box::new(h), None),
-        Err(e) => (
-            Box::new(FileBackedHistory::default()),
-            Some(format!(
-                "cannot write {} ({e}); history is kept for this session only",
-                path.display()
-            )),
         ),
+    }
+}
+
+/// History kept in `path`, or in memory with a note why not.
+fn history_at(path: &std::path::Path) -> (Box<dyn History>, Option<String>) {
+    let in_memory = |why: String| -> (Box<dyn History>, Option<String>) {
+        (
+            Box::new(FileBackedHistory::default()),
+            Some(format!("{why}; history is kept for this session only")),
+        )
+    };
+    // reedline would block forever opening a FIFO there.
+    match dexar_core::check_regular(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return in_memory(format!("cannot use {} ({e})", path.display()))
+        }
+        _ => {}
+    }
+    match FileBackedHistory::with_file(1000, path.to_path_buf()) {
+        Ok(h) => (Box::new(h), None),
+        Err(e) => in_memory(format!("cannot write {} ({e})", path.display())),
+    }
+}
+
+#[cfg(all(test, unix))]
+mod history_tests {
+    use super::*;
+
+    #[test]
+    fn a_history_file_that_is_no_regular_file_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("history.txt");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Opening it would block this test forever.
+        let (_, note) = history_at(&fifo);
+        let note = note.unwrap();
+        assert!(
+            note.contains("is a FIFO") && note.contains("this session only"),
+            "{note}"
+        );
+        let (_, note) = history_at(&dir.path().join("new.txt"));
+        assert_eq!(note, None);
     }
 }
 
@@ -215,7 +257,7 @@ fn interactive_loop(repl: &mut Repl, names: complete::SharedNames, colour: bool)
                     Ok(Flow::Quit) => break,
                     Ok(Flow::Continue) => {}
                     // stdout is gone (a closed terminal): nothing left to talk to.
-                    Err(_) => break,
+                    Err(e) => return Err(crate::stdio::output_error(e)),
                 }
             }
             // Ctrl-C at the prompt: reedline has cleared the line.
@@ -263,16 +305,14 @@ fn piped_loop(repl: &mut Repl) -> CliResult<()> {
             .map_err(|e| CliError::internal(format!("cannot read standard input ({e})")))?;
         if n == 0 {
             if !pending.is_empty() {
-                let _ = repl.handle(&pending, &mut out);
+                repl.handle(&pending, &mut out)
+                    .map_err(crate::stdio::output_error)?;
             }
             break;
         }
         let Ok(line) = std::str::from_utf8(&buf) else {
-            let _ = writeln!(
-                out,
-                "{}",
-                repl.paint.error("input line is not valid UTF-8; ignored")
-            );
+            let note = repl.paint.error("input line is not valid UTF-8; ignored");
+            writeln!(out, "{note}").map_err(crate::stdio::output_error)?;
             continue;
         };
         let line = line.trim_end_matches(['\n', '\r']);
@@ -285,9 +325,9 @@ fn piped_loop(repl: &mut Repl) -> CliResult<()> {
         let input = std::mem::take(&mut pending);
         match repl.handle(&input, &mut out) {
             Ok(Flow::Continue) => {}
-            Ok(Flow::Quit) | Err(_) => break,
+            Ok(Flow::Quit) => break,
+            Err(e) => return Err(crate::stdio::output_error(e)),
         }
     }
-    let _ = out.flush();
-    Ok(())
+    out.flush().map_err(crate::stdio::output_error)
 }

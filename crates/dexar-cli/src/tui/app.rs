@@ -103,7 +103,7 @@ impl App {
     /// Looking at `state` as the REPL left it: its strategy, layers and
     /// last answer.
     pub fn new(state: &AppState) -> Self {
-        let text = &state.model.ckpt.config.text;
+        let text = state.model.ckpt.text_config();
         Self {
             layers: state.settings.layers,
             strategy: state.strategy.clone(),

@@ -10,8 +10,15 @@ pub enum PluginError {
         #[source]
         source: std::io::Error,
     },
-    #[error("plugin {path} is not a regular file")]
-    NotAFile { path: PathBuf },
+    #[error("plugin {path} is {what}, not a regular file")]
+    NotAFile { path: PathBuf, what: &'static str },
+    #[error("cannot copy plugin {path} into the temporary directory {dir} ({source}); set TMPDIR to a writable directory that allows executables")]
+    Copy {
+        path: PathBuf,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("plugin {path} is not a loadable library: {reason}")]
     NotLibrary { path: PathBuf, reason: String },
     #[error("plugin {path} does not export `{symbol}` (is it a dexar plugin? build it with dexar_plugin::export_plugin! or include/dexar_plugin.h)")]

@@ -1,5 +1,7 @@
 //! One loaded plugin library, exposed as a [`dexar_core::Strategy`].
 
+use super::copies::new_copy;
+use super::library_file::check_library_bytes;
 use super::security::check_permissions;
 use super::{HostOptions, PluginError};
 use crate::abi::{
@@ -11,9 +13,12 @@ use dexar_core::strategy::weighted_sentence_map;
 use dexar_core::{minmax, StepTrace, Strategy, StrategyError, TokenMap};
 use libloading::Library;
 use std::ffi::{c_char, CStr};
-use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The largest plugin library file the host reads.
+const MAX_LIBRARY_FILE: u64 = 1 << 30;
 
 /// Size of the buffer a plugin writes its error message into.
 const ERROR_CAPACITY: usize = 1024;
@@ -57,27 +62,51 @@ impl LoadedPlugin {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = File::open(path).map_err(io)?;
+        // Opened non-blocking and refused unless a regular file: a FIFO would
+        // block here forever.
+        let file =
+            dexar_core::open_regular(path).map_err(|source| match std::fs::metadata(path) {
+                Ok(meta) if !meta.is_file() => PluginError::NotAFile {
+                    path: path.to_path_buf(),
+                    what: dexar_core::files::kind_of(&meta),
+                },
+                _ => io(source),
+            })?;
         let meta = file.metadata().map_err(io)?;
-        if !meta.is_file() {
-            return Err(PluginError::NotAFile {
-                path: path.to_path_buf(),
-            });
-        }
         if !options.allow_insecure {
             let real = std::fs::canonicalize(path).map_err(io)?;
             check_permissions(&real, &meta)?;
         }
-        // A private copy: dlopen caches libraries by path, so loading a fresh
-        // copy is what makes `reload` pick up a rebuilt file, and a build that
-        // rewrites the original in place cannot corrupt the mapped code.
-        let dir = options.copy_dir.clone().unwrap_or_else(std::env::temp_dir);
-        let mut copy = tempfile::Builder::new()
-            .prefix("dexar-plugin-")
-            .suffix(&format!(".{}", std::env::consts::DLL_EXTENSION))
-            .tempfile_in(&dir)
+        let mut bytes = Vec::new();
+        file.take(MAX_LIBRARY_FILE + 1)
+            .read_to_end(&mut bytes)
             .map_err(io)?;
-        std::io::copy(&mut file, copy.as_file_mut()).map_err(io)?;
+        if bytes.len() as u64 > MAX_LIBRARY_FILE {
+            return Err(PluginError::NotLibrary {
+                path: path.to_path_buf(),
+                reason: format!("larger than {} MiB", MAX_LIBRARY_FILE >> 20),
+            });
+        }
+        // dlopen of a truncated library dies of SIGBUS: check it first.
+        check_library_bytes(&bytes).map_err(|reason| PluginError::NotLibrary {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        // A private copy of the bytes just checked: dlopen caches libraries by
+        // path, so loading a fresh copy is what makes `reload` pick up a
+        // rebuilt file, and a build that rewrites the original in place cannot
+        // corrupt the mapped code.
+        let dir = options.copy_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let copy_failed = |source| PluginError::Copy {
+            path: path.to_path_buf(),
+            dir: dir.clone(),
+            source,
+        };
+        let mut copy = new_copy(&dir).map_err(copy_failed)?;
+        copy.as_file_mut()
+            .write_all(&bytes)
+            .and_then(|()| copy.as_file_mut().flush())
+            .map_err(copy_failed)?;
         let copy = copy.into_temp_path();
 
         let library = open_library(&copy).map_err(|e| PluginError::NotLibrary {
@@ -132,7 +161,7 @@ impl LoadedPlugin {
         };
         if !crate::sdk::is_valid_name(&name) {
             return Err(invalid(format!(
-                "name {name:?} must be non-empty, without whitespace or control characters"
+                "name {name:?} must be a plain file name: 1-64 bytes, no whitespace, control characters, `/` or `\\`, not starting with `.`"
             )));
         }
         let token_map_fn = descriptor

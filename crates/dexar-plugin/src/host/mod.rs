@@ -13,11 +13,15 @@
 //! during a call is a [`dexar_core::StrategyError`] naming the plugin, and the
 //! registry keeps working afterwards.
 
+mod copies;
 mod error;
+mod library_file;
 mod loaded;
 mod security;
 
+pub use copies::remove_stale_copies;
 pub use error::PluginError;
+pub use library_file::check_library_bytes;
 pub use loaded::LoadedPlugin;
 
 use dexar_core::Strategy;
@@ -80,7 +84,11 @@ pub struct PluginRegistry {
 }
 
 impl PluginRegistry {
+    /// A registry; private copies that crashed processes left in the copy
+    /// directory are removed first.
     pub fn new(options: HostOptions) -> Self {
+        let dir = options.copy_dir.clone().unwrap_or_else(std::env::temp_dir);
+        remove_stale_copies(&dir);
         Self {
             options,
             plugins: Vec::new(),

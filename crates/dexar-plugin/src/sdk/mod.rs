@@ -48,7 +48,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// The host creates one instance (`Default`) when it loads the library and may
 /// call it from several threads at once, hence `Sync`.
 pub trait PluginStrategy: Default + Send + Sync + 'static {
-    /// Strategy name on the command line: non-empty, no whitespace (checked at compile time).
+    /// Strategy name on the command line: a plain file name (see [`is_valid_name`]; checked at compile time).
     const NAME: &'static str;
     /// Free-form version shown by `/plugin list`.
     const VERSION: &'static str;
@@ -79,15 +79,24 @@ pub fn weighted_sum(tokens: &SentenceView<'_>, out: &mut [f32]) {
     }
 }
 
-/// Whether `name` is a usable strategy name (used by [`export_plugin!`] at compile time).
+/// The longest strategy name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Whether `name` is a usable strategy name (used by [`export_plugin!`] at
+/// compile time and checked by the host at load): 1 to [`MAX_NAME_LEN`]
+/// bytes, no whitespace or control characters, no `/` or `\`, not starting
+/// with `.`. Front ends name files and directories after strategies (e.g.
+/// `explain --out DIR` writes `DIR/NAME/`), so a name must be a plain file
+/// name: `../x` or `/abs` would write elsewhere.
 pub const fn is_valid_name(name: &str) -> bool {
     let bytes = name.as_bytes();
-    if bytes.is_empty() {
+    if bytes.is_empty() || bytes.len() > MAX_NAME_LEN || bytes[0] == b'.' {
         return false;
     }
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] <= b' ' || bytes[i] == 0x7f {
+        let b = bytes[i];
+        if b <= b' ' || b == 0x7f || b == b'/' || b == b'\\' {
             return false;
         }
         i += 1;
@@ -290,7 +299,7 @@ macro_rules! export_plugin {
     ($plugin:ty) => {
         const _: () = ::core::assert!(
             $crate::sdk::is_valid_name(<$plugin as $crate::sdk::PluginStrategy>::NAME),
-            "PluginStrategy::NAME must be non-empty, without whitespace or control characters"
+            "PluginStrategy::NAME must be a plain file name: 1-64 bytes, no whitespace, control characters, / or \\, not starting with ."
         );
         const _: () = ::core::assert!(
             $crate::sdk::has_no_nul(<$plugin as $crate::sdk::PluginStrategy>::VERSION)
@@ -373,6 +382,13 @@ mod tests {
         assert!(!is_valid_name(""));
         assert!(!is_valid_name("two words"));
         assert!(!is_valid_name("tab\there"));
+        for bad in [
+            "../../x", "/abs/dir", "a/b", "a\\b", ".", "..", ".hidden", "nul\0",
+        ] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
+        assert!(is_valid_name("dexar-top3.v2_x"));
+        assert!(!is_valid_name(&"x".repeat(MAX_NAME_LEN + 1)));
         assert!(has_no_nul("fine"));
         assert!(!has_no_nul("nul\0inside"));
     }

@@ -92,7 +92,15 @@ fn missing_symbols_are_refused() {
 #[test]
 fn invalid_names_are_refused() {
     let dir = private_dir();
-    for (i, name) in ["\"\"", "\"two words\""].iter().enumerate() {
+    let names = [
+        "\"\"",
+        "\"two words\"",
+        "\"../../x\"",
+        "\"/abs/dir\"",
+        "\"..\"",
+        "\"a\\\\b\"",
+    ];
+    for (i, name) in names.iter().enumerate() {
         let file = dir.path().join(format!("libbadname{i}.so"));
         compile_c_fixture(&file, &[&format!("FIXTURE_NAME={name}")]);
         let err = refuse(&mut registry(), &file);
@@ -168,4 +176,75 @@ fn group_or_world_writable_plugins_are_refused_unless_allowed() {
     set_mode(&file, 0o666);
     lenient.load(&file).expect("allowed with allow_insecure");
     set_mode(dir.path(), 0o700);
+}
+
+#[test]
+fn a_truncated_library_is_refused_before_dlopen() {
+    let dir = private_dir();
+    let whole = dir.path().join("libwhole.so");
+    compile_c_fixture(&whole, &[]);
+    let bytes = std::fs::read(&whole).unwrap();
+    for (i, len) in [bytes.len() / 2, bytes.len() / 10, 64, 3]
+        .into_iter()
+        .enumerate()
+    {
+        let cut = dir.path().join(format!("libcut{i}.so"));
+        std::fs::write(&cut, &bytes[..len]).unwrap();
+        set_mode(&cut, 0o644);
+        // Without the check, dlopen of a cut library can die of SIGBUS.
+        let err = refuse(&mut registry(), &cut);
+        assert!(matches!(err, PluginError::NotLibrary { .. }), "{err}");
+        assert!(err.to_string().contains("ELF"), "{err}");
+    }
+    registry().load(&whole).expect("the whole library loads");
+}
+
+#[test]
+fn a_fifo_or_a_directory_is_refused_without_waiting() {
+    let dir = private_dir();
+    let fifo = dir.path().join("libfifo.so");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let err = refuse(&mut registry(), &fifo);
+    assert!(err.to_string().contains("FIFO"), "{err}");
+    let sub = dir.path().join("libdir.so");
+    std::fs::create_dir(&sub).unwrap();
+    let err = refuse(&mut registry(), &sub);
+    assert!(matches!(err, PluginError::NotAFile { .. }), "{err}");
+}
+
+#[test]
+fn a_bad_file_in_a_plugin_directory_is_one_error_among_results() {
+    let dir = private_dir();
+    compile_c_fixture(&dir.path().join("libgood.so"), &[]);
+    let bad = dir.path().join("libbad.so");
+    std::fs::write(&bad, b"\x7fELF truncated").unwrap();
+    set_mode(&bad, 0o644);
+    let mut plugins = registry();
+    let results = plugins.load_dirs(&[dir.path().to_path_buf()]);
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().any(|r| r.is_ok()));
+    let err = results.into_iter().find_map(Result::err).unwrap();
+    assert!(err.to_string().contains("libbad.so"), "{err}");
+    assert_eq!(plugins.len(), 1);
+}
+
+#[test]
+fn an_unusable_copy_directory_is_named_as_such() {
+    let dir = private_dir();
+    let file = dir.path().join("libfixture.so");
+    compile_c_fixture(&file, &[]);
+    let missing = dir.path().join("no-such-tmp");
+    let mut plugins = PluginRegistry::new(HostOptions {
+        copy_dir: Some(missing.clone()),
+        ..HostOptions::default()
+    });
+    let err = refuse(&mut plugins, &file);
+    assert!(matches!(err, PluginError::Copy { .. }), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("temporary directory") && message.contains("no-such-tmp"),
+        "{message}"
+    );
 }
