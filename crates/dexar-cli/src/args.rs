@@ -7,7 +7,7 @@ use dexar_core::LayerSelection;
 use dexar_model::{LoadOptions, ModelSpec};
 use dexar_plugin::host::PluginRegistry;
 use dexar_render::term::{detect_terminal, CellSize, Graphics};
-use dexar_session::LoadedModel;
+use dexar_session::{Destination, LoadedModel, ModelIdentity, Recorder, TraceDtype};
 use std::path::PathBuf;
 
 use crate::error::{CliError, CliResult};
@@ -135,6 +135,67 @@ impl SamplingArgs {
             return Err(CliError::usage("--top-p must be in (0, 1]"));
         }
         Ok(())
+    }
+}
+
+/// `--no-record`, `--session`, `--trace-dtype`.
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Do not record the conversation. By default every conversation is
+    /// recorded to <data dir>/dexar/sessions (`dexar sessions` lists them).
+    #[arg(long, conflicts_with = "session")]
+    pub no_record: bool,
+    /// Record to this session file instead (a new file).
+    #[arg(long, value_name = "FILE")]
+    pub session: Option<PathBuf>,
+    /// How traces are recorded: auto (f32, or f16 where one token's trace
+    /// would exceed 1 MiB, as for 7B models), f32 (exact) or f16 (half the
+    /// size; see docs/SESSION_FORMAT.md for the change in the maps).
+    #[arg(long, value_name = "DTYPE", default_value = "auto")]
+    pub trace_dtype: TraceDtype,
+}
+
+impl RecordArgs {
+    /// The recorder for `model`, or none with the reason why (a warning:
+    /// the conversation goes on unrecorded). A `--session` file that exists
+    /// is refused.
+    pub fn recorder(&self, model: &ModelIdentity) -> CliResult<(Option<Recorder>, Option<String>)> {
+        if self.no_record {
+            return Ok((None, None));
+        }
+        let destination = match &self.session {
+            Some(file) => Destination::File(file.clone()),
+            None => match dexar_session::default_sessions_dir() {
+                Some(dir) => Destination::Directory(dir),
+                None => {
+                    return Ok((
+                        None,
+                        Some("no data directory: this conversation is not recorded (--session FILE names a file)".into()),
+                    ))
+                }
+            },
+        };
+        match Recorder::new(destination.clone(), model, self.trace_dtype) {
+            Ok(r) => Ok((Some(r), None)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let file = self.session.clone().unwrap_or_default();
+                Err(CliError::usage(format!(
+                    "--session {}: the file exists; name a new file (/load opens a session)",
+                    file.display()
+                )))
+            }
+            Err(e) => {
+                let place = match &destination {
+                    Destination::Directory(d) | Destination::File(d) => d.display().to_string(),
+                };
+                Ok((
+                    None,
+                    Some(format!(
+                        "cannot record to {place} ({e}): this conversation is not recorded"
+                    )),
+                ))
+            }
+        }
     }
 }
 

@@ -60,7 +60,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         None => LoadedImage::bundled_default(&ckpt)?,
     };
     let cfg = &ckpt.config;
-    let features = &image.features;
+    let features = image.features()?;
     let prompt = ckpt.prepare_chat(&[], &args.prompt)?;
     let layers = args.layers.selection().layers(cfg.text.num_hidden_layers);
 

@@ -10,9 +10,11 @@ mod config;
 mod error;
 mod eval;
 mod explain;
+mod export;
 mod output;
 mod progress;
 mod repl;
+mod sessions;
 mod strategies;
 mod toy;
 
@@ -47,6 +49,14 @@ enum Command {
     /// Score attribution quality over a data set (pointing game, mIoU, AP,
     /// perturbation nPPL areas) for each strategy.
     Eval(Box<eval::EvalArgs>),
+    /// List the recorded sessions, newest first: date, model, image, turns,
+    /// tokens, size.
+    Sessions(sessions::SessionsArgs),
+    /// Explain a recorded turn again, with no model: explain.json and PNG
+    /// overlays as `dexar explain` writes them, for any strategy or plugin.
+    Replay(Box<sessions::ReplayArgs>),
+    /// Write a recorded session as one self-contained HTML page.
+    Export(Box<export::ExportArgs>),
     /// The bundled demo model: train, export, check answers, write data.
     #[command(subcommand)]
     Toy(toy::ToyCommand),
@@ -58,6 +68,9 @@ fn run(cli: Cli) -> CliResult<()> {
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Sessions(args)) => sessions::list(&args),
+        Some(Command::Replay(args)) => sessions::replay(&args),
+        Some(Command::Export(args)) => export::run(&args),
         Some(Command::Toy(cmd)) => toy::run(&cmd),
     }
 }

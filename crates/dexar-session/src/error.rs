@@ -31,6 +31,10 @@ pub enum StateError {
     EmptyTarget,
     #[error("{0}")]
     Plugin(String),
+    #[error("the model is not loaded (this session was opened without it): its answers can be shown and re-explained, not continued")]
+    NoModel,
+    #[error(transparent)]
+    Session(#[from] crate::file::ReadError),
 }
 
 impl StateError {

@@ -1,6 +1,10 @@
-//! The model a front end talks to, with how the user named it.
+//! The model a front end talks to, with how the user named it, and its
+//! identity: what a session file remembers of it, enough to explain its
+//! traces without it.
 
 use dexar_model::{Checkpoint, LoadOptions, ModelSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::StateError;
 
@@ -18,6 +22,88 @@ impl LoadedModel {
     pub fn num_layers(&self) -> usize {
         self.ckpt.config.text.num_hidden_layers
     }
+
+    /// What a session file records of this model.
+    pub fn identity(&self) -> ModelIdentity {
+        let cfg = &self.ckpt.config;
+        let grid = cfg.grid();
+        ModelIdentity {
+            spec: self.spec.to_string(),
+            label: self.label.clone(),
+            path: self.ckpt.dir.display().to_string(),
+            config_sha256: config_hash(&self.ckpt),
+            model_type: "llava".into(),
+            text_model_type: cfg.text.model_type.clone(),
+            num_layers: cfg.text.num_hidden_layers,
+            num_heads: cfg.text.num_attention_heads,
+            grid: [grid.height, grid.width],
+            dtype: self.opts.dtype_name().into(),
+            device: self.opts.device_name(),
+        }
+    }
+}
+
+/// A model as a session file names it: how it was asked for, its shape, and
+/// a hash of its configuration that tells whether a loaded model is the one
+/// that produced a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// As the user gave it: `bundled`, a directory or `ORG/NAME[@REV]`.
+    pub spec: String,
+    /// As dexar shows it (`bundled:toy` for the bundled model).
+    pub label: String,
+    /// The checkpoint directory (explain.json's `model.path`).
+    pub path: String,
+    /// SHA-256 of the parsed configuration as JSON.
+    pub config_sha256: String,
+    pub model_type: String,
+    pub text_model_type: String,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// Patch grid `[height, width]`.
+    pub grid: [usize; 2],
+    /// Weights precision and device it ran with.
+    pub dtype: String,
+    pub device: String,
+}
+
+impl ModelIdentity {
+    pub fn grid(&self) -> dexar_core::Grid {
+        dexar_core::Grid::new(self.grid[0], self.grid[1])
+    }
+
+    /// A short name for file names: the last part of the label, with
+    /// anything but letters, digits, `.`, `_` and `-` made `-`.
+    pub fn file_stem(&self) -> String {
+        let last = self
+            .label
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        let stem: String = last
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        match stem.trim_matches(['-', '.']) {
+            "" => "model".into(),
+            s => s.to_string(),
+        }
+    }
+}
+
+fn config_hash(ckpt: &Checkpoint) -> String {
+    let json = serde_json::to_vec(&ckpt.config).unwrap_or_default();
+    Sha256::digest(&json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Resolves and loads `spec` (the bundled model comes from `dexar-toy`).
@@ -49,6 +135,17 @@ mod tests {
         let m = open_model(&ModelSpec::Bundled, &LoadOptions::default()).unwrap();
         assert_eq!(m.label, "bundled:toy");
         assert_eq!(m.num_layers(), 3);
+        let id = m.identity();
+        assert_eq!((id.num_layers, id.num_heads, id.grid), (3, 4, [8, 8]));
+        assert_eq!(id.config_sha256.len(), 64);
+        assert_eq!(id.file_stem(), "bundled-toy");
+        let again = open_model(&ModelSpec::Bundled, &LoadOptions::default()).unwrap();
+        assert_eq!(again.identity(), id);
+        let hf = ModelIdentity {
+            label: "llava-hf/llava-1.5-7b-hf".into(),
+            ..id.clone()
+        };
+        assert_eq!(hf.file_stem(), "llava-1.5-7b-hf");
         let e = open_model(&"/no/such/model".parse().unwrap(), &LoadOptions::default())
             .err()
             .unwrap()

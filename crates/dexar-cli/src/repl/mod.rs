@@ -28,7 +28,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::args::{GraphicsArgs, LayerArgs, ModelArgs, PluginArgs, SamplingArgs, TopkArgs};
+use crate::args::{
+    GraphicsArgs, LayerArgs, ModelArgs, PluginArgs, RecordArgs, SamplingArgs, TopkArgs,
+};
 use crate::error::{CliError, CliResult};
 use complete::{
     ContinuationValidator, Names, ReplCompleter, ReplHighlighter, ReplHinter, ReplPrompt,
@@ -56,6 +58,8 @@ pub struct ReplArgs {
     pub topk: TopkArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 pub fn run(args: &ReplArgs) -> CliResult<()> {
@@ -88,7 +92,9 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         layers: args.layers.selection(),
         topk,
     };
-    let state = AppState::new(model, image, settings, plugins);
+    let mut state = AppState::new(model, image, settings, plugins);
+    let (recorder, record_note) = args.record.recorder(&state.identity)?;
+    state.set_recorder(recorder);
     let display = Display {
         graphics,
         size,
@@ -106,6 +112,9 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
     let mut repl = Repl::new(state, display, paint, cancel, names.clone());
     let mut out = std::io::stdout();
     let _ = out.write_all(repl.banner().as_bytes());
+    if let Some(note) = record_note {
+        let _ = writeln!(out, "{}", paint.warning(&note));
+    }
     if let Some(note) = ctrlc_note {
         let _ = writeln!(out, "{}", paint.warning(&note));
     }

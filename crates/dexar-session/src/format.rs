@@ -1,0 +1,571 @@
+//! The bytes of a session file, `dexar.session/1` (docs/SESSION_FORMAT.md).
+//!
+//! A file is the 16-byte line `dexar.session/1\n`, then records appended one
+//! after another. A record is a 16-byte frame (JSON length, payload length,
+//! CRC-32 of JSON + payload, CRC-32 of the frame's first 12 bytes; all
+//! little-endian u32), a JSON object and a payload. The JSON's `blobs` says
+//! where each array lies in the payload, with its dtype, shape and encoding,
+//! so the file reads with nothing but `json`, `zlib` and `numpy`.
+//!
+//! A writer killed half-way leaves a prefix of its last record: a frame cut
+//! short, or a complete frame whose record runs past the end of the file.
+//! Both are a torn tail, dropped with a warning. A complete record whose
+//! checksum fails is corruption, an error.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+/// The first 16 bytes of every session file of this version.
+pub const MAGIC: &[u8; 16] = b"dexar.session/1\n";
+/// What every version's first line starts with.
+const MAGIC_PREFIX: &[u8] = b"dexar.session/";
+/// The format's name, as records and documents spell it.
+pub const FORMAT: &str = "dexar.session/1";
+/// Bytes of a record's frame.
+pub const FRAME_LEN: usize = 16;
+/// Largest array a blob may describe, in elements (a guard against nonsense
+/// shapes in damaged files; a 7B trace buffer has under a million).
+const MAX_ELEMENTS: usize = 1 << 31;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FormatError {
+    #[error("not a dexar session file (it does not start with `dexar.session/`)")]
+    NotASession,
+    #[error("session format `{0}` is not supported; this dexar reads {FORMAT}")]
+    Version(String),
+    #[error("the file is truncated: it ends before its first record")]
+    Empty,
+    #[error("record {index} (byte {offset}) is corrupt: {reason}")]
+    Corrupt {
+        index: usize,
+        offset: usize,
+        reason: String,
+    },
+    #[error("blob `{name}`: {reason}")]
+    Blob { name: String, reason: String },
+    #[error("a record is too large to write ({0} bytes)")]
+    TooLarge(usize),
+}
+
+/// How the values of a blob are stored; the names are numpy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Dtype {
+    #[serde(rename = "<f4")]
+    F32,
+    #[serde(rename = "<f2")]
+    F16,
+    #[serde(rename = "|u1")]
+    U8,
+}
+
+impl Dtype {
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+            Dtype::U8 => 1,
+        }
+    }
+}
+
+/// How a blob's bytes are packed. `shuffle+deflate` stores byte 0 of every
+/// value, then byte 1 of every value, and so on (which puts the exponent
+/// bytes of floats side by side), then deflates that (zlib stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Encoding {
+    #[serde(rename = "raw")]
+    Raw,
+    #[serde(rename = "deflate")]
+    Deflate,
+    #[serde(rename = "shuffle+deflate")]
+    ShuffleDeflate,
+}
+
+/// Where an array lies in a record's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub length: usize,
+    pub encoding: Encoding,
+}
+
+/// The arrays of one record being written: their descriptions and payload.
+#[derive(Debug, Default)]
+pub struct Blobs {
+    pub info: BTreeMap<String, BlobInfo>,
+    pub payload: Vec<u8>,
+}
+
+impl Blobs {
+    /// Adds `values` stored as `dtype` (F32 or F16). Values f16 cannot hold
+    /// (beyond ±65504) keep f32, so no value becomes infinite.
+    pub fn add_floats(
+        &mut self,
+        name: &str,
+        values: &[f32],
+        shape: Vec<usize>,
+        dtype: Dtype,
+        encoding: Encoding,
+    ) {
+        let fits_f16 = || values.iter().all(|v| v.abs() <= 65504.0 || !v.is_finite());
+        let bytes: Vec<u8> = match dtype {
+            Dtype::F16 if fits_f16() => values
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        let dtype = if bytes.len() == values.len() * 2 {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        };
+        self.add(name, &bytes, shape, dtype, encoding);
+    }
+
+    /// Adds bytes as they are (`|u1`).
+    pub fn add_bytes(&mut self, name: &str, bytes: &[u8], shape: Vec<usize>, encoding: Encoding) {
+        self.add(name, bytes, shape, Dtype::U8, encoding);
+    }
+
+    fn add(&mut self, name: &str, bytes: &[u8], shape: Vec<usize>, dtype: Dtype, enc: Encoding) {
+        let stored = match enc {
+            Encoding::Raw => bytes.to_vec(),
+            Encoding::Deflate => deflate(bytes),
+            Encoding::ShuffleDeflate => deflate(&shuffle(bytes, dtype.size())),
+        };
+        self.info.insert(
+            name.to_string(),
+            BlobInfo {
+                dtype,
+                shape,
+                offset: self.payload.len(),
+                length: stored.len(),
+                encoding: enc,
+            },
+        );
+        self.payload.extend_from_slice(&stored);
+    }
+}
+
+fn deflate(bytes: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 2),
+        flate2::Compression::fast(),
+    );
+    // Writing to a Vec cannot fail.
+    let _ = z.write_all(bytes);
+    z.finish().unwrap_or_default()
+}
+
+/// Byte `k` of value `i` goes to `k * n + i`.
+fn shuffle(bytes: &[u8], size: usize) -> Vec<u8> {
+    let n = bytes.len() / size;
+    let mut out = vec![0u8; bytes.len()];
+    for (i, value) in bytes.chunks_exact(size).enumerate() {
+        for (k, &b) in value.iter().enumerate() {
+            out[k * n + i] = b;
+        }
+    }
+    out
+}
+
+fn unshuffle(bytes: &[u8], size: usize) -> Vec<u8> {
+    let n = bytes.len() / size;
+    let mut out = vec![0u8; bytes.len()];
+    for (i, value) in out.chunks_exact_mut(size).enumerate() {
+        for (k, b) in value.iter_mut().enumerate() {
+            *b = bytes[k * n + i];
+        }
+    }
+    out
+}
+
+/// The bytes of a blob, decoded and checked against its shape.
+fn blob_bytes(name: &str, info: &BlobInfo, payload: &[u8]) -> Result<Vec<u8>, FormatError> {
+    let bad = |reason: String| FormatError::Blob {
+        name: name.to_string(),
+        reason,
+    };
+    let elements = info
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .ok_or_else(|| bad(format!("shape {:?} is too large", info.shape)))?;
+    let expected = elements * info.dtype.size();
+    let stored = info
+        .offset
+        .checked_add(info.length)
+        .and_then(|end| payload.get(info.offset..end))
+        .ok_or_else(|| {
+            bad(format!(
+                "bytes {}..+{} lie outside the record's {} payload bytes",
+                info.offset,
+                info.length,
+                payload.len()
+            ))
+        })?;
+    let bytes = match info.encoding {
+        Encoding::Raw => stored.to_vec(),
+        Encoding::Deflate | Encoding::ShuffleDeflate => {
+            let mut out = Vec::with_capacity(expected);
+            // One byte more than expected tells a too-long stream apart.
+            flate2::read::ZlibDecoder::new(stored)
+                .take(expected as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("cannot inflate ({e})")))?;
+            out
+        }
+    };
+    if bytes.len() != expected {
+        return Err(bad(format!(
+            "{} bytes for shape {:?} of {:?}, expected {expected}",
+            bytes.len(),
+            info.shape,
+            info.dtype
+        )));
+    }
+    Ok(match info.encoding {
+        Encoding::ShuffleDeflate => unshuffle(&bytes, info.dtype.size()),
+        _ => bytes,
+    })
+}
+
+/// A float blob as f32 values.
+pub fn read_floats(name: &str, info: &BlobInfo, payload: &[u8]) -> Result<Vec<f32>, FormatError> {
+    let bytes = blob_bytes(name, info, payload)?;
+    Ok(match info.dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::U8 => {
+            return Err(FormatError::Blob {
+                name: name.to_string(),
+                reason: "holds bytes (|u1), not floats".into(),
+            })
+        }
+    })
+}
+
+/// A byte blob.
+pub fn read_bytes(name: &str, info: &BlobInfo, payload: &[u8]) -> Result<Vec<u8>, FormatError> {
+    if info.dtype != Dtype::U8 {
+        return Err(FormatError::Blob {
+            name: name.to_string(),
+            reason: format!("holds {:?} values, not bytes", info.dtype),
+        });
+    }
+    blob_bytes(name, info, payload)
+}
+
+/// A whole record: frame, JSON and payload. `json` is an object; `blobs`
+/// is added to it when there are any.
+pub fn encode_record(mut json: serde_json::Value, blobs: Blobs) -> Result<Vec<u8>, FormatError> {
+    if !blobs.info.is_empty() {
+        if let Some(obj) = json.as_object_mut() {
+            obj.insert(
+                "blobs".into(),
+                serde_json::to_value(&blobs.info).unwrap_or_default(),
+            );
+        }
+    }
+    let meta = serde_json::to_vec(&json).unwrap_or_default();
+    let total = meta.len() + blobs.payload.len();
+    let (Ok(meta_len), Ok(payload_len)) = (
+        u32::try_from(meta.len()),
+        u32::try_from(blobs.payload.len()),
+    ) else {
+        return Err(FormatError::TooLarge(total));
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&meta);
+    crc.update(&blobs.payload);
+    let mut out = Vec::with_capacity(FRAME_LEN + total);
+    out.extend_from_slice(&meta_len.to_le_bytes());
+    out.extend_from_slice(&payload_len.to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    let frame_crc = crc32fast::hash(&out[..12]);
+    out.extend_from_slice(&frame_crc.to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(&blobs.payload);
+    Ok(out)
+}
+
+/// One record as found in a file.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    pub index: usize,
+    /// Byte offset of its frame.
+    pub offset: usize,
+    pub json: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// What a file holds: its intact records, and where a torn tail was cut.
+#[derive(Debug)]
+pub struct Records<'a> {
+    pub records: Vec<RawRecord<'a>>,
+    /// Bytes of the intact part (magic and whole records).
+    pub intact_len: usize,
+    /// Why bytes after `intact_len` were dropped, if any were.
+    pub torn: Option<String>,
+}
+
+fn u32_at(data: &[u8], at: usize) -> usize {
+    let b = [data[at], data[at + 1], data[at + 2], data[at + 3]];
+    u32::from_le_bytes(b) as usize
+}
+
+/// Splits a file into records, checking magic, frames and checksums.
+pub fn split_records(data: &[u8]) -> Result<Records<'_>, FormatError> {
+    if data.len() < MAGIC.len() {
+        return Err(if MAGIC.starts_with(data) {
+            FormatError::Empty
+        } else {
+            FormatError::NotASession
+        });
+    }
+    let head = &data[..MAGIC.len()];
+    if head != MAGIC {
+        if !head.starts_with(MAGIC_PREFIX) {
+            return Err(FormatError::NotASession);
+        }
+        let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+        return Err(FormatError::Version(
+            String::from_utf8_lossy(line).into_owned(),
+        ));
+    }
+    let mut records = Vec::new();
+    let mut at = MAGIC.len();
+    let mut torn = None;
+    while at < data.len() {
+        let index = records.len();
+        let corrupt = |reason: String| FormatError::Corrupt {
+            index,
+            offset: at,
+            reason,
+        };
+        let rest = &data[at..];
+        if rest.len() < FRAME_LEN {
+            torn = Some(format!(
+                "a record's frame is cut short at byte {at} ({} of {FRAME_LEN} bytes)",
+                rest.len()
+            ));
+            break;
+        }
+        if crc32fast::hash(&rest[..12]) != u32_at(rest, 12) as u32 {
+            // A writer stopped by a power cut may leave zeros where the
+            // last record should be; that is a torn tail, not damage.
+            if rest.iter().all(|&b| b == 0) {
+                torn = Some(format!("{} zero bytes at byte {at}", rest.len()));
+                break;
+            }
+            return Err(corrupt("its frame checksum does not match".into()));
+        }
+        let (meta_len, payload_len) = (u32_at(rest, 0), u32_at(rest, 4));
+        let body_len = meta_len + payload_len;
+        let Some(body) = rest.get(FRAME_LEN..FRAME_LEN + body_len) else {
+            torn = Some(format!(
+                "the last record (byte {at}) is cut short: {} of {body_len} bytes",
+                rest.len() - FRAME_LEN
+            ));
+            break;
+        };
+        if crc32fast::hash(body) != u32_at(rest, 8) as u32 {
+            if FRAME_LEN + body_len == rest.len() {
+                torn = Some(format!(
+                    "the last record (byte {at}) was not completely written (checksum mismatch)"
+                ));
+                break;
+            }
+            return Err(corrupt("its checksum does not match its contents".into()));
+        }
+        records.push(RawRecord {
+            index,
+            offset: at,
+            json: &body[..meta_len],
+            payload: &body[meta_len..],
+        });
+        at += FRAME_LEN + body_len;
+    }
+    if records.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    Ok(Records {
+        intact_len: at,
+        records,
+        torn,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn file(records: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for r in records {
+            out.extend_from_slice(r);
+        }
+        out
+    }
+
+    fn record(n: u32) -> Vec<u8> {
+        let mut blobs = Blobs::default();
+        let values: Vec<f32> = (0..50)
+            .map(|i| (i as f32 * 0.37 + n as f32).sin())
+            .collect();
+        blobs.add_floats(
+            "v",
+            &values,
+            vec![5, 10],
+            Dtype::F32,
+            Encoding::ShuffleDeflate,
+        );
+        encode_record(json!({"type": "test", "n": n}), blobs).unwrap()
+    }
+
+    #[test]
+    fn floats_round_trip_in_every_encoding() {
+        let values: Vec<f32> = (0..257)
+            .map(|i| ((i as f32) * 0.731).sin() * 10f32.powi(i % 7 - 4))
+            .chain([0.0, -0.0, 1e-30, 7e4, f32::MIN_POSITIVE])
+            .collect();
+        for enc in [Encoding::Raw, Encoding::Deflate, Encoding::ShuffleDeflate] {
+            let mut b = Blobs::default();
+            b.add_floats("x", &values, vec![values.len()], Dtype::F32, enc);
+            let back = read_floats("x", &b.info["x"], &b.payload).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&back), bits(&values), "{enc:?}");
+        }
+        // f16 halves the bytes and rounds to 11 significant bits; a value
+        // beyond f16's range keeps the whole blob in f32.
+        let small: Vec<f32> = values.iter().map(|v| v.clamp(-100.0, 100.0)).collect();
+        let mut b = Blobs::default();
+        b.add_floats("h", &small, vec![small.len()], Dtype::F16, Encoding::Raw);
+        b.add_floats(
+            "big",
+            &values,
+            vec![values.len()],
+            Dtype::F16,
+            Encoding::Raw,
+        );
+        assert_eq!(b.info["h"].dtype, Dtype::F16);
+        assert_eq!(b.info["h"].length, small.len() * 2);
+        assert_eq!(b.info["big"].dtype, Dtype::F32);
+        let back = read_floats("h", &b.info["h"], &b.payload).unwrap();
+        for (a, b) in small.iter().zip(&back) {
+            // Half an ulp at 11 bits, or half the smallest subnormal step.
+            assert!(
+                (a - b).abs() <= a.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+                "{a} {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn shuffle_groups_bytes_by_significance() {
+        let bytes = [1, 2, 3, 4, 5, 6, 7, 8];
+        assert_eq!(shuffle(&bytes, 4), [1, 5, 2, 6, 3, 7, 4, 8]);
+        assert_eq!(unshuffle(&shuffle(&bytes, 2), 2), bytes);
+    }
+
+    #[test]
+    fn blobs_that_do_not_fit_their_shape_are_refused() {
+        let mut b = Blobs::default();
+        b.add_floats(
+            "x",
+            &[1.0, 2.0, 3.0],
+            vec![3],
+            Dtype::F32,
+            Encoding::Deflate,
+        );
+        let mut info = b.info["x"].clone();
+        info.shape = vec![4];
+        let e = read_floats("x", &info, &b.payload).unwrap_err().to_string();
+        assert!(e.contains("expected 16"), "{e}");
+        info.shape = vec![usize::MAX, 2];
+        assert!(read_floats("x", &info, &b.payload).is_err());
+        info = b.info["x"].clone();
+        info.length += 1;
+        let e = read_floats("x", &info, &b.payload).unwrap_err().to_string();
+        assert!(e.contains("outside"), "{e}");
+        assert!(read_bytes("x", &b.info["x"], &b.payload).is_err());
+    }
+
+    #[test]
+    fn records_split_and_a_torn_tail_is_dropped() {
+        let (a, b, c) = (record(1), record(2), record(3));
+        let whole = file(&[a.clone(), b.clone(), c.clone()]);
+        let r = split_records(&whole).unwrap();
+        assert_eq!(r.records.len(), 3);
+        assert!(r.torn.is_none());
+        assert_eq!(r.intact_len, whole.len());
+        let v: serde_json::Value = serde_json::from_slice(r.records[1].json).unwrap();
+        assert_eq!(v["n"], 2);
+        // Cut anywhere inside the last record: the first two survive.
+        let start_c = MAGIC.len() + a.len() + b.len();
+        for cut in [1, FRAME_LEN - 1, FRAME_LEN, FRAME_LEN + 3, c.len() - 1] {
+            let torn = &whole[..start_c + cut];
+            let r = split_records(torn).unwrap();
+            assert_eq!(r.records.len(), 2, "cut {cut}");
+            assert_eq!(r.intact_len, start_c, "cut {cut}");
+            assert!(r.torn.is_some(), "cut {cut}");
+        }
+        // Zeros where the last record should be (a power cut).
+        let mut zeroed = whole[..start_c].to_vec();
+        zeroed.extend(std::iter::repeat_n(0u8, c.len()));
+        assert_eq!(split_records(&zeroed).unwrap().records.len(), 2);
+        // The last record complete in length but with other bytes.
+        let mut last_bad = whole.clone();
+        let n = last_bad.len();
+        last_bad[n - 1] ^= 0x40;
+        let r = split_records(&last_bad).unwrap();
+        assert_eq!(r.records.len(), 2);
+        assert!(r.torn.unwrap().contains("checksum"));
+    }
+
+    #[test]
+    fn damage_in_the_middle_magic_and_version_are_errors() {
+        let (a, b, c) = (record(1), record(2), record(3));
+        let whole = file(&[a.clone(), b.clone(), c]);
+        let mut flipped = whole.clone();
+        flipped[MAGIC.len() + a.len() + FRAME_LEN + 5] ^= 1;
+        let e = split_records(&flipped).unwrap_err();
+        assert!(matches!(e, FormatError::Corrupt { index: 1, .. }), "{e}");
+        assert!(e.to_string().contains("checksum"), "{e}");
+        let mut frame = whole.clone();
+        frame[MAGIC.len() + 2] ^= 0x10;
+        assert!(matches!(
+            split_records(&frame).unwrap_err(),
+            FormatError::Corrupt { index: 0, .. }
+        ));
+        let mut v2 = whole.clone();
+        v2[..MAGIC.len()].copy_from_slice(b"dexar.session/2\n");
+        assert_eq!(
+            split_records(&v2).unwrap_err().to_string(),
+            "session format `dexar.session/2` is not supported; this dexar reads dexar.session/1"
+        );
+        assert_eq!(
+            split_records(b"\x89PNG\r\n\x1a\n0000000000").unwrap_err(),
+            FormatError::NotASession
+        );
+        for short in [&b""[..], &b"dexar.ses"[..], &MAGIC[..]] {
+            assert_eq!(split_records(short).unwrap_err(), FormatError::Empty);
+        }
+        assert_eq!(
+            split_records(b"hello").unwrap_err(),
+            FormatError::NotASession
+        );
+    }
+}
