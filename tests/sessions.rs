@@ -1,0 +1,663 @@
+//! End-to-end tests of recorded sessions: the REPL records by default, a
+//! recording killed mid-answer replays, `dexar replay` writes what `dexar
+//! explain` writes (maps equal to 1e-6), `dexar sessions` lists, `/load`
+//! works without the model, and damaged files are refused in one line.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dexar_tests::arg as s;
+
+fn tiny_llava() -> PathBuf {
+    dexar_tests::fixtures().join("tiny-llava")
+}
+
+fn square() -> PathBuf {
+    dexar_tests::fixtures().join("images/square.png")
+}
+
+/// A `dexar` command with its data directory (where sessions are
+/// recorded) and config in `home`.
+fn dexar_in(home: &Path) -> std::process::Command {
+    let mut cmd = dexar_tests::dexar();
+    cmd.env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("DEXAR_CONFIG")
+        .env_remove("DEXAR_GRAPHICS")
+        .env_remove("DEXAR_PLUGIN_PATH");
+    cmd
+}
+
+/// The REPL on the fixture model and image, `input` piped in.
+fn repl(home: &Path, args: &[&str], input: &str) -> Output {
+    let mut child = dexar_in(home)
+        .args(["--model", s(&tiny_llava()), "--image", s(&square())])
+        .args(["--graphics", "ascii", "--size", "16x8"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dexar runs");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("panicked"), "{err}");
+    o
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn sessions_dir(home: &Path) -> PathBuf {
+    home.join("data/dexar/sessions")
+}
+
+fn recorded(home: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(sessions_dir(home))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn json(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("explain.json")).unwrap()).unwrap()
+}
+
+/// Equal JSON, numbers within `tol`.
+fn assert_close(a: &Value, b: &Value, tol: f64, at: &str) {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+            assert!((x - y).abs() <= tol, "{at}: {x} vs {y}");
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            assert_eq!(x.len(), y.len(), "{at}: lengths");
+            for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                assert_close(x, y, tol, &format!("{at}[{i}]"));
+            }
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let keys = |o: &serde_json::Map<String, Value>| o.keys().cloned().collect::<Vec<_>>();
+            assert_eq!(keys(x), keys(y), "{at}: keys");
+            for (k, v) in x {
+                assert_close(v, &y[k], tol, &format!("{at}.{k}"));
+            }
+        }
+        _ => assert_eq!(a, b, "{at}"),
+    }
+}
+
+#[test]
+fn replay_writes_what_explain_writes_with_maps_equal_to_1e6() {
+    let home = tempfile::tempdir().unwrap();
+    let session = home.path().join("s.dexar");
+    let o = repl(
+        home.path(),
+        &["--max-tokens", "4", "--session", s(&session)],
+        "What is in the image?\n",
+    );
+    assert!(text(&o.stdout).contains(&format!("recording to {}", s(&session))));
+    assert!(recorded(home.path()).is_empty(), "--session names the file");
+    for layer_index in ["-2", "-10"] {
+        let (a, b) = (home.path().join("explain"), home.path().join("replay"));
+        let _ = std::fs::remove_dir_all(&a);
+        let _ = std::fs::remove_dir_all(&b);
+        let e = dexar_in(home.path())
+            .args([
+                "explain",
+                "--model",
+                s(&tiny_llava()),
+                "--image",
+                s(&square()),
+            ])
+            .args(["--prompt", "What is in the image?", "--max-tokens", "4"])
+            .args(["--layer-index", layer_index, "--out", s(&a)])
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{}", text(&e.stderr));
+        // No model: replay must not need one (a bad --model would be refused
+        // as an unknown flag anyway: replay has none).
+        let r = dexar_in(home.path())
+            .args([
+                "replay",
+                s(&session),
+                "--layer-index",
+                layer_index,
+                "--out",
+                s(&b),
+            ])
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", text(&r.stderr));
+        let (ja, jb) = (json(&a), json(&b));
+        assert_eq!(ja["tokens"].as_array().unwrap().len(), 4);
+        assert_close(&ja, &jb, 1e-6, "explain.json");
+        // The overlays: the same pictures (maps equal, drawn over the same view).
+        for strategy in ["dexar", "dexar-unfiltered", "raw-attention", "grad-x-attn"] {
+            for png in ["token_000.png", "token_003.png", "sentence.png"] {
+                let pa = image::open(a.join(strategy).join(png)).unwrap().to_rgb8();
+                let pb = image::open(b.join(strategy).join(png)).unwrap().to_rgb8();
+                assert_eq!(pa.dimensions(), pb.dimensions());
+                let worst = pa
+                    .as_raw()
+                    .iter()
+                    .zip(pb.as_raw())
+                    .map(|(x, y)| x.abs_diff(*y))
+                    .max()
+                    .unwrap();
+                assert!(worst <= 1, "{strategy}/{png}: {worst}");
+            }
+        }
+    }
+    // JSON to standard output, like explain.
+    let r = dexar_in(home.path())
+        .args([
+            "replay",
+            s(&session),
+            "--turn",
+            "1",
+            "--strategy",
+            "raw-attention",
+        ])
+        .args([
+            "--out",
+            s(&home.path().join("r2")),
+            "--json",
+            "-",
+            "--topk",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(doc["settings"]["topk"], 2);
+    assert_eq!(doc["settings"]["stop_reason"], "maxtokens");
+    let names: Vec<&String> = doc["strategies"].as_object().unwrap().keys().collect();
+    assert_eq!(names, ["dexar", "dexar-unfiltered", "raw-attention"]);
+}
+
+/// Standard output of a child, collected as it comes.
+fn collect(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = out.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    out
+}
+
+#[cfg(unix)]
+#[test]
+fn a_recording_killed_mid_answer_replays_every_streamed_token() {
+    let home = tempfile::tempdir().unwrap();
+    let mut child = dexar_in(home.path())
+        .args(["--model", s(&tiny_llava()), "--image", s(&square())])
+        .args(["--graphics", "ascii", "--max-tokens", "40"])
+        .env(dexar_session::STEP_DELAY_ENV, "400")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = collect(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"What is in the image?\n").unwrap();
+    // Kill (SIGKILL) once three tokens have streamed, mid-answer.
+    let start = Instant::now();
+    while !text(&out.lock().unwrap()).contains('₂') {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no tokens streamed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let streamed = text(&out.lock().unwrap());
+    assert!(
+        !streamed.contains("── "),
+        "the answer was still streaming: {streamed}"
+    );
+    let files = recorded(home.path());
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    let list = dexar_in(home.path()).arg("sessions").output().unwrap();
+    let listing = text(&list.stdout);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(
+        listing.contains("tiny-llava") && listing.contains("square.png"),
+        "{listing}"
+    );
+
+    let dir = home.path().join("replay");
+    let r = dexar_in(home.path())
+        .args(["replay", s(&files[0]), "--out", s(&dir)])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", text(&r.stderr));
+    let doc = json(&dir);
+    let tokens = doc["tokens"].as_array().unwrap();
+    // At most the token in flight is lost: every printed token is there.
+    assert!(tokens.len() >= 3, "{doc}");
+    assert_eq!(doc["settings"]["stop_reason"], "interrupted");
+    for (i, t) in tokens.iter().take(3).enumerate() {
+        let sub = "₀₁₂".chars().nth(i).unwrap();
+        let shown = format!("{}{sub}", t["text"].as_str().unwrap().trim_start());
+        assert!(streamed.contains(&shown), "{shown} not in {streamed}");
+    }
+}
+
+#[test]
+fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
+    let home = tempfile::tempdir().unwrap();
+    repl(home.path(), &["--no-record"], "What is in the image?\n");
+    assert!(recorded(home.path()).is_empty());
+    let o = repl(
+        home.path(),
+        &[],
+        "What is in the image?\n/clear\nWhat is it?\n",
+    );
+    let first = recorded(home.path());
+    assert_eq!(first.len(), 1);
+    assert!(text(&o.stdout).contains(&format!("recording to {}", s(&first[0]))));
+    std::thread::sleep(Duration::from_millis(20));
+    repl(home.path(), &[], "How many?\n");
+    let both = recorded(home.path());
+    assert_eq!(both.len(), 2);
+    let newer = both.iter().find(|p| **p != first[0]).unwrap();
+    let list = text(
+        &dexar_in(home.path())
+            .arg("sessions")
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    let rows: Vec<&str> = list.lines().collect();
+    assert!(rows[0].starts_with("date") && rows.len() == 3, "{list}");
+    assert!(rows[1].ends_with(s(newer)), "newest first: {list}");
+    // The first session: 2 turns (a cleared conversation starts another).
+    assert!(rows[2].contains("  2  "), "{list}");
+
+    // A data directory that cannot be made: one warning, the REPL goes on.
+    let blocker = home.path().join("file");
+    std::fs::write(&blocker, b"").unwrap();
+    let o = dexar_in(home.path())
+        .env("XDG_DATA_HOME", &blocker)
+        .args(["--model", s(&tiny_llava()), "--graphics", "ascii"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(b"What is in the image?\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success());
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("this conversation is not recorded"),
+        "{out}"
+    );
+    assert!(
+        out.contains("end of answer") || out.contains("max-tokens"),
+        "{out}"
+    );
+
+    // A --session file whose directory vanishes before the first answer.
+    let gone = home.path().join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let target = gone.join("s.dexar");
+    let mut child = dexar_in(home.path())
+        .args(["--model", s(&tiny_llava()), "--graphics", "ascii"])
+        .args(["--session", s(&target)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_dir(&gone).unwrap();
+    stdin
+        .write_all(b"What is in the image?\n/tokens\n")
+        .unwrap();
+    drop(stdin);
+    let out = text(&child.wait_with_output().unwrap().stdout);
+    assert!(
+        out.contains("warning: recording stopped: cannot write"),
+        "{out}"
+    );
+    assert!(out.contains("tokens of the last answer"), "{out}");
+
+    // An existing --session file is refused (nothing is overwritten).
+    let o = dexar_in(home.path())
+        .args(["--session", s(&first[0])])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("the file exists"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_session_loads_without_its_model_to_explore_and_re_explain() {
+    let home = tempfile::tempdir().unwrap();
+    let session = home.path().join("tiny.dexar");
+    repl(
+        home.path(),
+        &["--session", s(&session), "--max-tokens", "4"],
+        "What is in the image?\n",
+    );
+    // The bundled model is loaded; the session is of another one.
+    let saved = home.path().join("copy.dexar");
+    let script = format!(
+        "/load {}\n/tokens\n/show 0\n/show all --raw\n/strategy use raw-attention\n/compare dexar grad-x-attn 1\n\
+         /layers -1\n/show 1\nWhat color is it?\n/image {}\n/save {}\n/load {} 7\n/load /no/such.dexar\n",
+        s(&session),
+        s(&square()),
+        s(&saved),
+        s(&session)
+    );
+    let mut child = dexar_in(home.path())
+        .args(["--graphics", "ascii", "--size", "16x8", "--no-record"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for want in [
+        &format!("opened {} · 1 turns", s(&session))[..],
+        "is not loaded: explore and re-explain only",
+        "tokens of the last answer",
+        "dexar · token 0",
+        "whole answer",
+        "strategy raw-attention",
+        "grad-x-attn",
+        "maps now use layers 3-3",
+        "raw-attention · token 1",
+        "error: the model is not loaded",
+        "/model SPEC loads one",
+        &format!("wrote {}", s(&saved))[..],
+        "error: no turn 7: the session has turns 1-1",
+        "error: session /no/such.dexar: cannot read it (file not found)",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // /image needs the model too.
+    assert_eq!(
+        out.matches("error: the model is not loaded").count(),
+        2,
+        "{out}"
+    );
+    assert!(dexar_session::Session::open(&saved).is_ok());
+}
+
+/// Runs `dexar replay FILE` and returns (exit code, stderr).
+fn replay_of(home: &Path, bytes: &[u8]) -> (Option<i32>, String) {
+    let file = home.join("bad.dexar");
+    std::fs::write(&file, bytes).unwrap();
+    let o = dexar_in(home)
+        .args(["replay", s(&file), "--out", s(&home.join("out"))])
+        .output()
+        .unwrap();
+    (o.status.code(), text(&o.stderr))
+}
+
+#[test]
+fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() {
+    use dexar_session::format::{encode_record, split_records, Blobs, MAGIC};
+    let home = tempfile::tempdir().unwrap();
+    let session = home.path().join("s.dexar");
+    repl(
+        home.path(),
+        &["--session", s(&session), "--max-tokens", "4"],
+        "What is in the image?\n",
+    );
+    let whole = std::fs::read(&session).unwrap();
+    let split = split_records(&whole).unwrap();
+    let offsets: Vec<usize> = split.records.iter().map(|r| r.offset).collect();
+    // Re-frames records 0.. with `edit` applied to their JSON.
+    let rebuild = |keep: &dyn Fn(usize) -> bool, edit: &dyn Fn(usize, &mut Value)| {
+        let mut out = MAGIC.to_vec();
+        for (i, raw) in split.records.iter().enumerate().filter(|(i, _)| keep(*i)) {
+            let mut json: Value = serde_json::from_slice(raw.json).unwrap();
+            let mut blobs = Blobs {
+                payload: raw.payload.to_vec(),
+                ..Blobs::default()
+            };
+            if let Some(info) = json.as_object_mut().unwrap().remove("blobs") {
+                blobs.info = serde_json::from_value(info).unwrap();
+            }
+            edit(i, &mut json);
+            out.extend(encode_record(json, blobs).unwrap());
+        }
+        out
+    };
+    let mut corrupt_middle = whole.clone();
+    corrupt_middle[offsets[3] + 40] ^= 0xff;
+    let mut v2 = whole.clone();
+    v2[..16].copy_from_slice(b"dexar.session/2\n");
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (whole[..12].to_vec(), "the file is truncated"),
+        (
+            b"GIF89a not a session at all".to_vec(),
+            "not a dexar session file",
+        ),
+        (v2, "session format `dexar.session/2` is not supported"),
+        (corrupt_middle, "is corrupt: its checksum does not match"),
+        (
+            rebuild(&|_| true, &|i, j| {
+                if i == 0 {
+                    j["model"]["grid"] = serde_json::json!([2, 8]);
+                }
+            }),
+            "patch grid but the session's model",
+        ),
+        (
+            rebuild(&|i| i != 1, &|_, _| {}),
+            "the image block before it is missing",
+        ),
+    ];
+    for (bytes, want) in cases {
+        let (code, err) = replay_of(home.path(), &bytes);
+        assert_eq!(code, Some(2), "{want}: {err}");
+        assert!(
+            err.starts_with("error: session ") && err.contains(want),
+            "{want}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(!err.contains("panicked"));
+    }
+    // A torn last record: a warning, and the intact part is replayed.
+    let (code, err) = replay_of(home.path(), &whole[..whole.len() - 30]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.starts_with("warning: session ") && err.contains("cut short"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (code, err) = replay_of(home.path(), &whole);
+    assert_eq!(code, Some(0), "{err}");
+    let o = dexar_in(home.path())
+        .args([
+            "replay",
+            s(&session),
+            "--turn",
+            "3",
+            "--out",
+            s(&home.path().join("o")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("no turn 3: the session has turns 1-1"));
+}
+
+/// Chromium, if this machine has it.
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(name))
+                    .find(|p| p.is_file())
+            })
+        })
+}
+
+/// A headless Chromium run on `url` with its own empty profile.
+fn headless(browser: &Path, profile: &Path, args: &[&str], url: &str) -> Output {
+    std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=900,600",
+            "--virtual-time-budget=10000",
+        ])
+        .arg(format!("--user-data-dir={}", s(profile)))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("chromium runs")
+}
+
+#[test]
+fn the_html_export_shows_token_heatmaps_in_a_real_browser() {
+    let home = tempfile::tempdir().unwrap();
+    let session = home.path().join("s.dexar");
+    repl(
+        home.path(),
+        &["--session", s(&session), "--max-tokens", "4"],
+        "What is in the image?\n",
+    );
+    let page = home.path().join("page.html");
+    let o = dexar_in(home.path())
+        .args(["export", s(&session), "--html", s(&page)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("http://") && !html.contains("https://"));
+
+    let Some(browser) = chromium() else {
+        println!("skipped: no chromium on this machine (Debian: apt-get install chromium)");
+        return;
+    };
+    // The expected pixels: the token's DEX-AR map over the recorded view.
+    let recorded = dexar_session::Session::open(&session).unwrap();
+    let turn = &recorded.turns[0];
+    let view = dexar_session::image::enlarged(&recorded.conversations[0].image.model_view);
+    let num_layers = recorded.header.model.num_layers;
+    let trace = dexar_core::LayerSelection::default().restrict(&turn.steps[1], num_layers);
+    let map = dexar_core::builtin_strategy("dexar", 1)
+        .unwrap()
+        .token_map(&trace)
+        .unwrap()
+        .normalized();
+    let want = dexar_render::overlay(
+        &view,
+        &map,
+        trace.grid,
+        dexar_render::Colormap::Inferno,
+        0.6,
+    )
+    .unwrap();
+    let url = |fragment: &str| format!("file://{}#{fragment}", s(&page));
+    let shot = |name: &str, fragment: &str| {
+        let png = home.path().join(name);
+        let profile = tempfile::tempdir().unwrap();
+        let o = headless(
+            &browser,
+            profile.path(),
+            &[&format!("--screenshot={}", s(&png))],
+            &url(fragment),
+        );
+        assert!(png.is_file(), "no screenshot: {}", text(&o.stderr));
+        image::open(&png).unwrap().to_rgb8()
+    };
+    // Mean and worst channel difference over the view's area.
+    let compare = |got: &image::RgbImage, want: &image::RgbImage| {
+        let (w, h) = want.dimensions();
+        let (mut sum, mut worst, mut n) = (0u64, 0u8, 0u64);
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let d = got.get_pixel(x, y)[c].abs_diff(want.get_pixel(x, y)[c]);
+                    sum += u64::from(d);
+                    worst = worst.max(d);
+                    n += 1;
+                }
+            }
+        }
+        (sum as f64 / n as f64, worst)
+    };
+    let token = shot("token.png", "c=0&t=0&k=1&s=dexar");
+    let (mean, worst) = compare(&token, &want);
+    assert!(
+        mean < 2.0 && worst <= 24,
+        "token map: mean {mean}, worst {worst}"
+    );
+    let plain = shot("plain.png", "k=none");
+    let (mean, _) = compare(&plain, &view);
+    assert!(mean < 2.0, "plain image: mean {mean}");
+    let (mean, _) = compare(&plain, &want);
+    assert!(mean > 10.0, "the overlay changes the picture: mean {mean}");
+    let other = shot("raw.png", "c=0&t=0&k=1&s=raw-attention");
+    let (mean, _) = compare(&other, &want);
+    assert!(
+        mean > 2.0,
+        "the strategy switch changes the map: mean {mean}"
+    );
+
+    // The page's own state, as the script left it: ready, the token shown,
+    // tokens coloured by weight.
+    let profile = tempfile::tempdir().unwrap();
+    let dom = text(&headless(&browser, profile.path(), &["--dump-dom"], &url("k=2")).stdout);
+    assert!(dom.contains("data-ready=\"1\""), "{dom}");
+    assert!(dom.contains("data-shown=\"0/0/2/dexar\""), "{dom}");
+    assert!(dom.contains("class=\"tok sel\""), "{dom}");
+    assert!(dom.contains("background: rgba("), "{dom}");
+}
