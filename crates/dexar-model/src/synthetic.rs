@@ -55,6 +55,23 @@ pub fn synthetic_checkpoint(
     tokenizer: TextTokenizer,
     opts: &LoadOptions,
 ) -> Result<Checkpoint> {
+    synthetic_checkpoint_with_heads(spec, spec.hidden / 64, tokenizer, opts)
+}
+
+/// As [`synthetic_checkpoint`], with `heads` attention heads of
+/// `hidden / heads` dimensions (traces of a 32-head model at a fraction of
+/// its cost, e.g. for measuring the size of LLaVA-1.5-7B-shaped traces).
+pub fn synthetic_checkpoint_with_heads(
+    spec: SyntheticSpec,
+    heads: usize,
+    tokenizer: TextTokenizer,
+    opts: &LoadOptions,
+) -> Result<Checkpoint> {
+    if heads == 0 || spec.hidden % heads != 0 {
+        return Err(ModelError::Input(format!(
+            "synthetic model {spec}: {heads} heads do not divide the hidden size"
+        )));
+    }
     let image_token = tokenizer
         .token_to_id(IMAGE_MARKER)
         .ok_or_else(|| ModelError::Input(format!("the tokenizer has no {IMAGE_MARKER} token")))?;
@@ -67,7 +84,8 @@ pub fn synthetic_checkpoint(
         "vision_config": {"model_type": "clip_vision_model", "hidden_size": 256, "intermediate_size": 1024,
                           "num_hidden_layers": 4, "num_attention_heads": 4, "image_size": 336, "patch_size": 14},
         "text_config": {"model_type": "llama", "hidden_size": hidden, "intermediate_size": hidden * 8 / 3,
-                        "num_hidden_layers": spec.layers, "num_attention_heads": hidden / 64,
+                        "num_hidden_layers": spec.layers, "num_attention_heads": heads,
+                        "head_dim": hidden / heads,
                         "vocab_size": tokenizer.vocab_size(), "max_position_embeddings": 2048,
                         "tie_word_embeddings": true},
     });

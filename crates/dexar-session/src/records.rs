@@ -190,19 +190,27 @@ fn kind_of(b: u8) -> Option<PositionKind> {
     }
 }
 
+/// How trace buffers are packed (see docs/SESSION_FORMAT.md for the
+/// measurements behind the choice).
+pub const TRACE_ENCODING: Encoding = Encoding::ShuffleDeflate;
+
 /// A token record of `trace` and its blobs.
 pub fn token_record(turn: usize, trace: &StepTrace, dtype: TraceDtype) -> (Record, Blobs) {
-    let shape = vec![trace.layers.len(), trace.num_heads, trace.num_positions];
     let stored = dtype.for_values(trace.grads.len());
+    token_record_as(turn, trace, stored, TRACE_ENCODING)
+}
+
+/// A token record with its buffers stored as `dtype` and `encoding`.
+pub fn token_record_as(
+    turn: usize,
+    trace: &StepTrace,
+    dtype: Dtype,
+    encoding: Encoding,
+) -> (Record, Blobs) {
+    let shape = vec![trace.layers.len(), trace.num_heads, trace.num_positions];
     let mut blobs = Blobs::default();
     for (name, values) in [("grads", &trace.grads), ("attn", &trace.attn)] {
-        blobs.add_floats(
-            name,
-            values,
-            shape.clone(),
-            stored,
-            Encoding::ShuffleDeflate,
-        );
+        blobs.add_floats(name, values, shape.clone(), dtype, encoding);
     }
     let kinds: Vec<u8> = trace.kinds.iter().map(|&k| kind_byte(k)).collect();
     blobs.add_bytes("kinds", &kinds, vec![kinds.len()], Encoding::Deflate);
