@@ -661,3 +661,31 @@ fn the_html_export_shows_token_heatmaps_in_a_real_browser() {
     assert!(dom.contains("class=\"tok sel\""), "{dom}");
     assert!(dom.contains("background: rgba("), "{dom}");
 }
+
+#[test]
+fn the_example_session_replays_every_turn_and_exports() {
+    let example = dexar_tests::workspace().join("sessions/example.dexar");
+    let size = std::fs::metadata(&example).unwrap().len();
+    assert!(size < 2 * 1024 * 1024, "{size} bytes");
+    let session = dexar_session::Session::open(&example).unwrap();
+    assert!(session.warning.is_none());
+    assert_eq!(session.header.model.label, "bundled:toy");
+    let home = tempfile::tempdir().unwrap();
+    for turn in 1..=session.turns.len() {
+        let out = home.path().join(format!("turn{turn}"));
+        let turn = turn.to_string();
+        let o = dexar_in(home.path())
+            .args(["replay", s(&example), "--turn", &turn, "--out", s(&out)])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(out.join("dexar/sentence.png").is_file());
+    }
+    let page = home.path().join("example.html");
+    let o = dexar_in(home.path())
+        .args(["export", s(&example), "--html", s(&page)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("4 turns"), "{}", text(&o.stdout));
+}
