@@ -35,6 +35,9 @@ pub enum StateError {
     NoModel,
     #[error(transparent)]
     Session(#[from] crate::file::ReadError),
+    /// A turn of a session that is not there or cannot be shown.
+    #[error("{0}")]
+    Turn(String),
 }
 
 impl StateError {

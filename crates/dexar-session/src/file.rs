@@ -350,12 +350,16 @@ impl Session {
 impl Outline {
     /// The outline of a session file, without decoding traces.
     pub fn read(path: &Path) -> Result<Outline, ReadError> {
-        let data = read(path)?;
+        Self::parse(path, &read(path)?)
+    }
+
+    /// The outline of a session's bytes; `path` names it in messages.
+    pub fn parse(path: &Path, data: &[u8]) -> Result<Outline, ReadError> {
         let Typed {
             header,
             records,
             warning,
-        } = typed(path, &data)?;
+        } = typed(path, data)?;
         let mut outline = Outline {
             path: path.to_path_buf(),
             header,

@@ -25,8 +25,9 @@ pub const FORMAT: &str = "dexar.session/1";
 /// Bytes of a record's frame.
 pub const FRAME_LEN: usize = 16;
 /// Largest array a blob may describe, in elements (a guard against nonsense
-/// shapes in damaged files; a 7B trace buffer has under a million).
-const MAX_ELEMENTS: usize = 1 << 31;
+/// shapes and inflation bombs in damaged files; a 7B trace buffer has under
+/// a million, a 70B one some 40 million).
+const MAX_ELEMENTS: usize = 1 << 28;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FormatError {
@@ -212,7 +213,8 @@ fn blob_bytes(name: &str, info: &BlobInfo, payload: &[u8]) -> Result<Vec<u8>, Fo
     let bytes = match info.encoding {
         Encoding::Raw => stored.to_vec(),
         Encoding::Deflate | Encoding::ShuffleDeflate => {
-            let mut out = Vec::with_capacity(expected);
+            // Grown as the stream inflates, not reserved from a claimed shape.
+            let mut out = Vec::with_capacity(expected.min(stored.len().saturating_mul(4)));
             // One byte more than expected tells a too-long stream apart.
             flate2::read::ZlibDecoder::new(stored)
                 .take(expected as u64 + 1)

@@ -330,6 +330,12 @@ fn a_conversation_saves_and_loads_with_or_without_recording() {
     ask(&mut r, "how many shapes ?");
     let copy = dir.path().join("copy.dexar");
     r.save_session(&copy).unwrap();
+    let own = r.recording_path().unwrap();
+    let e = r.save_session(&own).unwrap_err();
+    assert!(
+        e.contains("is the file this conversation is recorded to"),
+        "{e}"
+    );
     assert_eq!(Session::open(&copy).unwrap().turns.len(), 2);
     // A loaded conversation continued while recording keeps its history.
     r.load_session(&session, None).unwrap();

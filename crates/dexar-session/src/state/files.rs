@@ -46,12 +46,12 @@ fn open_parts(
     let no_tokens = session.turns.iter().all(|t| t.steps.is_empty());
     let selected = match turn {
         None if no_tokens => None,
-        _ => Some(session.turn(turn).map_err(StateError::Strategy)?),
+        _ => Some(session.turn(turn).map_err(StateError::Turn)?),
     };
     let conversation_index = match selected {
         Some(t) => t.conversation,
         None => session.conversations.len().checked_sub(1).ok_or_else(|| {
-            StateError::Strategy(format!(
+            StateError::Turn(format!(
                 "session {} has no conversation to show",
                 session.path.display()
             ))
@@ -192,6 +192,15 @@ impl AppState {
     /// (earlier exchanges as text, the last answer with its traces).
     /// Returns the bytes written.
     pub fn save_session(&self, path: &Path) -> Result<u64, String> {
+        if let Some(recording) = self.recording_path() {
+            let same = |p: &Path| std::fs::canonicalize(p).ok();
+            if same(path).is_some() && same(path) == same(&recording) {
+                return Err(format!(
+                    "{} is the file this conversation is recorded to; choose another",
+                    path.display()
+                ));
+            }
+        }
         if self.answer_recorded {
             if let Some(r) = self.recorder().as_ref().filter(|r| r.bytes_written() > 0) {
                 return r.copy_to(path);
