@@ -439,7 +439,7 @@ fn replay_of(home: &Path, bytes: &[u8]) -> (Option<i32>, String) {
 
 #[test]
 fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() {
-    use dexar_session::format::{encode_record, split_records, Blobs, MAGIC};
+    use dexar_session::format::{encode_file, split_records};
     let home = tempfile::tempdir().unwrap();
     let session = home.path().join("s.dexar");
     repl(
@@ -450,22 +450,15 @@ fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() 
     let whole = std::fs::read(&session).unwrap();
     let split = split_records(&whole).unwrap();
     let offsets: Vec<usize> = split.records.iter().map(|r| r.offset).collect();
-    // Re-frames records 0.. with `edit` applied to their JSON.
+    // The file rewritten record by record: some left out, one JSON edited.
     let rebuild = |keep: &dyn Fn(usize) -> bool, edit: &dyn Fn(usize, &mut Value)| {
-        let mut out = MAGIC.to_vec();
-        for (i, raw) in split.records.iter().enumerate().filter(|(i, _)| keep(*i)) {
-            let mut json: Value = serde_json::from_slice(raw.json).unwrap();
-            let mut blobs = Blobs {
-                payload: raw.payload.to_vec(),
-                ..Blobs::default()
-            };
-            if let Some(info) = json.as_object_mut().unwrap().remove("blobs") {
-                blobs.info = serde_json::from_value(info).unwrap();
-            }
+        let records = split.records.iter().enumerate().filter(|(i, _)| keep(*i));
+        let edited = records.map(|(i, raw)| {
+            let (mut json, blobs) = raw.decode().unwrap();
             edit(i, &mut json);
-            out.extend(encode_record(json, blobs).unwrap());
-        }
-        out
+            (json, blobs)
+        });
+        encode_file(edited.collect::<Vec<_>>()).unwrap()
     };
     let mut corrupt_middle = whole.clone();
     corrupt_middle[offsets[3] + 40] ^= 0xff;

@@ -67,7 +67,7 @@ pub fn synthetic_checkpoint_with_heads(
     tokenizer: TextTokenizer,
     opts: &LoadOptions,
 ) -> Result<Checkpoint> {
-    if heads == 0 || spec.hidden % heads != 0 {
+    if heads == 0 || !spec.hidden.is_multiple_of(heads) {
         return Err(ModelError::Input(format!(
             "synthetic model {spec}: {heads} heads do not divide the hidden size"
         )));

@@ -94,7 +94,7 @@ pub struct BlobInfo {
 }
 
 /// The arrays of one record being written: their descriptions and payload.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Blobs {
     pub info: BTreeMap<String, BlobInfo>,
     pub payload: Vec<u8>,
@@ -310,6 +310,44 @@ pub struct RawRecord<'a> {
     pub offset: usize,
     pub json: &'a [u8],
     pub payload: &'a [u8],
+}
+
+impl RawRecord<'_> {
+    /// The record as [`encode_record`] takes it: its JSON without `blobs`,
+    /// and its blobs (to rewrite a file record by record).
+    pub fn decode(&self) -> Result<(serde_json::Value, Blobs), FormatError> {
+        let corrupt = |reason: String| FormatError::Corrupt {
+            index: self.index,
+            offset: self.offset,
+            reason,
+        };
+        let mut json: serde_json::Value = serde_json::from_slice(self.json)
+            .map_err(|e| corrupt(format!("its JSON does not parse ({e})")))?;
+        let info = match json.as_object_mut().and_then(|o| o.remove("blobs")) {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| corrupt(format!("its blobs are not described right ({e})")))?,
+            None => BTreeMap::new(),
+        };
+        Ok((
+            json,
+            Blobs {
+                info,
+                payload: self.payload.to_vec(),
+            },
+        ))
+    }
+}
+
+/// A whole file of `records` (JSON and blobs, as [`RawRecord::decode`]
+/// gives them).
+pub fn encode_file(
+    records: impl IntoIterator<Item = (serde_json::Value, Blobs)>,
+) -> Result<Vec<u8>, FormatError> {
+    let mut out = MAGIC.to_vec();
+    for (json, blobs) in records {
+        out.extend(encode_record(json, blobs)?);
+    }
+    Ok(out)
 }
 
 /// What a file holds: its intact records, and where a torn tail was cut.

@@ -50,9 +50,12 @@ fn record(dir: &Path, dtype: TraceDtype) -> std::path::PathBuf {
     s.recording_path().unwrap()
 }
 
+/// Turn, step and sampled values of one token, as Python printed them.
+type Values = (usize, usize, Vec<f64>);
+
 /// Runs the document's snippet on `path`, plus a loop printing every 7th
 /// gradient and attention value of each token.
-fn run(path: &Path) -> (Vec<String>, Vec<(usize, usize, Vec<f64>)>) {
+fn run(path: &Path) -> (Vec<String>, Vec<Values>) {
     let script = format!(
         "{}\nfor record, payload in records(sys.argv[1]):\n    if record['type'] == 'token':\n        \
          values = [float(v) for name in ('grads', 'attn') for v in array(record, payload, name).ravel()[::7]]\n        \

@@ -4,6 +4,7 @@
 
 use dexar_model::{LoadOptions, ModelSpec};
 use dexar_plugin::host::PluginRegistry;
+use dexar_session::format::{encode_file, split_records, Blobs};
 use dexar_session::recorder::Sink;
 use dexar_session::{
     open_model, AppState, Destination, LoadedImage, Recorder, Selection, Session, Settings,
@@ -240,7 +241,7 @@ fn a_full_disk_stops_recording_with_one_warning_and_keeps_the_file_whole() {
     // Where the 4th token record starts when there is room for everything
     // (records: header, image, turn, tokens...): the disk fills inside it.
     let whole = run(usize::MAX).1.bytes.lock().unwrap().clone();
-    let split = dexar_session::format::split_records(&whole).unwrap();
+    let split = split_records(&whole).unwrap();
     let (mut s, disk) = run(split.records[6].offset + 10);
     let first = s.answer.as_ref().unwrap().steps.clone();
     ask(&mut s, "how many shapes ?");
@@ -354,19 +355,6 @@ fn a_conversation_saves_and_loads_with_or_without_recording() {
     assert_eq!(reopened.turns, r.turns);
 }
 
-/// A session file made of the given records (for damaged files).
-fn craft(records: &[(serde_json::Value, dexar_session::format::Blobs)]) -> Vec<u8> {
-    let mut out = dexar_session::format::MAGIC.to_vec();
-    for (json, blobs) in records {
-        let b = dexar_session::format::Blobs {
-            info: blobs.info.clone(),
-            payload: blobs.payload.clone(),
-        };
-        out.extend(dexar_session::format::encode_record(json.clone(), b).unwrap());
-    }
-    out
-}
-
 #[test]
 fn damaged_files_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -402,51 +390,45 @@ fn damaged_files_are_refused_in_one_line() {
         .to_string();
     assert!(e.ends_with("cannot read it (file not found)"), "{e}");
 
-    // Traces of another grid than the session's model.
-    let mut other = s.identity.clone();
-    other.grid = [4, 4];
-    let bytes = {
-        let session = Session::open(&path).unwrap();
-        let header =
-            dexar_session::records::Record::Session(dexar_session::records::SessionHeader {
-                model: other,
-                ..session.header.clone()
+    // Files rewritten record by record, one thing changed.
+    let records: Vec<(serde_json::Value, Blobs)> = split_records(&whole)
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| r.decode().unwrap())
+        .collect();
+    let rewritten = |edit: &dyn Fn(usize, &mut serde_json::Value, &mut Blobs) -> bool| {
+        let mut records = records.clone();
+        let kept = records
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, (json, blobs))| {
+                edit(i, json, blobs).then(|| (json.clone(), blobs.clone()))
             });
-        let mut parts = vec![(header.to_json(), Default::default())];
-        // Every record of the real file after its header, as it is.
-        let split = dexar_session::format::split_records(&whole).unwrap();
-        for raw in &split.records[1..] {
-            let json: serde_json::Value = serde_json::from_slice(raw.json).unwrap();
-            let mut blobs = dexar_session::format::Blobs::default();
-            blobs.payload = raw.payload.to_vec();
-            let mut json = json;
-            if let Some(info) = json.as_object_mut().and_then(|o| o.remove("blobs")) {
-                blobs.info = serde_json::from_value(info).unwrap();
-            }
-            parts.push((json, blobs));
-        }
-        craft(&parts)
+        encode_file(kept.collect::<Vec<_>>()).unwrap()
     };
+    // Traces of another grid than the session's model.
+    let other_grid = rewritten(&|i, json, _| {
+        if i == 0 {
+            json["model"]["grid"] = serde_json::json!([4, 4]);
+        }
+        true
+    });
     check(
-        &bytes,
+        &other_grid,
         "has a 8x8 patch grid but the session's model bundled:toy has 4x4",
     );
-
     // A turn with no image record before it.
-    let split = dexar_session::format::split_records(&whole).unwrap();
-    let json =
-        |i: usize| -> serde_json::Value { serde_json::from_slice(split.records[i].json).unwrap() };
-    let no_image = craft(&[(json(0), Default::default()), (json(2), Default::default())]);
     check(
-        &no_image,
+        &rewritten(&|i, _, _| i != 1),
         "turn 1 has no image: the image block before it is missing",
     );
     // An image record without its view.
-    let mut image = json(1);
-    image["blobs"].as_object_mut().unwrap().remove("view");
-    let mut blobs = dexar_session::format::Blobs::default();
-    blobs.payload = split.records[1].payload.to_vec();
-    blobs.info = serde_json::from_value(image["blobs"].take()).unwrap();
-    let no_view = craft(&[(json(0), Default::default()), (image, blobs)]);
+    let no_view = rewritten(&|i, _, blobs| {
+        if i == 1 {
+            blobs.info.remove("view");
+        }
+        true
+    });
     check(&no_view, "the image of conversation 1 has no `view` block");
 }
