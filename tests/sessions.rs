@@ -35,22 +35,25 @@ fn dexar_in(home: &Path) -> std::process::Command {
 
 /// The REPL on the fixture model and image, `input` piped in.
 fn repl(home: &Path, args: &[&str], input: &str) -> Output {
-    let mut child = dexar_in(home)
-        .args(["--model", s(&tiny_llava()), "--image", s(&square())])
+    let mut cmd = dexar_in(home);
+    cmd.args(["--model", s(&tiny_llava()), "--image", s(&square())])
         .args(["--graphics", "ascii", "--size", "16x8"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dexar runs");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input.as_bytes()).unwrap();
-    drop(stdin);
-    let o = child.wait_with_output().unwrap();
+        .args(args);
+    let o = dexar_tests::run_with_input(&mut cmd, input.as_bytes());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && !err.contains("panicked"), "{err}");
     o
+}
+
+/// A session of one four-token answer recorded to `home/NAME`.
+fn record_tiny(home: &Path, name: &str) -> PathBuf {
+    let session = home.join(name);
+    repl(
+        home,
+        &["--session", s(&session), "--max-tokens", "4"],
+        "What is in the image?\n",
+    );
+    session
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -298,20 +301,10 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
     // A data directory that cannot be made: one warning, the REPL goes on.
     let blocker = home.path().join("file");
     std::fs::write(&blocker, b"").unwrap();
-    let o = dexar_in(home.path())
-        .env("XDG_DATA_HOME", &blocker)
-        .args(["--model", s(&tiny_llava()), "--graphics", "ascii"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(b"What is in the image?\n")?;
-            c.wait_with_output()
-        })
-        .unwrap();
+    let mut cmd = dexar_in(home.path());
+    cmd.env("XDG_DATA_HOME", &blocker)
+        .args(["--model", s(&tiny_llava()), "--graphics", "ascii"]);
+    let o = dexar_tests::run_with_input(&mut cmd, b"What is in the image?\n");
     let out = text(&o.stdout);
     assert!(o.status.success());
     let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
@@ -367,12 +360,7 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
 #[test]
 fn a_session_loads_without_its_model_to_explore_and_re_explain() {
     let home = tempfile::tempdir().unwrap();
-    let session = home.path().join("tiny.dexar");
-    repl(
-        home.path(),
-        &["--session", s(&session), "--max-tokens", "4"],
-        "What is in the image?\n",
-    );
+    let session = record_tiny(home.path(), "tiny.dexar");
     // The bundled model is loaded; the session is of another one.
     let saved = home.path().join("copy.dexar");
     let script = format!(
@@ -383,20 +371,9 @@ fn a_session_loads_without_its_model_to_explore_and_re_explain() {
         s(&saved),
         s(&session)
     );
-    let mut child = dexar_in(home.path())
-        .args(["--graphics", "ascii", "--size", "16x8", "--no-record"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let mut cmd = dexar_in(home.path());
+    cmd.args(["--graphics", "ascii", "--size", "16x8", "--no-record"]);
+    let o = dexar_tests::run_with_input(&mut cmd, script.as_bytes());
     let out = text(&o.stdout);
     assert!(o.status.success(), "{}", text(&o.stderr));
     for want in [
@@ -441,12 +418,7 @@ fn replay_of(home: &Path, bytes: &[u8]) -> (Option<i32>, String) {
 fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() {
     use dexar_session::format::{encode_file, split_records};
     let home = tempfile::tempdir().unwrap();
-    let session = home.path().join("s.dexar");
-    repl(
-        home.path(),
-        &["--session", s(&session), "--max-tokens", "4"],
-        "What is in the image?\n",
-    );
+    let session = record_tiny(home.path(), "s.dexar");
     let whole = std::fs::read(&session).unwrap();
     let split = split_records(&whole).unwrap();
     let offsets: Vec<usize> = split.records.iter().map(|r| r.offset).collect();
@@ -560,12 +532,7 @@ fn headless(browser: &Path, profile: &Path, args: &[&str], url: &str) -> Output 
 #[test]
 fn the_html_export_shows_token_heatmaps_in_a_real_browser() {
     let home = tempfile::tempdir().unwrap();
-    let session = home.path().join("s.dexar");
-    repl(
-        home.path(),
-        &["--session", s(&session), "--max-tokens", "4"],
-        "What is in the image?\n",
-    );
+    let session = record_tiny(home.path(), "s.dexar");
     let page = home.path().join("page.html");
     let o = dexar_in(home.path())
         .args(["export", s(&session), "--html", s(&page)])

@@ -87,6 +87,24 @@ pub fn run(args: &[&str]) -> std::process::Output {
     dexar().args(args).output().expect("dexar runs")
 }
 
+/// Runs `cmd` to the end with `input` on its standard input and its output
+/// collected.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A command that exits early may close its end; what it read is enough.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("the command ends")
+}
+
 /// A path as a command-line argument.
 pub fn arg(p: &Path) -> &str {
     s(p)

@@ -232,11 +232,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             grid: [cfg.grid().height, cfg.grid().width],
         },
         settings: Settings {
-            mode: if args.target.is_some() {
-                "teacher-forced"
-            } else {
-                "generate"
-            },
+            mode: Settings::mode(args.target.is_some()),
             layer_index: args.layers.layer_index,
             layers_used: layers.collect(),
             topk: output.topk,

@@ -43,6 +43,17 @@ pub struct Settings {
     pub stop_reason: String,
 }
 
+impl Settings {
+    /// `settings.mode`: how the answer came about.
+    pub fn mode(teacher_forced: bool) -> &'static str {
+        if teacher_forced {
+            "teacher-forced"
+        } else {
+            "generate"
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct PromptInfo {
     pub text: String,

@@ -162,11 +162,7 @@ pub fn replay(args: &ReplayArgs) -> CliResult<()> {
             grid: id.grid,
         },
         settings: Settings {
-            mode: if record.target.is_some() {
-                "teacher-forced"
-            } else {
-                "generate"
-            },
+            mode: Settings::mode(record.target.is_some()),
             layer_index: args.layers.layer_index,
             layers_used: used.collect(),
             topk: output.topk,

@@ -12,9 +12,7 @@
 //! in docs/SESSION_FORMAT.md.
 
 use dexar_core::{builtin_strategy, StepTrace, TokenMap, BUILTIN_NAMES};
-use dexar_model::{
-    generate_traced, Checkpoint, GenerationSettings, LoadOptions, Mode, SyntheticSpec,
-};
+use dexar_model::{Checkpoint, GenerationSettings, LoadOptions, Mode, SyntheticSpec};
 use dexar_session::format::{encode_record, Dtype, Encoding};
 use dexar_session::records::{token_record_as, Record};
 use std::sync::atomic::AtomicBool;
@@ -31,19 +29,18 @@ fn traces(ckpt: &Checkpoint, questions: &[&str], max_tokens: usize) -> Vec<StepT
             layers: 0..ckpt.config.text.num_hidden_layers,
             ..GenerationSettings::default()
         };
-        generate_traced(
+        let cancel = AtomicBool::new(false);
+        let outcome = dexar_session::generate(
             ckpt,
             &prompt,
             &features,
             &settings,
             &Mode::Generate,
-            &AtomicBool::new(false),
-            &mut |step| {
-                all.push(step.trace);
-                true
-            },
-        )
-        .expect("generation");
+            &cancel,
+            &mut |_| {},
+        );
+        outcome.result.expect("generation");
+        all.extend(outcome.steps);
     }
     all
 }

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::format::{encode_record, Blobs, FormatError, FORMAT, MAGIC};
+use crate::image::LoadedImage;
 use crate::model::ModelIdentity;
 use crate::records::{
     token_record, EndRecord, HistoryTurn, ImageRecord, Record, SessionHeader, TraceDtype,
@@ -53,17 +54,6 @@ impl Sink for File {
     fn sync(&mut self) -> std::io::Result<()> {
         self.sync_data()
     }
-}
-
-/// The image a conversation is about, as a recorder stores it.
-pub struct ImageToRecord<'a> {
-    pub label: &'a str,
-    pub width: u32,
-    pub height: u32,
-    pub original: &'a [u8],
-    pub original_format: &'a str,
-    /// What the model saw, at its resolution.
-    pub view: &'a image::RgbImage,
 }
 
 enum State {
@@ -111,18 +101,22 @@ impl Recorder {
             }
         }
         let path = plan_path(&destination, model, 0);
-        Ok(Self {
+        Ok(Self::fresh(destination, path, dtype, State::Planned))
+    }
+
+    fn fresh(destination: Destination, path: PathBuf, dtype: TraceDtype, state: State) -> Self {
+        Self {
             destination,
             path,
             dtype,
-            state: State::Planned,
+            state,
             written: 0,
             turns: 0,
             in_turn: false,
             conversations: 0,
             new_conversation: true,
             warnings: Vec::new(),
-        })
+        }
     }
 
     /// A recorder appending to `sink` (a copy in memory, or in tests a
@@ -133,18 +127,8 @@ impl Recorder {
         model: &ModelIdentity,
         dtype: TraceDtype,
     ) -> Self {
-        let mut recorder = Self {
-            destination: Destination::File(path.clone()),
-            path,
-            dtype,
-            state: State::Open(sink),
-            written: 0,
-            turns: 0,
-            in_turn: false,
-            conversations: 0,
-            new_conversation: true,
-            warnings: Vec::new(),
-        };
+        let destination = Destination::File(path.clone());
+        let mut recorder = Self::fresh(destination, path, dtype, State::Open(sink));
         recorder.write_header(model);
         recorder
     }
@@ -194,7 +178,7 @@ impl Recorder {
     pub fn begin_turn(
         &mut self,
         model: &ModelIdentity,
-        image: &ImageToRecord<'_>,
+        image: &LoadedImage,
         history: &[HistoryTurn],
         turn: &TurnRecord,
     ) -> usize {
@@ -366,33 +350,26 @@ fn plan_path(destination: &Destination, model: &ModelIdentity, attempt: usize) -
     }
 }
 
-/// The image record of conversation `n` and its blobs.
-pub fn image_record(
-    n: usize,
-    image: &ImageToRecord<'_>,
-    history: &[HistoryTurn],
-) -> (Record, Blobs) {
+/// The image record of conversation `n` (the image file's bytes and what
+/// the model saw) and its blobs.
+pub fn image_record(n: usize, image: &LoadedImage, history: &[HistoryTurn]) -> (Record, Blobs) {
     use crate::format::Encoding;
+    let (original, original_format) = image.original_bytes();
     let mut blobs = Blobs::default();
-    blobs.add_bytes(
-        "original",
-        image.original,
-        vec![image.original.len()],
-        Encoding::Raw,
-    );
-    let (w, h) = image.view.dimensions();
+    blobs.add_bytes("original", &original, vec![original.len()], Encoding::Raw);
+    let (w, h) = image.model_view.dimensions();
     blobs.add_bytes(
         "view",
-        image.view.as_raw(),
+        image.model_view.as_raw(),
         vec![h as usize, w as usize, 3],
         Encoding::Deflate,
     );
     let record = Record::Image(ImageRecord {
         conversation: n,
-        label: image.label.to_string(),
-        width: image.width,
-        height: image.height,
-        original_format: image.original_format.to_string(),
+        label: image.label.clone(),
+        width: image.image.width(),
+        height: image.image.height(),
+        original_format,
         history: history.to_vec(),
         blobs: Default::default(),
     });

@@ -4,14 +4,11 @@
 //! dexar's own. Skipped, with the reason printed, where `python3` with
 //! `numpy` is not installed.
 
-use dexar_model::{LoadOptions, ModelSpec};
-use dexar_plugin::host::PluginRegistry;
-use dexar_session::{
-    open_model, AppState, Destination, LoadedImage, Recorder, Session, Settings, TraceDtype,
-};
+mod common;
+
+use dexar_session::{Session, TraceDtype};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
 
 /// The first ```python block of the format document.
 fn snippet() -> String {
@@ -32,20 +29,9 @@ fn python_with_numpy() -> bool {
 }
 
 fn record(dir: &Path, dtype: TraceDtype) -> std::path::PathBuf {
-    let model = open_model(&ModelSpec::Bundled, &LoadOptions::default()).unwrap();
-    let image = LoadedImage::bundled_default(&model.ckpt).unwrap();
-    let mut s = AppState::new(model, image, Settings::default(), PluginRegistry::default());
-    let r = Recorder::new(
-        Destination::Directory(dir.to_path_buf()),
-        &s.identity,
-        dtype,
-    )
-    .unwrap();
-    s.set_recorder(Some(r));
+    let mut s = common::recording(dir, dtype);
     for q in ["describe the image", "what color is the circle ?"] {
-        let ask = s.prepare_ask(q, None).unwrap();
-        let outcome = s.stream(&ask, &AtomicBool::new(false), &mut |_| {});
-        s.record(ask, outcome);
+        common::ask(&mut s, q);
     }
     s.recording_path().unwrap()
 }

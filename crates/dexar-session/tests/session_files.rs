@@ -2,46 +2,20 @@
 //! as it streams reads back bit for bit, opens without the model, survives
 //! a torn tail and a failing disk, and damaged files are refused in one line.
 
+mod common;
+
+use common::{ask, recording, state};
 use dexar_model::{LoadOptions, ModelSpec};
 use dexar_plugin::host::PluginRegistry;
 use dexar_session::format::{encode_file, split_records, Blobs};
 use dexar_session::recorder::Sink;
 use dexar_session::{
-    open_model, AppState, Destination, LoadedImage, Recorder, Selection, Session, Settings,
-    StateError, TraceDtype,
+    open_model, AppState, Destination, Recorder, Selection, Session, Settings, StateError,
+    TraceDtype,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-
-fn state() -> AppState {
-    let model = open_model(&ModelSpec::Bundled, &LoadOptions::default()).unwrap();
-    let image = LoadedImage::bundled_default(&model.ckpt).unwrap();
-    let settings = Settings {
-        max_tokens: 5,
-        ..Settings::default()
-    };
-    AppState::new(model, image, settings, PluginRegistry::default())
-}
-
-fn recording(dir: &Path, dtype: TraceDtype) -> AppState {
-    let mut s = state();
-    let r = Recorder::new(
-        Destination::Directory(dir.to_path_buf()),
-        &s.identity,
-        dtype,
-    )
-    .unwrap();
-    s.set_recorder(Some(r));
-    s
-}
-
-fn ask(s: &mut AppState, question: &str) {
-    let ask = s.prepare_ask(question, None).unwrap();
-    let outcome = s.stream(&ask, &AtomicBool::new(false), &mut |_| {});
-    assert!(outcome.result.is_ok());
-    s.record(ask, outcome);
-}
 
 fn target(s: &mut AppState, answer: &str) {
     let ask = s.prepare_target(answer).unwrap();

@@ -14,7 +14,7 @@ use crate::error::StateError;
 use crate::file::Session;
 use crate::image::LoadedImage;
 use crate::model::{LoadedModel, ModelIdentity};
-use crate::recorder::{ImageToRecord, Recorder, Sink};
+use crate::recorder::{Recorder, Sink};
 use crate::records::{EndRecord, HistoryTurn, TraceDtype};
 
 /// What a state takes from a session.
@@ -166,22 +166,13 @@ impl AppState {
         let Some(recorder) = guard.as_mut() else {
             return;
         };
-        let (original, format) = self.image.original_bytes();
-        let image = ImageToRecord {
-            label: &self.image.label,
-            width: self.image.image.width(),
-            height: self.image.image.height(),
-            original: &original,
-            original_format: &format,
-            view: &self.image.model_view,
-        };
         let earlier = match ask.target {
             Some(_) => &self.turns[..self.turns.len().saturating_sub(1)],
             None => &self.turns[..],
         };
         recorder.begin_turn(
             &self.identity,
-            &image,
+            &self.image,
             &history(earlier),
             &self.turn_record(ask),
         );
@@ -216,17 +207,8 @@ impl AppState {
             &self.identity,
             TraceDtype::F32,
         );
-        let (original, format) = self.image.original_bytes();
-        let image = ImageToRecord {
-            label: &self.image.label,
-            width: self.image.image.width(),
-            height: self.image.image.height(),
-            original: &original,
-            original_format: &format,
-            view: &self.image.model_view,
-        };
         let earlier = &self.turns[..self.turns.len().saturating_sub(1)];
-        recorder.begin_turn(&self.identity, &image, &history(earlier), &answer.turn);
+        recorder.begin_turn(&self.identity, &self.image, &history(earlier), &answer.turn);
         for step in &answer.steps {
             recorder.token(step);
         }
