@@ -2,15 +2,16 @@
 //! recording killed mid-answer replays, `dexar replay` writes what `dexar
 //! explain` writes (maps equal to 1e-6), `dexar sessions` lists, `/load`
 //! works without the model, and damaged files are refused in one line.
+//! The HTML export is tested in export_html.rs.
 
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dexar_tests::arg as s;
+use dexar_tests::{arg as s, dexar_at, record_session, repl_at, text};
 
 fn tiny_llava() -> PathBuf {
     dexar_tests::fixtures().join("tiny-llava")
@@ -18,46 +19,6 @@ fn tiny_llava() -> PathBuf {
 
 fn square() -> PathBuf {
     dexar_tests::fixtures().join("images/square.png")
-}
-
-/// A `dexar` command with its data directory (where sessions are
-/// recorded) and config in `home`.
-fn dexar_in(home: &Path) -> std::process::Command {
-    let mut cmd = dexar_tests::dexar();
-    cmd.env("HOME", home)
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env_remove("DEXAR_CONFIG")
-        .env_remove("DEXAR_GRAPHICS")
-        .env_remove("DEXAR_PLUGIN_PATH");
-    cmd
-}
-
-/// The REPL on the fixture model and image, `input` piped in.
-fn repl(home: &Path, args: &[&str], input: &str) -> Output {
-    let mut cmd = dexar_in(home);
-    cmd.args(["--model", s(&tiny_llava()), "--image", s(&square())])
-        .args(["--graphics", "ascii", "--size", "16x8"])
-        .args(args);
-    let o = dexar_tests::run_with_input(&mut cmd, input.as_bytes());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success() && !err.contains("panicked"), "{err}");
-    o
-}
-
-/// A session of one four-token answer recorded to `home/NAME`.
-fn record_tiny(home: &Path, name: &str) -> PathBuf {
-    let session = home.join(name);
-    repl(
-        home,
-        &["--session", s(&session), "--max-tokens", "4"],
-        "What is in the image?\n",
-    );
-    session
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn sessions_dir(home: &Path) -> PathBuf {
@@ -104,7 +65,7 @@ fn assert_close(a: &Value, b: &Value, tol: f64, at: &str) {
 fn replay_writes_what_explain_writes_with_maps_equal_to_1e6() {
     let home = tempfile::tempdir().unwrap();
     let session = home.path().join("s.dexar");
-    let o = repl(
+    let o = repl_at(
         home.path(),
         &["--max-tokens", "4", "--session", s(&session)],
         "What is in the image?\n",
@@ -115,7 +76,7 @@ fn replay_writes_what_explain_writes_with_maps_equal_to_1e6() {
         let (a, b) = (home.path().join("explain"), home.path().join("replay"));
         let _ = std::fs::remove_dir_all(&a);
         let _ = std::fs::remove_dir_all(&b);
-        let e = dexar_in(home.path())
+        let e = dexar_at(home.path())
             .args([
                 "explain",
                 "--model",
@@ -130,7 +91,7 @@ fn replay_writes_what_explain_writes_with_maps_equal_to_1e6() {
         assert!(e.status.success(), "{}", text(&e.stderr));
         // No model: replay must not need one (a bad --model would be refused
         // as an unknown flag anyway: replay has none).
-        let r = dexar_in(home.path())
+        let r = dexar_at(home.path())
             .args([
                 "replay",
                 s(&session),
@@ -163,7 +124,7 @@ fn replay_writes_what_explain_writes_with_maps_equal_to_1e6() {
         }
     }
     // JSON to standard output, like explain.
-    let r = dexar_in(home.path())
+    let r = dexar_at(home.path())
         .args([
             "replay",
             s(&session),
@@ -210,7 +171,7 @@ fn collect(child: &mut Child) -> Arc<Mutex<Vec<u8>>> {
 #[test]
 fn a_recording_killed_mid_answer_replays_every_streamed_token() {
     let home = tempfile::tempdir().unwrap();
-    let mut child = dexar_in(home.path())
+    let mut child = dexar_at(home.path())
         .args(["--model", s(&tiny_llava()), "--image", s(&square())])
         .args(["--graphics", "ascii", "--max-tokens", "40"])
         .env(dexar_session::STEP_DELAY_ENV, "400")
@@ -241,7 +202,7 @@ fn a_recording_killed_mid_answer_replays_every_streamed_token() {
     let files = recorded(home.path());
     assert_eq!(files.len(), 1, "{files:?}");
 
-    let list = dexar_in(home.path()).arg("sessions").output().unwrap();
+    let list = dexar_at(home.path()).arg("sessions").output().unwrap();
     let listing = text(&list.stdout);
     assert!(list.status.success(), "{}", text(&list.stderr));
     assert!(
@@ -250,7 +211,7 @@ fn a_recording_killed_mid_answer_replays_every_streamed_token() {
     );
 
     let dir = home.path().join("replay");
-    let r = dexar_in(home.path())
+    let r = dexar_at(home.path())
         .args(["replay", s(&files[0]), "--out", s(&dir)])
         .output()
         .unwrap();
@@ -270,9 +231,9 @@ fn a_recording_killed_mid_answer_replays_every_streamed_token() {
 #[test]
 fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
     let home = tempfile::tempdir().unwrap();
-    repl(home.path(), &["--no-record"], "What is in the image?\n");
+    repl_at(home.path(), &["--no-record"], "What is in the image?\n");
     assert!(recorded(home.path()).is_empty());
-    let o = repl(
+    let o = repl_at(
         home.path(),
         &[],
         "What is in the image?\n/clear\nWhat is it?\n",
@@ -281,12 +242,12 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
     assert_eq!(first.len(), 1);
     assert!(text(&o.stdout).contains(&format!("recording to {}", s(&first[0]))));
     std::thread::sleep(Duration::from_millis(20));
-    repl(home.path(), &[], "How many?\n");
+    repl_at(home.path(), &[], "How many?\n");
     let both = recorded(home.path());
     assert_eq!(both.len(), 2);
     let newer = both.iter().find(|p| **p != first[0]).unwrap();
     let list = text(
-        &dexar_in(home.path())
+        &dexar_at(home.path())
             .arg("sessions")
             .output()
             .unwrap()
@@ -301,7 +262,7 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
     // A data directory that cannot be made: one warning, the REPL goes on.
     let blocker = home.path().join("file");
     std::fs::write(&blocker, b"").unwrap();
-    let mut cmd = dexar_in(home.path());
+    let mut cmd = dexar_at(home.path());
     cmd.env("XDG_DATA_HOME", &blocker)
         .args(["--model", s(&tiny_llava()), "--graphics", "ascii"]);
     let o = dexar_tests::run_with_input(&mut cmd, b"What is in the image?\n");
@@ -322,7 +283,7 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
     let gone = home.path().join("gone");
     std::fs::create_dir(&gone).unwrap();
     let target = gone.join("s.dexar");
-    let mut child = dexar_in(home.path())
+    let mut child = dexar_at(home.path())
         .args(["--model", s(&tiny_llava()), "--graphics", "ascii"])
         .args(["--session", s(&target)])
         .stdin(Stdio::piped())
@@ -344,7 +305,7 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
     assert!(out.contains("tokens of the last answer"), "{out}");
 
     // An existing --session file is refused (nothing is overwritten).
-    let o = dexar_in(home.path())
+    let o = dexar_at(home.path())
         .args(["--session", s(&first[0])])
         .stdin(Stdio::null())
         .output()
@@ -360,7 +321,7 @@ fn recording_is_on_by_default_off_with_no_record_and_a_failure_is_a_warning() {
 #[test]
 fn a_session_loads_without_its_model_to_explore_and_re_explain() {
     let home = tempfile::tempdir().unwrap();
-    let session = record_tiny(home.path(), "tiny.dexar");
+    let session = record_session(home.path(), "tiny.dexar");
     // The bundled model is loaded; the session is of another one.
     let saved = home.path().join("copy.dexar");
     let script = format!(
@@ -371,7 +332,7 @@ fn a_session_loads_without_its_model_to_explore_and_re_explain() {
         s(&saved),
         s(&session)
     );
-    let mut cmd = dexar_in(home.path());
+    let mut cmd = dexar_at(home.path());
     cmd.args(["--graphics", "ascii", "--size", "16x8", "--no-record"]);
     let o = dexar_tests::run_with_input(&mut cmd, script.as_bytes());
     let out = text(&o.stdout);
@@ -407,7 +368,7 @@ fn a_session_loads_without_its_model_to_explore_and_re_explain() {
 fn replay_of(home: &Path, bytes: &[u8]) -> (Option<i32>, String) {
     let file = home.join("bad.dexar");
     std::fs::write(&file, bytes).unwrap();
-    let o = dexar_in(home)
+    let o = dexar_at(home)
         .args(["replay", s(&file), "--out", s(&home.join("out"))])
         .output()
         .unwrap();
@@ -418,7 +379,7 @@ fn replay_of(home: &Path, bytes: &[u8]) -> (Option<i32>, String) {
 fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() {
     use dexar_session::format::{encode_file, split_records};
     let home = tempfile::tempdir().unwrap();
-    let session = record_tiny(home.path(), "s.dexar");
+    let session = record_session(home.path(), "s.dexar");
     let whole = std::fs::read(&session).unwrap();
     let split = split_records(&whole).unwrap();
     let offsets: Vec<usize> = split.records.iter().map(|r| r.offset).collect();
@@ -477,7 +438,7 @@ fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() 
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     let (code, err) = replay_of(home.path(), &whole);
     assert_eq!(code, Some(0), "{err}");
-    let o = dexar_in(home.path())
+    let o = dexar_at(home.path())
         .args([
             "replay",
             s(&session),
@@ -490,162 +451,4 @@ fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() 
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("no turn 3: the session has turns 1-1"));
-}
-
-/// Chromium, if this machine has it.
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(name))
-                    .find(|p| p.is_file())
-            })
-        })
-}
-
-/// A headless Chromium run on `url` with its own empty profile.
-fn headless(browser: &Path, profile: &Path, args: &[&str], url: &str) -> Output {
-    std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--force-device-scale-factor=1",
-            "--window-size=900,600",
-            "--virtual-time-budget=10000",
-        ])
-        .arg(format!("--user-data-dir={}", s(profile)))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("chromium runs")
-}
-
-#[test]
-fn the_html_export_shows_token_heatmaps_in_a_real_browser() {
-    let home = tempfile::tempdir().unwrap();
-    let session = record_tiny(home.path(), "s.dexar");
-    let page = home.path().join("page.html");
-    let o = dexar_in(home.path())
-        .args(["export", s(&session), "--html", s(&page)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    let html = std::fs::read_to_string(&page).unwrap();
-    assert!(!html.contains("http://") && !html.contains("https://"));
-
-    let Some(browser) = chromium() else {
-        println!("skipped: no chromium on this machine (Debian: apt-get install chromium)");
-        return;
-    };
-    // The expected pixels: the token's DEX-AR map over the recorded view.
-    let recorded = dexar_session::Session::open(&session).unwrap();
-    let turn = &recorded.turns[0];
-    let view = dexar_session::image::enlarged(&recorded.conversations[0].image.model_view);
-    let num_layers = recorded.header.model.num_layers;
-    let trace = dexar_core::LayerSelection::default().restrict(&turn.steps[1], num_layers);
-    let map = dexar_core::builtin_strategy("dexar", 1)
-        .unwrap()
-        .token_map(&trace)
-        .unwrap()
-        .normalized();
-    let want = dexar_render::overlay(
-        &view,
-        &map,
-        trace.grid,
-        dexar_render::Colormap::Inferno,
-        0.6,
-    )
-    .unwrap();
-    let url = |fragment: &str| format!("file://{}#{fragment}", s(&page));
-    let shot = |name: &str, fragment: &str| {
-        let png = home.path().join(name);
-        let profile = tempfile::tempdir().unwrap();
-        let o = headless(
-            &browser,
-            profile.path(),
-            &[&format!("--screenshot={}", s(&png))],
-            &url(fragment),
-        );
-        assert!(png.is_file(), "no screenshot: {}", text(&o.stderr));
-        image::open(&png).unwrap().to_rgb8()
-    };
-    // Mean and worst channel difference over the view's area.
-    let compare = |got: &image::RgbImage, want: &image::RgbImage| {
-        let (w, h) = want.dimensions();
-        let (mut sum, mut worst, mut n) = (0u64, 0u8, 0u64);
-        for y in 0..h {
-            for x in 0..w {
-                for c in 0..3 {
-                    let d = got.get_pixel(x, y)[c].abs_diff(want.get_pixel(x, y)[c]);
-                    sum += u64::from(d);
-                    worst = worst.max(d);
-                    n += 1;
-                }
-            }
-        }
-        (sum as f64 / n as f64, worst)
-    };
-    let token = shot("token.png", "c=0&t=0&k=1&s=dexar");
-    let (mean, worst) = compare(&token, &want);
-    assert!(
-        mean < 2.0 && worst <= 24,
-        "token map: mean {mean}, worst {worst}"
-    );
-    let plain = shot("plain.png", "k=none");
-    let (mean, _) = compare(&plain, &view);
-    assert!(mean < 2.0, "plain image: mean {mean}");
-    let (mean, _) = compare(&plain, &want);
-    assert!(mean > 10.0, "the overlay changes the picture: mean {mean}");
-    let other = shot("raw.png", "c=0&t=0&k=1&s=raw-attention");
-    let (mean, _) = compare(&other, &want);
-    assert!(
-        mean > 2.0,
-        "the strategy switch changes the map: mean {mean}"
-    );
-
-    // The page's own state, as the script left it: ready, the token shown,
-    // tokens coloured by weight.
-    let profile = tempfile::tempdir().unwrap();
-    let dom = text(&headless(&browser, profile.path(), &["--dump-dom"], &url("k=2")).stdout);
-    assert!(dom.contains("data-ready=\"1\""), "{dom}");
-    assert!(dom.contains("data-shown=\"0/0/2/dexar\""), "{dom}");
-    assert!(dom.contains("class=\"tok sel\""), "{dom}");
-    assert!(dom.contains("background: rgba("), "{dom}");
-}
-
-#[test]
-fn the_example_session_replays_every_turn_and_exports() {
-    let example = dexar_tests::workspace().join("sessions/example.dexar");
-    let size = std::fs::metadata(&example).unwrap().len();
-    assert!(size < 2 * 1024 * 1024, "{size} bytes");
-    let session = dexar_session::Session::open(&example).unwrap();
-    assert!(session.warning.is_none());
-    assert_eq!(session.header.model.label, "bundled:toy");
-    let home = tempfile::tempdir().unwrap();
-    for turn in 1..=session.turns.len() {
-        let out = home.path().join(format!("turn{turn}"));
-        let turn = turn.to_string();
-        let o = dexar_in(home.path())
-            .args(["replay", s(&example), "--turn", &turn, "--out", s(&out)])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", text(&o.stderr));
-        assert!(out.join("dexar/sentence.png").is_file());
-    }
-    let page = home.path().join("example.html");
-    let o = dexar_in(home.path())
-        .args(["export", s(&example), "--html", s(&page)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    assert!(text(&o.stdout).contains("4 turns"), "{}", text(&o.stdout));
 }
