@@ -452,3 +452,52 @@ fn damaged_session_files_are_refused_in_one_line_and_a_torn_tail_is_a_warning() 
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("no turn 3: the session has turns 1-1"));
 }
+
+#[test]
+fn trace_dtype_chooses_how_traces_are_stored() {
+    let home = tempfile::tempdir().unwrap();
+    let dtypes = |path: &Path| -> Vec<String> {
+        let whole = std::fs::read(path).unwrap();
+        let split = dexar_session::format::split_records(&whole).unwrap();
+        split
+            .records
+            .iter()
+            .filter_map(|r| {
+                let json: Value = serde_json::from_slice(r.json).unwrap();
+                (json["type"] == "token").then(|| json["blobs"]["grads"]["dtype"].to_string())
+            })
+            .collect()
+    };
+    for (flag, want) in [("f16", "\"<f2\""), ("f32", "\"<f4\""), ("auto", "\"<f4\"")] {
+        let file = home.path().join(format!("{flag}.dexar"));
+        repl_at(
+            home.path(),
+            &[
+                "--trace-dtype",
+                flag,
+                "--session",
+                s(&file),
+                "--max-tokens",
+                "3",
+            ],
+            "What is in the image?\n",
+        );
+        let stored = dtypes(&file);
+        assert!(
+            !stored.is_empty() && stored.iter().all(|d| d == want),
+            "{flag}: {stored:?}"
+        );
+        let o = dexar_at(home.path())
+            .args(["replay", s(&file), "--out", s(&home.path().join(flag))])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{flag}: {}", text(&o.stderr));
+    }
+    let o = dexar_at(home.path())
+        .args(["--trace-dtype", "f8"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("unknown trace dtype `f8`; use auto, f32, f16"));
+}
