@@ -3,7 +3,6 @@
 //! with one-line errors, and bad start-up flags refused with exit code 2.
 
 use dexar_tests::build_plugin;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -25,8 +24,8 @@ fn repl(args: &[&str], input: &[u8]) -> Output {
 
 fn repl_env(args: &[&str], input: &[u8], env: &[(&str, &Path)]) -> Output {
     let home = tempfile::tempdir().unwrap();
-    let mut child = dexar_tests::dexar()
-        .args(["--model", &tiny_llava()])
+    let mut cmd = dexar_tests::dexar();
+    cmd.args(["--model", &tiny_llava()])
         .args(args)
         .env("HOME", home.path())
         .env("XDG_DATA_HOME", home.path())
@@ -34,16 +33,8 @@ fn repl_env(args: &[&str], input: &[u8], env: &[(&str, &Path)]) -> Output {
         .env_remove("DEXAR_CONFIG")
         .env_remove("DEXAR_GRAPHICS")
         .env_remove("DEXAR_PLUGIN_PATH")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dexar runs");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).unwrap();
-    drop(stdin);
-    child.wait_with_output().unwrap()
+        .envs(env.iter().copied());
+    dexar_tests::run_with_input(&mut cmd, input)
 }
 
 fn stdout(o: &Output) -> String {

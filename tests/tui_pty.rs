@@ -126,7 +126,7 @@ fn no_terminal_or_a_session_file_is_refused_in_one_line() {
         (vec!["tui"], "needs a terminal"),
         (
             vec!["tui", "--session", "/no/such.dexar"],
-            "--session /no/such.dexar",
+            "session /no/such.dexar",
         ),
     ] {
         let out = dexar_tests::dexar()
@@ -138,4 +138,37 @@ fn no_terminal_or_a_session_file_is_refused_in_one_line() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(needle) && err.lines().count() == 1, "{err}");
     }
+}
+
+#[test]
+fn a_recorded_session_opens_without_its_model_and_is_explored() {
+    let example = dexar_tests::workspace().join("sessions/example.dexar");
+    // The session was recorded with the bundled model; with another model
+    // loaded it opens without one: shown and re-explained, not continued.
+    let mut t = Term::spawn(
+        &[
+            "tui",
+            "--session",
+            example.to_str().unwrap(),
+            "--model",
+            &tiny_llava(),
+            "--graphics",
+            "blocks",
+        ],
+        &[],
+    );
+    t.wait_screen("opened without its model");
+    t.wait_screen("where is the red circle");
+    let screen = t.wait_screen("dexar · token 0 ");
+    assert!(screen.contains("(bundled:toy)"), "{screen}");
+    // Another strategy re-explains the recorded traces.
+    t.send("\t");
+    t.wait_screen("dexar-unfiltered · token 0 ");
+    // Asking needs the model.
+    t.send("/");
+    t.send("how many shapes ?\r");
+    t.wait_screen("the model is not loaded");
+    t.send("\x1b");
+    t.send("q");
+    assert_eq!(t.exit_code(), 0);
 }

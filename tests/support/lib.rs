@@ -91,6 +91,69 @@ pub fn run(args: &[&str]) -> std::process::Output {
     dexar().args(args).output().expect("dexar runs")
 }
 
+/// Runs `cmd` to the end with `input` on its standard input and its output
+/// collected.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command runs");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    // A command that exits early may close its end; what it read is enough.
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().expect("the command ends")
+}
+
+/// A `dexar` command whose home, data directory (where sessions are
+/// recorded) and config directory are in `home`, unaffected by the
+/// caller's environment.
+pub fn dexar_at(home: &Path) -> Command {
+    let mut cmd = dexar();
+    cmd.env("HOME", home)
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env_remove("DEXAR_CONFIG")
+        .env_remove("DEXAR_GRAPHICS")
+        .env_remove("DEXAR_PLUGIN_PATH");
+    cmd
+}
+
+/// The REPL at `home` on the fixture model and square image, `input` piped
+/// in; it must exit 0 without a panic.
+pub fn repl_at(home: &Path, args: &[&str], input: &str) -> std::process::Output {
+    let mut cmd = dexar_at(home);
+    cmd.args(["--model", s(&fixtures().join("tiny-llava"))])
+        .args(["--image", s(&fixtures().join("images/square.png"))])
+        .args(["--graphics", "ascii", "--size", "16x8"])
+        .args(args);
+    let o = run_with_input(&mut cmd, input.as_bytes());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("panicked"), "{err}");
+    o
+}
+
+/// A session of one four-token answer of the fixture model, recorded by
+/// the REPL to `home/NAME`.
+pub fn record_session(home: &Path, name: &str) -> PathBuf {
+    let session = home.join(name);
+    repl_at(
+        home,
+        &["--session", s(&session), "--max-tokens", "4"],
+        "What is in the image?\n",
+    );
+    session
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 /// A path as a command-line argument.
 pub fn arg(p: &Path) -> &str {
     s(p)

@@ -7,8 +7,8 @@ use dexar_core::LayerSelection;
 use dexar_model::{LoadOptions, ModelSpec};
 use dexar_plugin::host::PluginRegistry;
 use dexar_render::term::{detect_terminal, CellSize, Graphics, Terminal};
-use dexar_session::LoadedModel;
-use std::path::PathBuf;
+use dexar_session::{Destination, LoadedModel, ModelIdentity, Recorder, TraceDtype};
+use std::path::{Path, PathBuf};
 
 use crate::error::{CliError, CliResult};
 
@@ -162,6 +162,70 @@ impl SamplingArgs {
             return Err(CliError::usage("--top-p must be in (0, 1]"));
         }
         Ok(())
+    }
+}
+
+/// `--no-record`, `--trace-dtype` (the REPL's `--session FILE` names the
+/// file to record to; the TUI's opens one).
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Do not record the conversation. By default every conversation is
+    /// recorded to <data dir>/dexar/sessions (`dexar sessions` lists them).
+    #[arg(long)]
+    pub no_record: bool,
+    /// How traces are recorded: auto (f32, or f16 where one token's trace
+    /// would exceed 1 MiB, as for 7B models), f32 (exact) or f16 (half the
+    /// size; see docs/SESSION_FORMAT.md for the change in the maps).
+    #[arg(long, value_name = "DTYPE", default_value = "auto")]
+    pub trace_dtype: TraceDtype,
+}
+
+impl RecordArgs {
+    /// The recorder for `model` (into the new file `file`, else the
+    /// sessions directory), or none with the reason why (a warning: the
+    /// conversation goes on unrecorded). A `--session` file that exists is
+    /// refused.
+    pub fn recorder(
+        &self,
+        file: Option<&Path>,
+        model: &ModelIdentity,
+    ) -> CliResult<(Option<Recorder>, Option<String>)> {
+        if self.no_record {
+            return Ok((None, None));
+        }
+        let destination = match file {
+            Some(file) => Destination::File(file.to_path_buf()),
+            None => match dexar_session::default_sessions_dir() {
+                Some(dir) => Destination::Directory(dir),
+                None => {
+                    return Ok((
+                        None,
+                        Some("no data directory: this conversation is not recorded (--session FILE names a file)".into()),
+                    ))
+                }
+            },
+        };
+        match Recorder::new(destination.clone(), model, self.trace_dtype) {
+            Ok(r) => Ok((Some(r), None)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let file = file.unwrap_or(Path::new(""));
+                Err(CliError::usage(format!(
+                    "--session {}: the file exists; name a new file (/load opens a session)",
+                    file.display()
+                )))
+            }
+            Err(e) => {
+                let place = match &destination {
+                    Destination::Directory(d) | Destination::File(d) => d.display().to_string(),
+                };
+                Ok((
+                    None,
+                    Some(format!(
+                        "cannot record to {place} ({e}): this conversation is not recorded"
+                    )),
+                ))
+            }
+        }
     }
 }
 

@@ -65,7 +65,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
         Some(p) => LoadedImage::open(&ckpt, p)?,
         None => LoadedImage::bundled_default(&ckpt)?,
     };
-    let features = &image.features;
+    let features = image.features()?;
     let prompt = ckpt.prepare_chat(&[], &args.prompt, features)?;
     let layers = args.layers.layers(ckpt.text_config().num_hidden_layers);
 

@@ -1,15 +1,18 @@
 //! `dexar explain`: one image, one prompt, an answer (generated or given),
 //! per-token and sentence heatmaps for every chosen strategy, written as
-//! `explain.json` and PNG overlays.
+//! `explain.json` and PNG overlays. The writing ([`write_explanation`]) is
+//! shared with `dexar replay`, which explains recorded traces.
 
 use clap::{ArgGroup, Args};
-use dexar_core::{write_atomic, HeadScores, TokenMap, BUILTIN_NAMES};
-use dexar_model::{generate_traced, GenerationSettings, Mode, TracedStep};
+use dexar_core::{write_atomic, Grid, HeadScores, StepTrace, Strategy, TokenMap, BUILTIN_NAMES};
+use dexar_model::{generate_traced, GenerationSettings, Mode};
+use dexar_plugin::host::PluginRegistry;
 use dexar_render::Colormap;
 use dexar_session::LoadedImage;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::args::{LayerArgs, ModelArgs, PluginArgs, SamplingArgs, TopkArgs};
 use crate::error::{CliError, CliResult};
@@ -45,6 +48,14 @@ pub struct ExplainArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub layers: LayerArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// What explain writes and how: the strategies, explain.json, the overlays
+/// (shared by `dexar explain` and `dexar replay`).
+#[derive(Debug, Args)]
+pub struct OutputArgs {
     /// Strategy to compute (repeatable); dexar and dexar-unfiltered are always included.
     /// Default: every built-in (dexar, dexar-unfiltered, raw-attention, grad-x-attn).
     #[arg(long = "strategy", value_name = "NAME")]
@@ -90,6 +101,53 @@ pub fn prepare_out_dir(dir: &Path) -> CliResult<()> {
     Ok(())
 }
 
+/// The checked output options, plugins loaded and strategies chosen.
+pub struct Output {
+    pub colormap: Colormap,
+    pub topk: usize,
+    /// Keeps the plugins' libraries loaded while their strategies run.
+    pub _plugins: PluginRegistry,
+    pub strategies: Vec<Arc<dyn Strategy>>,
+}
+
+impl OutputArgs {
+    /// Checks the options and loads the plugins (before any heavy work).
+    pub fn prepare(&self) -> CliResult<Output> {
+        let colormap: Colormap = self.colormap.parse().map_err(|_| {
+            CliError::usage(format!(
+                "--colormap: unknown colormap `{}`; use {}",
+                self.colormap,
+                Colormap::NAMES.join(", ")
+            ))
+        })?;
+        if !(0.0..=1.0).contains(&self.alpha) {
+            return Err(CliError::usage("--alpha must be between 0 and 1"));
+        }
+        let topk = self.topk.validated()?;
+        let registry = self.plugins.load()?;
+        let strategies = strategies::select(&self.strategies, topk, &registry)?;
+        Ok(Output {
+            colormap,
+            topk,
+            _plugins: registry,
+            strategies,
+        })
+    }
+}
+
+/// An answer's traces (restricted to the layers used) and what
+/// explain.json says of where they came from.
+pub struct Explained<'a> {
+    pub model: ModelInfo,
+    pub settings: Settings,
+    pub prompt: PromptInfo,
+    pub traces: &'a [StepTrace],
+    pub answer: &'a str,
+    /// The image as the model saw it, enlarged for display.
+    pub view: &'a image::RgbImage,
+    pub grid: Grid,
+}
+
 /// One strategy's maps of every token and its sentence map.
 struct StrategyMaps {
     name: String,
@@ -98,22 +156,10 @@ struct StrategyMaps {
 }
 
 pub fn run(args: &ExplainArgs) -> CliResult<()> {
-    let colormap: Colormap = args.colormap.parse().map_err(|_| {
-        CliError::usage(format!(
-            "--colormap: unknown colormap `{}`; use {}",
-            args.colormap,
-            Colormap::NAMES.join(", ")
-        ))
-    })?;
-    if !(0.0..=1.0).contains(&args.alpha) {
-        return Err(CliError::usage("--alpha must be between 0 and 1"));
-    }
-    let topk = args.topk.validated()?;
+    let output = args.output.prepare()?;
     args.sampling.validate()?;
-    let registry = args.plugins.load()?;
-    let strategies = strategies::select(&args.strategies, topk, &registry)?;
     let opts = args.model.load_options()?;
-    prepare_out_dir(&args.out)?;
+    prepare_out_dir(&args.output.out)?;
 
     let model = dexar_session::open_model(&args.model.model, &opts)?;
     let ckpt = &model.ckpt;
@@ -121,6 +167,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         Some(p) => LoadedImage::open(ckpt, p)?,
         None => LoadedImage::bundled_default(ckpt)?,
     };
+    let features = image.features()?;
     let prompt = match (&args.prompt, &args.raw_prompt) {
         (Some(p), _) => {
             if p.trim().is_empty() {
@@ -133,12 +180,12 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             }
             match &args.template {
                 Some(t) => ckpt
-                    .prepare_templated(t, p, &image.features)
+                    .prepare_templated(t, p, features)
                     .map_err(|e| CliError::usage(format!("--template: {e}")))?,
-                None => ckpt.prepare_chat(&[], p, &image.features)?,
+                None => ckpt.prepare_chat(&[], p, features)?,
             }
         }
-        (None, Some(raw)) => ckpt.prepare_prompt(raw, &image.features)?,
+        (None, Some(raw)) => ckpt.prepare_prompt(raw, features)?,
         (None, None) => return Err(CliError::usage("give --prompt or --raw-prompt")),
     };
     let mode = match &args.target {
@@ -175,12 +222,12 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         Mode::TeacherForced(t) => t.len(),
     };
     let bar = crate::progress::bar(total as u64, "tokens");
-    let mut steps: Vec<TracedStep> = Vec::new();
+    let mut steps: Vec<StepTrace> = Vec::new();
     let mut answer = String::new();
     let generation = generate_traced(
         ckpt,
         &prompt,
-        &image.features,
+        features,
         &settings,
         &mode,
         &AtomicBool::new(false),
@@ -188,20 +235,60 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             answer.push_str(&step.trace.token_text);
             bar.set_message(answer.replace('\n', " "));
             bar.inc(1);
-            steps.push(step);
+            steps.push(step.trace);
             true
         },
     )?;
     bar.finish_and_clear();
+    let explained = Explained {
+        model: ModelInfo {
+            path: ckpt.dir.display().to_string(),
+            model_type: ckpt.model_type().into(),
+            text_model_type: ckpt.text_config().model_type.clone(),
+            num_layers: ckpt.text_config().num_hidden_layers,
+            num_heads: ckpt.text_config().num_attention_heads,
+            grid: [features.grid.height, features.grid.width],
+        },
+        settings: Settings {
+            mode: Settings::mode(args.target.is_some()),
+            layer_index: args.layers.layer_index,
+            layers_used: layers.collect(),
+            topk: output.topk,
+            max_tokens: sampling.max_tokens,
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            dtype: args.model.dtype.clone(),
+            device: args.model.device.clone(),
+            stop_reason: generation.stop.to_string(),
+        },
+        prompt: PromptInfo {
+            text: prompt.text.clone(),
+            input_ids: prompt.input_ids.clone(),
+            image_span: [prompt.image_span.0, prompt.image_span.1],
+            image: image.label.clone(),
+        },
+        traces: &steps,
+        answer: &generation.text,
+        view: &image.view,
+        grid: features.grid,
+    };
+    write_explanation(&explained, &output, &args.output)
+}
 
+/// Writes explain.json (and the overlays, and the JSON copy) of `e` under
+/// every chosen strategy, then prints a summary unless the JSON goes to
+/// standard output.
+pub fn write_explanation(e: &Explained, output: &Output, args: &OutputArgs) -> CliResult<()> {
+    let (steps, topk, colormap) = (e.traces, output.topk, output.colormap);
     // Strategies over the traces.
     let mut outputs: BTreeMap<String, StrategyOutput> = BTreeMap::new();
     let mut computed: Vec<StrategyMaps> = Vec::new();
-    for s in &strategies {
+    for s in &output.strategies {
         // A failing plugin strategy is reported and skipped; the others go on.
         let result = steps
             .iter()
-            .map(|st| s.token_map(&st.trace))
+            .map(|st| s.token_map(st))
             .collect::<Result<Vec<TokenMap>, _>>()
             .and_then(|maps| s.sentence_map(&maps).map(|sentence| (maps, sentence)));
         let (maps, sentence) = match result {
@@ -231,51 +318,23 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         .iter()
         .zip(dexar_maps)
         .map(|(st, m)| TokenInfo {
-            index: st.trace.step,
-            id: st.trace.token_id,
-            text: st.trace.token_text.clone(),
-            position: st.trace.query_position + 1,
+            index: st.step,
+            id: st.token_id,
+            text: st.token_text.clone(),
+            position: st.query_position + 1,
             weight: m.weight,
             no_visual_evidence: m.is_degenerate(),
         })
         .collect();
     let head_weights = steps
         .iter()
-        .map(|st| HeadScores::compute(&st.trace, topk).weights)
+        .map(|st| HeadScores::compute(st, topk).weights)
         .collect();
     let doc = ExplainJson {
         schema: SCHEMA,
-        model: ModelInfo {
-            path: ckpt.dir.display().to_string(),
-            model_type: ckpt.model_type().into(),
-            text_model_type: ckpt.text_config().model_type.clone(),
-            num_layers: ckpt.text_config().num_hidden_layers,
-            num_heads: ckpt.text_config().num_attention_heads,
-            grid: [image.features.grid.height, image.features.grid.width],
-        },
-        settings: Settings {
-            mode: if args.target.is_some() {
-                "teacher-forced"
-            } else {
-                "generate"
-            },
-            layer_index: args.layers.layer_index,
-            layers_used: layers.collect(),
-            topk,
-            max_tokens: sampling.max_tokens,
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            seed: sampling.seed,
-            dtype: args.model.dtype.clone(),
-            device: args.model.device.clone(),
-            stop_reason: generation.stop.to_string(),
-        },
-        prompt: PromptInfo {
-            text: prompt.text.clone(),
-            input_ids: prompt.input_ids.clone(),
-            image_span: [prompt.image_span.0, prompt.image_span.1],
-            image: image.label.clone(),
-        },
+        model: e.model.clone(),
+        settings: e.settings.clone(),
+        prompt: e.prompt.clone(),
         tokens,
         strategies: outputs,
         head_weights,
@@ -306,7 +365,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
             })?;
             for (i, m) in s.maps.iter().enumerate() {
                 save_overlay(
-                    &image.view,
+                    e.view,
                     &m.normalized(),
                     m.grid,
                     colormap,
@@ -315,9 +374,9 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
                 )?;
             }
             save_overlay(
-                &image.view,
+                e.view,
                 &s.sentence,
-                image.features.grid,
+                e.grid,
                 colormap,
                 args.alpha,
                 &dir.join("sentence.png"),
@@ -325,7 +384,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         }
     }
     if args.json.as_deref() != Some("-") {
-        print_summary(&doc, &generation.text, &args.out)?;
+        print_summary(&doc, e.answer, &args.out)?;
     }
     Ok(())
 }

@@ -13,10 +13,12 @@ mod error;
 mod eval;
 mod explain;
 mod explain_files;
+mod export;
 mod output;
 mod probe_report;
 mod progress;
 mod repl;
+mod sessions;
 mod strategies;
 mod toy;
 mod tui;
@@ -39,6 +41,14 @@ struct Cli {
     /// With no subcommand: the interactive REPL.
     #[command(flatten)]
     repl: repl::ReplArgs,
+    /// Record to this session file instead (a new file).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "no_record",
+        help_heading = "The interactive REPL (dexar with no command)"
+    )]
+    session: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +65,14 @@ enum Command {
     /// The conversation full-screen: explore an answer token by token, layer
     /// by layer, head by head (same options as the REPL).
     Tui(Box<tui::TuiArgs>),
+    /// List the recorded sessions, newest first: date, model, image, turns,
+    /// tokens, size.
+    Sessions(sessions::SessionsArgs),
+    /// Explain a recorded turn again, with no model: explain.json and PNG
+    /// overlays as `dexar explain` writes them, for any strategy or plugin.
+    Replay(Box<sessions::ReplayArgs>),
+    /// Write a recorded session as one self-contained HTML page.
+    Export(Box<export::ExportArgs>),
     /// The bundled demo model: train, export, check answers, write data.
     #[command(subcommand)]
     Toy(toy::ToyCommand),
@@ -62,10 +80,13 @@ enum Command {
 
 fn run(cli: Cli) -> CliResult<()> {
     match cli.command {
-        None => repl::run(&cli.repl),
+        None => repl::run(&cli.repl, cli.session.as_deref()),
         Some(Command::Explain(args)) => explain::run(&args),
         Some(Command::Bench(args)) => bench::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Sessions(args)) => sessions::list(&args),
+        Some(Command::Replay(args)) => sessions::replay(&args),
+        Some(Command::Export(args)) => export::run(&args),
         Some(Command::Toy(cmd)) => toy::run(&cmd),
         Some(Command::Tui(args)) => tui::run(&args),
     }

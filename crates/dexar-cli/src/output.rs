@@ -18,7 +18,7 @@ pub struct ExplainJson {
     pub head_weights: Vec<Vec<f32>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ModelInfo {
     pub path: String,
     pub model_type: String,
@@ -28,7 +28,7 @@ pub struct ModelInfo {
     pub grid: [usize; 2],
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub mode: &'static str,
     pub layer_index: i64,
@@ -43,7 +43,18 @@ pub struct Settings {
     pub stop_reason: String,
 }
 
-#[derive(Debug, Serialize)]
+impl Settings {
+    /// `settings.mode`: how the answer came about.
+    pub fn mode(teacher_forced: bool) -> &'static str {
+        if teacher_forced {
+            "teacher-forced"
+        } else {
+            "generate"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct PromptInfo {
     pub text: String,
     pub input_ids: Vec<u32>,

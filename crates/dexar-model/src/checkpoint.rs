@@ -347,6 +347,16 @@ impl Checkpoint {
         self.model.text_config()
     }
 
+    /// The parsed configuration as JSON (what a session's config hash is
+    /// computed from).
+    pub fn config_json(&self) -> Value {
+        match &self.model {
+            VlModel::Llava(m) => serde_json::to_value(&m.config),
+            VlModel::QwenVl(m) => serde_json::to_value(&m.config),
+        }
+        .unwrap_or_default()
+    }
+
     /// The LLaVA configuration, for a LLaVA checkpoint.
     pub fn llava_config(&self) -> Option<&LlavaConfig> {
         match &self.model {

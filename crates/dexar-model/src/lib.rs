@@ -47,7 +47,9 @@ pub use preprocess::{decode_image, load_image, ImageProcessor, Pixels};
 pub use prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 pub use score::{answer_logprobs, masked_answer_logprobs};
 pub use spec::{HubEnv, ModelSource, ModelSpec};
-pub use synthetic::{synthetic_checkpoint, SyntheticFamily, SyntheticSpec};
+pub use synthetic::{
+    synthetic_checkpoint, synthetic_checkpoint_with_heads, SyntheticFamily, SyntheticSpec,
+};
 
 /// Loads an image file and turns it into image tokens.
 pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<ImageFeatures> {

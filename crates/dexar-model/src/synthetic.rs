@@ -83,13 +83,30 @@ pub fn synthetic_checkpoint(
     tokenizer: TextTokenizer,
     opts: &LoadOptions,
 ) -> Result<Checkpoint> {
+    synthetic_checkpoint_with_heads(spec, spec.hidden / 64, tokenizer, opts)
+}
+
+/// As [`synthetic_checkpoint`], with `heads` attention heads of
+/// `hidden / heads` dimensions (traces of a 32-head model at a fraction of
+/// its cost, e.g. for measuring the size of LLaVA-1.5-7B-shaped traces).
+pub fn synthetic_checkpoint_with_heads(
+    spec: SyntheticSpec,
+    heads: usize,
+    tokenizer: TextTokenizer,
+    opts: &LoadOptions,
+) -> Result<Checkpoint> {
+    if heads == 0 || !spec.hidden.is_multiple_of(heads) {
+        return Err(ModelError::Input(format!(
+            "synthetic model {spec}: {heads} heads do not divide the hidden size"
+        )));
+    }
     let image_token = tokenizer
         .token_to_id(IMAGE_MARKER)
         .ok_or_else(|| ModelError::Input(format!("the tokenizer has no {IMAGE_MARKER} token")))?;
     let hidden = spec.hidden;
     let label = PathBuf::from(format!("synthetic:{spec}"));
     let text = serde_json::json!({"hidden_size": hidden, "intermediate_size": hidden * 8 / 3,
-        "num_hidden_layers": spec.layers, "num_attention_heads": hidden / 64,
+        "num_hidden_layers": spec.layers, "num_attention_heads": heads, "head_dim": hidden / heads,
         "vocab_size": tokenizer.vocab_size(), "max_position_embeddings": 2048,
         "tie_word_embeddings": true});
     let varmap = VarMap::new();
@@ -115,7 +132,7 @@ pub fn synthetic_checkpoint(
         }
         SyntheticFamily::Qwen2Vl => {
             let mut text = text;
-            text["num_key_value_heads"] = (hidden / 128).max(1).into();
+            text["num_key_value_heads"] = (heads / 2).max(1).into();
             text["rope_scaling"] =
                 serde_json::json!({"type": "mrope", "mrope_section": [8, 12, 12]});
             let config = serde_json::json!({

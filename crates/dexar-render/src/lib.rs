@@ -1,8 +1,9 @@
 //! Turning attribution maps into pictures: colormaps, PyTorch-exact bilinear
-//! upsampling, image overlays, atomic PNG export, and terminal pictures
+//! upsampling, image overlays, atomic PNG export, terminal pictures
 //! (kitty, sixel, iTerm2, true-colour / 256-colour half-blocks through
 //! ratatui-image, plain ASCII), plus a pure, testable rule for picking which
-//! one a terminal understands.
+//! one a terminal understands, and a session as one self-contained HTML page
+//! ([`html`]).
 //!
 //! It is for *drawing* maps that are already computed and normalised to
 //! `[0, 1]` (see [`dexar_core::minmax`]). It is not for computing them (that
@@ -13,6 +14,7 @@
 //! outside world.
 
 mod colormap;
+pub mod html;
 mod overlay;
 mod png;
 pub mod term;
@@ -22,6 +24,7 @@ use std::path::PathBuf;
 
 pub use colormap::Colormap;
 pub use dexar_core::Grid;
+pub use html::{session_html, HtmlConversation, HtmlMaps, HtmlSession, HtmlTurn};
 pub use overlay::{colorbar_image, heatmap_image, overlay, with_colorbar};
 pub use png::{png_bytes, save_png_atomic};
 pub use upsample::upsample_bilinear;
@@ -48,6 +51,8 @@ pub enum RenderError {
     UnknownGraphics { name: String },
     #[error("cannot encode PNG: {0}")]
     Encode(#[source] image::ImageError),
+    #[error("cannot build the HTML page: {0}")]
+    Html(String),
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,

@@ -33,6 +33,13 @@ pub enum StateError {
     Plugin(String),
     #[error("probe: {0}")]
     Probe(String),
+    #[error("the model is not loaded (this session was opened without it): its answers can be shown and re-explained, not continued")]
+    NoModel,
+    #[error(transparent)]
+    Session(#[from] crate::file::ReadError),
+    /// A turn of a session that is not there or cannot be shown.
+    #[error("{0}")]
+    Turn(String),
 }
 
 impl StateError {

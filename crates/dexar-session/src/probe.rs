@@ -68,8 +68,9 @@ impl AppState {
         let step = crate::Selection::Token(token)
             .resolve(&answer.steps)
             .map(|r| &answer.steps[r.start])?;
-        let ckpt = &self.model.ckpt;
-        let grid = self.image.features.grid;
+        let ckpt = &self.model()?.ckpt;
+        let features = self.image.features()?;
+        let grid = features.grid;
         if map.len() != grid.len() {
             return Err(StateError::Probe(format!(
                 "the map has {} values for a {}x{} patch grid",
@@ -88,7 +89,7 @@ impl AppState {
                 perplexity,
             })
         };
-        let original = rescore(answer_logprobs(ckpt, &prompt, &self.image.features, &ids)?)?;
+        let original = rescore(answer_logprobs(ckpt, &prompt, features, &ids)?)?;
         let seed = self.settings.seed ^ token as u64;
         let most = metrics::perturbation_order(map, Order::MostFirst).map_err(StateError::probe)?;
         let random = metrics::perturbation_order(&vec![0.0; grid.len()], Order::Random(seed))
@@ -146,7 +147,7 @@ mod tests {
 
         // An independent reference: the answer's ids, the prompt rebuilt
         // from the turns, the top cells by a plain sort, scored directly.
-        let ckpt = &s.model.ckpt;
+        let ckpt = &s.model().unwrap().ckpt;
         let ids: Vec<u32> = s
             .answer
             .as_ref()
@@ -160,10 +161,10 @@ mod tests {
             .prepare_chat(
                 &turns[..turns.len() - 1],
                 &turns[turns.len() - 1].user,
-                &s.image.features,
+                s.image.features().unwrap(),
             )
             .unwrap();
-        let lp = answer_logprobs(ckpt, &prompt, &s.image.features, &ids).unwrap();
+        let lp = answer_logprobs(ckpt, &prompt, s.image.features().unwrap(), &ids).unwrap();
         let ppl = (-lp.iter().sum::<f64>() / lp.len() as f64).exp();
         assert!(close(probe.original.perplexity, ppl));
         assert!(close(probe.original.token_prob, lp[token].exp()));
@@ -179,7 +180,7 @@ mod tests {
                 ckpt,
                 &prompt,
                 &pixels,
-                s.image.features.grid,
+                s.image.features().unwrap().grid,
                 &ranked[..k],
                 &ids,
             )

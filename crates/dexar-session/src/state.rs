@@ -2,20 +2,29 @@
 //! with its traces over every layer, the settings and the strategies; and
 //! the operations a front end performs on them. Maps are computed on demand
 //! from the kept traces, so changing the layers or the strategy re-explains
-//! the answer without regenerating it.
+//! the answer without regenerating it. The model is optional: a state
+//! opened from a session file without its model shows and re-explains the
+//! recorded answers (see [`files`]). A [`Recorder`] given to the state
+//! appends every turn to a session file as it streams.
+
+mod files;
 
 use dexar_core::{HeadScores, LayerSelection, StepTrace, Strategy};
-use dexar_model::{GenerationSettings, Mode, ModelSpec, PreparedPrompt, StopReason, Turn};
+use dexar_model::{
+    GenerationSettings, LoadOptions, Mode, ModelSpec, PreparedPrompt, StopReason, Turn,
+};
 use dexar_plugin::host::PluginRegistry;
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::StateError;
 use crate::generation::{self, Outcome};
 use crate::image::LoadedImage;
-use crate::model::{open_model, LoadedModel};
+use crate::model::{open_model, LoadedModel, ModelIdentity};
+use crate::recorder::Recorder;
+use crate::records::{EndRecord, TurnRecord, TurnSettings};
 use crate::selection::Selection;
 use crate::shown::Shown;
 
@@ -47,6 +56,8 @@ impl Default for Settings {
 
 /// The last answer, kept with the traces of every layer.
 pub struct Answer {
+    /// What was asked, as a session file records it.
+    pub turn: TurnRecord,
     pub steps: Vec<StepTrace>,
     /// How generation ended; `None` when it failed half-way.
     pub stop: Option<StopReason>,
@@ -81,9 +92,19 @@ pub struct Recorded {
     pub failure: Option<String>,
 }
 
+/// The heatmap grid of an image just encoded for a model.
+fn encoded_grid(image: &LoadedImage) -> dexar_core::Grid {
+    image.grid.unwrap_or(dexar_core::Grid::new(0, 0))
+}
+
 /// The state every front end drives.
 pub struct AppState {
-    pub model: LoadedModel,
+    /// `None` when a session was opened without its model.
+    pub model: Option<LoadedModel>,
+    /// The model the traces come from (loaded or not).
+    pub identity: ModelIdentity,
+    /// How models are loaded (`switch_model`).
+    pub load_options: LoadOptions,
     pub image: LoadedImage,
     /// Finished turns; the last one is the one `answer` belongs to.
     pub turns: Vec<Turn>,
@@ -92,6 +113,9 @@ pub struct AppState {
     /// The strategy maps are shown with.
     pub strategy: String,
     pub plugins: PluginRegistry,
+    recorder: Mutex<Option<Recorder>>,
+    /// The current answer is in the recorder's file.
+    answer_recorded: bool,
 }
 
 impl AppState {
@@ -103,14 +127,55 @@ impl AppState {
         plugins: PluginRegistry,
     ) -> Self {
         Self {
-            model,
+            identity: model.identity(encoded_grid(&image)),
+            load_options: model.opts.clone(),
+            model: Some(model),
             image,
             turns: Vec::new(),
             answer: None,
             settings,
             strategy: "dexar".into(),
             plugins,
+            recorder: Mutex::new(None),
+            answer_recorded: false,
         }
+    }
+
+    /// The loaded model, or why there is none.
+    pub fn model(&self) -> Result<&LoadedModel, StateError> {
+        self.model.as_ref().ok_or(StateError::NoModel)
+    }
+
+    /// Decoder layers of the model the traces come from.
+    pub fn num_layers(&self) -> usize {
+        self.identity.num_layers
+    }
+
+    fn recorder(&self) -> MutexGuard<'_, Option<Recorder>> {
+        // A panic while recording cannot leave the recorder half-updated in
+        // a way that matters: it only appends whole records.
+        self.recorder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records every turn from now on with `recorder` (`None`: stop).
+    pub fn set_recorder(&mut self, recorder: Option<Recorder>) {
+        *self.recorder() = recorder;
+    }
+
+    /// The session file being recorded, if any.
+    pub fn recording_path(&self) -> Option<std::path::PathBuf> {
+        self.recorder()
+            .as_ref()
+            .filter(|r| r.is_recording())
+            .map(|r| r.path().to_path_buf())
+    }
+
+    /// Recording warnings not yet shown (one line each).
+    pub fn take_warnings(&self) -> Vec<String> {
+        self.recorder()
+            .as_mut()
+            .map(Recorder::take_warnings)
+            .unwrap_or_default()
     }
 
     /// Built-ins first, then the loaded plugins.
@@ -131,14 +196,12 @@ impl AppState {
 
     /// The absolute layers the maps use.
     pub fn layers(&self) -> Range<usize> {
-        self.settings.layers.layers(self.model.num_layers())
+        self.settings.layers.layers(self.num_layers())
     }
 
     /// A trace restricted to the layers the maps use.
     pub fn restricted(&self, trace: &StepTrace) -> StepTrace {
-        self.settings
-            .layers
-            .restrict(trace, self.model.num_layers())
+        self.settings.layers.restrict(trace, self.num_layers())
     }
 
     /// DEX-AR's token weight δ_t of a trace under the current layers.
@@ -176,7 +239,7 @@ impl AppState {
     ) -> Result<Shown, StateError> {
         let strategy = self.strategy_by_name(strategy_name)?;
         let range = what.resolve(steps)?;
-        let num_layers = self.model.num_layers();
+        let num_layers = self.num_layers();
         let steps = steps[range.clone()]
             .iter()
             .map(|s| {
@@ -206,8 +269,8 @@ impl AppState {
             Some(_) => &self.turns[..self.turns.len().saturating_sub(1)],
             None => &self.turns[..],
         };
-        let ckpt = &self.model.ckpt;
-        let prompt = ckpt.prepare_chat(earlier, question, &self.image.features)?;
+        let ckpt = &self.model()?.ckpt;
+        let prompt = ckpt.prepare_chat(earlier, question, self.image.features()?)?;
         let mode = match target {
             None => Mode::Generate,
             Some(t) => match ckpt.tokenizer.encode(t, false)? {
@@ -226,7 +289,7 @@ impl AppState {
                 temperature: s.temperature,
                 top_p: s.top_p,
                 seed: s.seed,
-                layers: LayerSelection::all().layers(self.model.num_layers()),
+                layers: LayerSelection::all().layers(self.num_layers()),
             },
         })
     }
@@ -236,9 +299,9 @@ impl AppState {
     pub fn last_prompt(&self) -> Result<PreparedPrompt, StateError> {
         let (last, earlier) = self.turns.split_last().ok_or(StateError::NoQuestion)?;
         Ok(self
-            .model
+            .model()?
             .ckpt
-            .prepare_chat(earlier, &last.user, &self.image.features)?)
+            .prepare_chat(earlier, &last.user, self.image.features()?)?)
     }
 
     /// Teacher-forces `answer` as the answer to the last question.
@@ -247,22 +310,62 @@ impl AppState {
         self.prepare_ask(&last.user, Some(answer))
     }
 
+    /// The turn record of `ask` under the current settings.
+    fn turn_record(&self, ask: &Ask) -> TurnRecord {
+        let s = &self.settings;
+        TurnRecord {
+            turn: 0,
+            question: ask.question.clone(),
+            target: ask.target.clone(),
+            prompt: ask.prompt.text.clone(),
+            input_ids: ask.prompt.input_ids.clone(),
+            image_span: [ask.prompt.image_span.0, ask.prompt.image_span.1],
+            settings: TurnSettings {
+                max_tokens: ask.settings.max_tokens,
+                temperature: ask.settings.temperature,
+                top_p: ask.settings.top_p,
+                seed: ask.settings.seed,
+                traced_layers: [ask.settings.layers.start, ask.settings.layers.end],
+                layer_index: s.layers.layer_index,
+                topk: s.topk,
+                strategy: self.strategy.clone(),
+            },
+        }
+    }
+
     /// Answers `ask` on a worker thread, calling `on_step` for each token as
-    /// it comes; `cancel` stops it after the token in flight.
+    /// it comes; `cancel` stops it after the token in flight. A recorder
+    /// gets the turn before the first token and each token as it comes.
     pub fn stream(
         &self,
         ask: &Ask,
         cancel: &AtomicBool,
         on_step: &mut dyn FnMut(&StepTrace),
     ) -> Outcome {
+        let (model, features) = match (self.model(), self.image.features()) {
+            (Ok(m), Ok(f)) => (m, f),
+            (Err(e), _) | (_, Err(e)) => {
+                return Outcome {
+                    steps: Vec::new(),
+                    result: Err(e.to_string()),
+                    elapsed: Duration::ZERO,
+                }
+            }
+        };
+        self.begin_recorded_turn(ask);
         generation::generate(
-            &self.model.ckpt,
+            &model.ckpt,
             &ask.prompt,
-            &self.image.features,
+            features,
             &ask.settings,
             &ask.mode,
             cancel,
-            on_step,
+            &mut |trace| {
+                if let Some(r) = self.recorder().as_mut() {
+                    r.token(trace);
+                }
+                on_step(trace)
+            },
         )
     }
 
@@ -273,8 +376,20 @@ impl AppState {
         let stop = outcome.result.as_ref().ok().map(|g| g.stop);
         let failure = outcome.result.err();
         let tokens = outcome.steps.len();
+        let mut recorded = false;
+        if let Some(r) = self.recorder().as_mut() {
+            recorded = r.is_recording();
+            r.end_turn(EndRecord {
+                turn: 0,
+                stop: stop.map(|s| s.to_string()),
+                failure: failure.clone(),
+                tokens,
+                elapsed_ms: outcome.elapsed.as_millis() as u64,
+            });
+        }
         if tokens > 0 {
             let answer = Answer {
+                turn: self.turn_record(&ask),
                 steps: outcome.steps,
                 stop,
                 teacher_forced: ask.target.is_some(),
@@ -288,6 +403,7 @@ impl AppState {
                 assistant: answer.text(),
             });
             self.answer = Some(answer);
+            self.answer_recorded = recorded;
         }
         Recorded {
             tokens,
@@ -300,10 +416,16 @@ impl AppState {
     pub fn clear(&mut self) {
         self.turns.clear();
         self.answer = None;
+        if let Some(r) = self.recorder().as_mut() {
+            r.new_conversation();
+        }
     }
 
     /// Opens another image; a new conversation starts.
     pub fn set_image(&mut self, image: LoadedImage) {
+        if let Some(g) = image.grid {
+            self.identity.grid = [g.height, g.width];
+        }
         self.image = image;
         self.clear();
     }
@@ -311,14 +433,14 @@ impl AppState {
     /// Loads another model and encodes the image for it; a new conversation
     /// starts. The current model stays if the new one fails.
     pub fn switch_model(&mut self, spec: &ModelSpec) -> Result<(), StateError> {
-        let model = open_model(spec, &self.model.opts)?;
-        let image = LoadedImage::encode(
-            &model.ckpt,
-            self.image.label.clone(),
-            self.image.image.clone(),
-        )?;
-        self.model = model;
+        let model = open_model(spec, &self.load_options)?;
+        let image = self.image.reencode(&model.ckpt)?;
+        self.identity = model.identity(encoded_grid(&image));
+        self.model = Some(model);
         self.image = image;
+        if let Some(r) = self.recorder().as_mut() {
+            r.switch_model(&self.identity);
+        }
         self.clear();
         Ok(())
     }
@@ -400,7 +522,7 @@ pub(crate) mod tests {
         answer(&mut s, "describe the image", None);
         let n = s.answer.as_ref().unwrap().steps.len();
         let all = s.shown("dexar", &Selection::Token(1)).unwrap();
-        assert_eq!(all.map01.len(), s.image.features.grid.len());
+        assert_eq!(all.map01.len(), s.image.features().unwrap().grid.len());
         s.settings.layers = LayerSelection::new(-1);
         assert_eq!(s.layers(), 2..3);
         let last = s.shown("dexar", &Selection::Token(1)).unwrap();

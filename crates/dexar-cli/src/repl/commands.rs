@@ -86,6 +86,16 @@ pub const COMMANDS: &[Spec] = &[
         help: "random seed for sampling",
     },
     Spec {
+        name: "/save",
+        usage: "PATH",
+        help: "write this conversation, with its traces, as a session file",
+    },
+    Spec {
+        name: "/load",
+        usage: "PATH [TURN]",
+        help: "open a session file (without its model: show and re-explain only)",
+    },
+    Spec {
         name: "/clear",
         usage: "",
         help: "forget the conversation (image and settings stay)",
@@ -144,6 +154,8 @@ pub enum Command {
     Temp(Option<f64>),
     MaxTokens(Option<usize>),
     Seed(Option<u64>),
+    Save(PathBuf),
+    Load(PathBuf, Option<usize>),
     Clear,
     Help(Option<String>),
     Quit,
@@ -315,6 +327,10 @@ fn parse_command(name: &str, rest: &str) -> Result<Command, String> {
                 .map_err(|_| format!("/seed: `{n}` is not a seed (a whole number >= 0)")),
             _ => Err(usage(name)),
         },
+        "/save" if rest.trim().is_empty() => Err(format!("{}: the session file to write", usage(name))),
+        "/save" => Ok(Command::Save(unquote_path(rest))),
+        "/load" if rest.trim().is_empty() => Err(format!("{}: a session file", usage(name))),
+        "/load" => Ok(parse_load(rest)),
         "/clear" => no_args(Command::Clear),
         "/help" => match args.as_slice() {
             [] => Ok(Command::Help(None)),
@@ -324,6 +340,18 @@ fn parse_command(name: &str, rest: &str) -> Result<Command, String> {
         "/quit" => no_args(Command::Quit),
         _ => Err(unknown_command(name)),
     }
+}
+
+/// `PATH [TURN]`: a trailing whole number is the turn unless the whole
+/// text names a file.
+fn parse_load(rest: &str) -> Command {
+    let whole = unquote_path(rest);
+    if let Some((path, turn)) = rest.trim().rsplit_once(char::is_whitespace) {
+        if let (Ok(turn), false) = (turn.parse::<usize>(), whole.is_file()) {
+            return Command::Load(unquote_path(path), Some(turn));
+        }
+    }
+    Command::Load(whole, None)
 }
 
 fn parse_plugin(args: &[&str], rest: &str) -> Result<PluginAction, String> {

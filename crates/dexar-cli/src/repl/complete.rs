@@ -43,6 +43,7 @@ enum Files {
     Images,
     Libraries,
     Dirs,
+    Sessions,
 }
 
 /// Completions of `line` with the cursor at byte `pos`.
@@ -110,6 +111,7 @@ pub fn suggestions(line: &str, pos: usize, names: &Names) -> Vec<Suggestion> {
     match (words[0], index, words.get(1).copied()) {
         ("/image", _, _) => paths(after(1), pos, Files::Images),
         ("/model", _, _) => paths(after(1), pos, Files::Dirs),
+        ("/save" | "/load", _, _) => paths(after(1), pos, Files::Sessions),
         ("/plugin", 1, _) => word(plain(&["load", "list", "unload", "reload"])),
         ("/plugin", _, Some("load")) => paths(after(2), pos, Files::Libraries),
         ("/plugin", 2, Some("unload" | "reload")) => {
@@ -185,6 +187,7 @@ fn accepts(files: Files, path: &Path) -> bool {
         Files::Images => IMAGE_EXTENSIONS.contains(&ext.as_str()),
         Files::Libraries => matches!(ext.as_str(), "so" | "dylib" | "dll"),
         Files::Dirs => false,
+        Files::Sessions => ext == "dexar",
     }
 }
 
@@ -370,7 +373,7 @@ mod tests {
     #[test]
     fn completes_commands_and_names() {
         assert_eq!(values("/sh"), ["/show"]);
-        assert_eq!(values("/s"), ["/show", "/strategy", "/seed"]);
+        assert_eq!(values("/s"), ["/show", "/strategy", "/seed", "/save"]);
         assert_eq!(values("/strategy use de"), ["dexar", "dexar-unfiltered"]);
         assert_eq!(values("/strategy l"), ["list", "legrad"]);
         assert_eq!(values("/compare dexar r"), ["raw-attention"]);

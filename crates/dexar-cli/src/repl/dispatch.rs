@@ -4,7 +4,9 @@
 
 use dexar_core::builtin_strategy;
 use dexar_model::StopReason;
-use dexar_session::{AppState, Ask, LoadedImage, Outcome, Recorded, Selection, StateError};
+use dexar_session::{
+    AppState, Ask, LoadedImage, Outcome, Recorded, Selection, Session, StateError,
+};
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,6 +81,7 @@ impl Repl {
             StateError::UnknownStrategy { .. } => "; /strategy list shows them",
             StateError::NoQuestion => ", then /target ANSWER",
             StateError::EmptyTarget => return format!("/target: {e}"),
+            StateError::NoModel => "; /model SPEC loads one (a new conversation)",
             _ => "",
         };
         format!("{e}{hint}")
@@ -86,17 +89,26 @@ impl Repl {
 
     pub fn banner(&self) -> String {
         let s = &self.state;
-        let text = s.model.ckpt.text_config();
-        let grid = s.image.features.grid;
+        let id = &s.identity;
+        let recording = match s.recording_path() {
+            Some(path) => format!(
+                "{}\n",
+                self.paint.dim(&format!(
+                    "recording to {} (--no-record: off)",
+                    path.display()
+                ))
+            ),
+            None => String::new(),
+        };
         format!(
-            "{} · {} ({}, {} layers × {} heads, {}x{} patches) · image {}\n{}\n",
+            "{} · {} ({}, {} layers × {} heads, {}x{} patches) · image {}\n{}\n{}",
             self.paint.bold("dexar"),
-            s.model.label,
-            text.model_type,
-            text.num_hidden_layers,
-            text.num_attention_heads,
-            grid.height,
-            grid.width,
+            id.label,
+            id.text_model_type,
+            id.num_layers,
+            id.num_heads,
+            id.grid[0],
+            id.grid[1],
             s.image.label,
             self.paint.dim(&format!(
                 "graphics {} · strategy {} · {} · ask about the image · /help · Ctrl-D quits",
@@ -104,6 +116,7 @@ impl Repl {
                 s.strategy,
                 self.layers_text()
             )),
+            recording,
         )
     }
 
@@ -124,6 +137,9 @@ impl Repl {
             Ok(text) => out.write_all(text.as_bytes())?,
             Err(message) => writeln!(out, "{}", self.paint.error(&message))?,
         }
+        for warning in self.state.take_warnings() {
+            writeln!(out, "{}", self.paint.warning(&warning))?;
+        }
         out.flush()?;
         Ok(Flow::Continue)
     }
@@ -136,7 +152,11 @@ impl Repl {
             Command::Tokens => self.tokens(),
             Command::Probe(n) => self.probe(n, out)?,
             Command::View => self.view(),
-            Command::Image(path) => match LoadedImage::open(&self.state.model.ckpt, &path) {
+            Command::Image(path) => match self
+                .state
+                .model()
+                .and_then(|m| LoadedImage::open(&m.ckpt, &path))
+            {
                 Ok(image) => {
                     let (w, h) = (image.image.width(), image.image.height());
                     self.state.set_image(image);
@@ -172,14 +192,14 @@ impl Repl {
             Command::Layers(None) => Ok(format!(
                 "{} of {} (layer index {})\n",
                 self.layers_text(),
-                self.state.model.num_layers(),
+                self.state.num_layers(),
                 self.state.settings.layers.layer_index
             )),
             Command::Layers(Some(k)) => {
                 let selection = dexar_core::LayerSelection::new(k);
                 self.state.settings.layers = selection;
                 let clamped = selection
-                    .clamp_note(self.state.model.num_layers())
+                    .clamp_note(self.state.num_layers())
                     .map(|note| format!("{}\n", paint.warning(&note)))
                     .unwrap_or_default();
                 Ok(format!(
@@ -217,6 +237,15 @@ impl Repl {
                 }
                 Ok(format!("seed {}\n", s.seed))
             }
+            Command::Save(path) => match self.state.save_session(&path) {
+                Ok(bytes) => Ok(format!(
+                    "wrote {} ({:.1} KB)\n",
+                    path.display(),
+                    bytes as f64 / 1024.0
+                )),
+                Err(e) => Err(format!("/save: {e}")),
+            },
+            Command::Load(path, turn) => self.load(&path, turn),
             Command::Clear => {
                 self.forget_conversation();
                 Ok(format!(
@@ -255,8 +284,8 @@ impl Repl {
             Ok(a) => a,
             Err(e) => return Ok(Err(self.message(&e))),
         };
-        if let Some(t) = target {
-            let unknown = self.state.model.ckpt.tokenizer.unknown_words(t);
+        if let (Some(t), Ok(model)) = (target, self.state.model()) {
+            let unknown = model.ckpt.tokenizer.unknown_words(t);
             if !unknown.is_empty() {
                 let note = format!(
                     "the tokenizer does not know {}; explained as <unk>",
@@ -396,7 +425,7 @@ impl Repl {
             cell: d.cell,
             tmux: d.tmux,
         };
-        crate::tui::run_on(&mut self.state, terminal, &self.cancel).map_err(|e| e.message)?;
+        crate::tui::run_on(&mut self.state, terminal, &self.cancel, None).map_err(|e| e.message)?;
         self.last_selection = None;
         Ok(format!(
             "back from the TUI · strategy {} · {}\n",
@@ -546,6 +575,48 @@ impl Repl {
         reply
     }
 
+    /// Opens a session file: its conversation replaces this one, with the
+    /// model if it is the session's own, else without a model.
+    fn load(&mut self, path: &std::path::Path, turn: Option<usize>) -> Reply {
+        let session = Session::open(path).map_err(|e| e.to_string())?;
+        let kept = self
+            .state
+            .load_session(&session, turn)
+            .map_err(|e| self.message(&e))?;
+        self.colours = TokenColours::default();
+        self.last_selection = None;
+        let id = &self.state.identity;
+        let mut reply = String::new();
+        if let Some(w) = &session.warning {
+            reply.push_str(&format!("{}\n", self.paint.warning(w)));
+        }
+        let shown = match &self.state.answer {
+            Some(a) => format!(
+                "turn {} ({} tokens) shown: /tokens, /show N, /show all",
+                a.turn.turn,
+                a.steps.len()
+            ),
+            None => "no answer recorded".into(),
+        };
+        reply.push_str(&format!(
+            "opened {} · {} turns · model {} · image {} · {shown}\n",
+            path.display(),
+            session.turns.len(),
+            id.label,
+            self.state.image.label
+        ));
+        if !kept {
+            reply.push_str(&format!(
+                "{}\n",
+                self.paint.dim(&format!(
+                    "model {} is not loaded: explore and re-explain only (/model {} loads it)",
+                    id.label, id.spec
+                ))
+            ));
+        }
+        Ok(reply)
+    }
+
     /// Loads another model; the old one stays if the new one fails.
     fn switch_model(&mut self, spec: &str) -> Reply {
         let spec: dexar_model::ModelSpec = spec.parse().map_err(|e| format!("{e}"))?;
@@ -554,13 +625,17 @@ impl Repl {
             .map_err(|e| self.message(&e))?;
         self.colours = TokenColours::default();
         self.last_selection = None;
-        let text = self.state.model.ckpt.text_config();
+        let id = &self.state.identity;
+        let recording = match self.state.recording_path() {
+            Some(p) => format!(" · recording to {}", p.display()),
+            None => String::new(),
+        };
         Ok(format!(
-            "model {} ({}, {} layers × {} heads) · new conversation · {}\n",
-            self.state.model.label,
-            text.model_type,
-            text.num_hidden_layers,
-            text.num_attention_heads,
+            "model {} ({}, {} layers × {} heads) · new conversation · {}{recording}\n",
+            id.label,
+            id.text_model_type,
+            id.num_layers,
+            id.num_heads,
             self.layers_text()
         ))
     }

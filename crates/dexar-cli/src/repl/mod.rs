@@ -26,11 +26,13 @@ use reedline::{
     KeyModifiers, MenuBuilder, Reedline, ReedlineEvent, ReedlineMenu, Signal,
 };
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::args::{GraphicsArgs, LayerArgs, ModelArgs, PluginArgs, SamplingArgs, TopkArgs};
+use crate::args::{
+    GraphicsArgs, LayerArgs, ModelArgs, PluginArgs, RecordArgs, SamplingArgs, TopkArgs,
+};
 use crate::error::{CliError, CliResult};
 use complete::{
     ContinuationValidator, Names, ReplCompleter, ReplHighlighter, ReplHinter, ReplPrompt,
@@ -58,6 +60,8 @@ pub struct ReplArgs {
     pub topk: TopkArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// The state both front ends start from, and how to draw for this terminal.
@@ -65,12 +69,17 @@ pub struct Opened {
     pub state: AppState,
     pub terminal: Terminal,
     pub size: Option<CellSize>,
+    /// Why the conversation is not recorded, when recording was asked for
+    /// and cannot be done.
+    pub record_note: Option<String>,
 }
 
 impl ReplArgs {
     /// Checks the options, asks the terminal what it draws (before anything
-    /// reads stdin), loads plugins, the model and the image.
-    pub fn open(&self) -> CliResult<Opened> {
+    /// reads stdin), loads plugins, the model and the image, and starts
+    /// recording (to `record_to`, else to the sessions directory) unless
+    /// `--no-record`.
+    pub fn open(&self, record_to: Option<&Path>) -> CliResult<Opened> {
         self.sampling.validate()?;
         let topk = self.topk.validated()?;
         let size = self.graphics.size()?;
@@ -102,20 +111,26 @@ impl ReplArgs {
             layers: self.layers.selection(),
             topk,
         };
+        let mut state = AppState::new(model, image, settings, plugins);
+        let (recorder, record_note) = self.record.recorder(record_to, &state.identity)?;
+        state.set_recorder(recorder);
         Ok(Opened {
-            state: AppState::new(model, image, settings, plugins),
+            state,
             terminal,
             size,
+            record_note,
         })
     }
 }
 
-pub fn run(args: &ReplArgs) -> CliResult<()> {
+/// The REPL; `record_to` names a new session file to record into.
+pub fn run(args: &ReplArgs, record_to: Option<&Path>) -> CliResult<()> {
     let Opened {
         state,
         terminal,
+        record_note,
         size,
-    } = args.open()?;
+    } = args.open(record_to)?;
     let interactive = std::io::stdin().is_terminal();
     let paint = paint_for(terminal.graphics);
     let display = Display::new(terminal, size);
@@ -128,14 +143,11 @@ pub fn run(args: &ReplArgs) -> CliResult<()> {
         .map(|e| format!("Ctrl-C cannot stop answers ({e})"));
     let names = Arc::new(Mutex::new(Names::default()));
     let mut repl = Repl::new(state, display, paint, cancel, names.clone());
-    let clamped = args
-        .layers
-        .selection()
-        .clamp_note(repl.state.model.num_layers());
+    let clamped = args.layers.selection().clamp_note(repl.state.num_layers());
     let mut out = std::io::stdout();
     let greeting = (|| {
         out.write_all(repl.banner().as_bytes())?;
-        for note in [ctrlc_note, clamped].into_iter().flatten() {
+        for note in [record_note, ctrlc_note, clamped].into_iter().flatten() {
             writeln!(out, "{}", paint.warning(&note))?;
         }
         out.flush()

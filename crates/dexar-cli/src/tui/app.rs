@@ -103,7 +103,7 @@ impl App {
     /// Looking at `state` as the REPL left it: its strategy, layers and
     /// last answer.
     pub fn new(state: &AppState) -> Self {
-        let text = state.model.ckpt.text_config();
+        let id = &state.identity;
         Self {
             layers: state.settings.layers,
             strategy: state.strategy.clone(),
@@ -125,8 +125,8 @@ impl App {
             }),
             screen: Screen::default(),
             answer_id: 0,
-            num_layers: text.num_hidden_layers,
-            num_heads: text.num_attention_heads,
+            num_layers: id.num_layers,
+            num_heads: id.num_heads,
         }
     }
 

@@ -85,7 +85,7 @@ impl Derived {
             self.weights.clear();
         }
         self.weights.truncate(steps.len());
-        let n = state.model.num_layers();
+        let n = state.num_layers();
         for step in &steps[self.weights.len()..] {
             // A malformed trace (its map says why) counts as no evidence.
             let w = match step.validate() {
@@ -114,7 +114,7 @@ impl Derived {
             if self.heads.len() > KEEP {
                 self.heads.clear();
             }
-            let restricted = app.layers.restrict(step, state.model.num_layers());
+            let restricted = app.layers.restrict(step, state.num_layers());
             let scores = HeadScores::compute(&restricted, state.settings.topk);
             self.heads.insert(key, scores);
         }
@@ -176,7 +176,7 @@ fn compute(state: &AppState, steps: &[StepTrace], key: &MapKey) -> Result<Shown,
                 .get(*t)
                 .ok_or_else(|| format!("no token {t} in this answer"))?;
             step.validate().map_err(|e| e.to_string())?;
-            let restricted = key.layers.restrict(step, state.model.num_layers());
+            let restricted = key.layers.restrict(step, state.num_layers());
             return Shown::head(&restricted, *slot, *head, state.settings.topk)
                 .map_err(|e| e.to_string());
         }

@@ -450,7 +450,7 @@ fn draw_status(frame: &mut Frame, view: &View, derived: &Derived, tokens: usize,
     };
     let text = format!(
         "{tokens} tokens · {rate:.1} tok/s · {how} · graphics {} · model {}",
-        derived.terminal.graphics, view.state.model.label
+        derived.terminal.graphics, view.state.identity.label
     );
     frame.render_widget(Paragraph::new(text), area);
 }

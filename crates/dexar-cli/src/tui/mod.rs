@@ -30,7 +30,7 @@ use clap::Args;
 use crossterm::event;
 use dexar_core::StepTrace;
 use dexar_render::term::Terminal;
-use dexar_session::{AppState, Outcome};
+use dexar_session::{AppState, Outcome, Session};
 use ratatui::backend::CrosstermBackend;
 
 use crate::error::{one_line, CliError, CliResult};
@@ -46,20 +46,20 @@ type Term = ratatui::Terminal<CrosstermBackend<io::Stdout>>;
 pub struct TuiArgs {
     #[command(flatten)]
     pub repl: ReplArgs,
-    /// Open a recorded session file (replayed without the model) instead of
-    /// a new conversation.
+    /// Open a recorded session file instead of a new conversation: its last
+    /// answer is shown, with the model if it is the session's own (else
+    /// without one: shown and re-explained, not continued).
     #[arg(long, value_name = "FILE")]
     pub session: Option<PathBuf>,
 }
 
 /// `dexar tui`.
 pub fn run(args: &TuiArgs) -> CliResult<()> {
-    if let Some(path) = &args.session {
-        return Err(CliError::usage(format!(
-            "--session {}: this build of dexar cannot open session files yet",
-            path.display()
-        )));
-    }
+    // A session file named is read first: a bad one is the error to report.
+    let session = match &args.session {
+        Some(path) => Some(Session::open(path).map_err(|e| CliError::usage(e.to_string()))?),
+        None => None,
+    };
     if !(io::stdin().is_terminal() && io::stdout().is_terminal()) {
         return Err(CliError::usage(
             "dexar tui needs a terminal on stdin and stdout; in scripts use dexar (the REPL reads lines) or dexar explain",
@@ -73,25 +73,46 @@ pub fn run(args: &TuiArgs) -> CliResult<()> {
     let Opened {
         mut state,
         terminal,
+        record_note,
         ..
-    } = args.repl.open()?;
+    } = args.repl.open(None)?;
+    let mut notes: Vec<String> = record_note.into_iter().collect();
+    if let Some(session) = &session {
+        notes.extend(session.warning.iter().map(|w| one_line(w)));
+        let kept = state
+            .load_session(session, None)
+            .map_err(|e| CliError::usage(format!("--session {}: {e}", session.path.display())))?;
+        if !kept {
+            notes.push(format!(
+                "opened without its model ({}): answers are shown and re-explained, not continued",
+                state.identity.label
+            ));
+        }
+    }
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     // SIGINT from outside (the TUI reads Ctrl-C as a key): stop, put the
     // terminal back, leave.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
-    run_on(&mut state, terminal, &interrupt)
+    run_on(&mut state, terminal, &interrupt, notes.pop())
 }
 
 /// Runs the TUI on `state` until the user quits; the layers and strategy
 /// chosen in it stay in `state`. `interrupt` (a SIGINT handler sets it)
-/// stops an answer, or the TUI when none is coming.
-pub fn run_on(state: &mut AppState, terminal: Terminal, interrupt: &AtomicBool) -> CliResult<()> {
+/// stops an answer, or the TUI when none is coming. `note` is shown first
+/// on the message line.
+pub fn run_on(
+    state: &mut AppState,
+    terminal: Terminal,
+    interrupt: &AtomicBool,
+    note: Option<String>,
+) -> CliResult<()> {
     let failed = |e: io::Error| CliError::internal(format!("the terminal failed ({e})"));
     interrupt.store(false, Ordering::SeqCst);
     let guard = terminal::FullScreen::enter().map_err(failed)?;
     let mut term = ratatui::Terminal::new(CrosstermBackend::new(io::stdout())).map_err(failed)?;
     let mut app = App::new(state);
+    app.message = note;
     let mut derived = Derived::new(terminal);
     let result = event_loop(&mut term, &mut app, state, &mut derived, interrupt);
     drop(guard);

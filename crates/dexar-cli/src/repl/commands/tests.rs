@@ -183,3 +183,21 @@ fn help_lists_every_command_once() {
     assert_eq!(spec("show").map(|s| s.name), Some("/show"));
     assert_eq!(spec("/nope"), None);
 }
+
+#[test]
+fn save_and_load_take_a_session_file_and_an_optional_turn() {
+    assert_eq!(cmd("/save s.dexar"), Command::Save("s.dexar".into()));
+    assert_eq!(
+        cmd("/save 'my session.dexar'"),
+        Command::Save("my session.dexar".into())
+    );
+    assert_eq!(cmd("/load s.dexar"), Command::Load("s.dexar".into(), None));
+    assert_eq!(
+        cmd("/load s.dexar 2"),
+        Command::Load("s.dexar".into(), Some(2))
+    );
+    assert!(p("/save").unwrap_err().starts_with("usage: /save PATH"));
+    assert!(p("/load")
+        .unwrap_err()
+        .starts_with("usage: /load PATH [TURN]"));
+}

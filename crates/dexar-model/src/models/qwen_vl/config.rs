@@ -4,14 +4,15 @@
 //! rotary settings under `rope_scaling` or `rope_parameters`, with the
 //! defaults transformers uses for fields a checkpoint leaves out.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::{ParseError, TextConfig};
 use crate::decoder::{DecoderVariant, MRope};
 
 /// Which Qwen-VL generation a checkpoint is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum QwenFamily {
     Qwen2Vl,
     Qwen25Vl,
@@ -39,7 +40,7 @@ impl QwenFamily {
 }
 
 /// The vision tower's configuration (fields of all three generations).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QwenVisionConfig {
     pub depth: usize,
     /// Width of the tower (Qwen2-VL's `embed_dim`).
@@ -64,7 +65,7 @@ pub struct QwenVisionConfig {
 }
 
 /// A Qwen-VL configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QwenVlConfig {
     pub family: QwenFamily,
     pub text: TextConfig,
