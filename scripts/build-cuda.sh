@@ -128,13 +128,28 @@ if ((TOOLKIT_ONLY)); then
 fi
 
 # ---- 3. build ---------------------------------------------------------------
-step "cargo build --release --features cuda (jobs: $JOBS; this takes a while: nvcc compiles candle's kernels)"
 export PATH=$CUDA_ROOT_DIR/bin:$PATH
-export NVCC=$CUDA_ROOT_DIR/bin/nvcc # cudaforge (candle-kernels' build)
-export CUDA_ROOT=$CUDA_ROOT_DIR CUDA_PATH=$CUDA_ROOT_DIR CUDA_HOME=$CUDA_ROOT_DIR # cudarc's link search
+export NVCC=$CUDA_ROOT_DIR/bin/nvcc # candle-kernels' build (cudaforge)
+# cudarc's link search uses every one of these that is set: only ours.
+unset CUDA_PATH CUDA_ROOT CUDA_TOOLKIT_ROOT_DIR CUDNN_LIB
+export CUDA_HOME=$CUDA_ROOT_DIR
 export CUDARC_CUDA_VERSION=13000 # cudarc's bindings for CUDA 13.0, not parsed from nvcc
 export CUDAFORGE_THREADS=$JOBS
+# candle also compiles its GGUF/MoE kernels to machine code (a fatbin linked
+# into the binary: 33 MB as nvcc leaves it, about 7 MB compressed for size;
+# the driver unpacks it once when the module loads).
+export NVCC_APPEND_FLAGS="--compress-mode=size${NVCC_APPEND_FLAGS:+ $NVCC_APPEND_FLAGS}"
 export CARGO_PROFILE_RELEASE_STRIP=symbols
+# candle-kernels' build script does not watch NVCC_APPEND_FLAGS (nor which
+# nvcc it ran): when they change, rebuild the kernels from scratch.
+KERNEL_FLAGS="nvcc $NVCC_RELEASE; NVCC_APPEND_FLAGS=$NVCC_APPEND_FLAGS; CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP"
+if [[ -d $TARGET_DIR/release && "$(cat "$TARGET_DIR/kernel-flags.txt" 2>/dev/null)" != "$KERNEL_FLAGS" ]]; then
+    step "kernel flags changed: cleaning candle-kernels"
+    (cd "$REPO" && cargo clean --release -p candle-kernels --target-dir "$TARGET_DIR") || die "cargo clean failed"
+fi
+mkdir -p "$TARGET_DIR"
+printf '%s\n' "$KERNEL_FLAGS" >"$TARGET_DIR/kernel-flags.txt"
+step "cargo build --release --features cuda (jobs: $JOBS; nvcc compiles candle's kernels: expect 20-40 minutes on 2 cores from scratch)"
 (cd "$REPO" && cargo build --release --locked -p dexar-cli --features cuda \
     --target-dir "$TARGET_DIR" -j "$JOBS") || die "cargo build failed (see above)"
 
@@ -156,9 +171,9 @@ LD_LIBRARY_PATH=$LOCAL_LIBS "$BIN" --help >/dev/null || die "'dexar --help' fail
 
 step "done in $(($(date +%s) - START)) s: $BIN ($SIZE_MB MiB)"
 cat <<EOF
-It needs, at run time, the NVIDIA driver's libcuda.so.1 and the CUDA 13
-libraries above (cuBLAS, cuRAND, NVRTC, cudart: the nvidia-* Python wheels
-that PyTorch for CUDA 13 installs will do). To try it here, without a GPU:
+At run time it needs the NVIDIA driver's libcuda.so.1 and the CUDA 13
+libraries in the NEEDED list above (the nvidia-* wheels that PyTorch 2.11
+installs for CUDA 13.0 have them). To try it here, without a GPU:
   LD_LIBRARY_PATH=$LOCAL_LIBS $BIN --help
 On a GPU machine: scripts/gpu-check.sh (docs/cuda.md).
 EOF

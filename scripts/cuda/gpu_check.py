@@ -23,8 +23,13 @@ import numpy as np
 # an absolute difference is also a relative one).
 F32_TOL = 1e-4
 # crates/dexar-model/tests/incremental.rs, half_precision_runs_and_stays_close_to_f32:
-# bf16 gradients within 1e-1 relative error of f32, same greedy tokens.
+# bf16 gradients within 1e-1 relative error of f32, same greedy tokens. That
+# bounds the DEX-AR maps, which are made from those gradients, so bf16 is held
+# to it on them; the other strategies are reported, not held (on the CPU, bf16
+# raw-attention and grad-x-attn maps of the fixtures already differ from f32
+# by up to 0.103).
 BF16_TOL = 1e-1
+BF16_GATED = ("dexar", "dexar-unfiltered")
 
 
 # ---- libdirs ----------------------------------------------------------------
@@ -66,8 +71,9 @@ def load_explain(path):
     return doc
 
 
-def compare_explain(ref_path, run_path, tol):
-    """Same tokens, and every map of every strategy within `tol` of the reference."""
+def compare_explain(ref_path, run_path, tol, gated=None):
+    """Same tokens, and every map (per token and sentence) of the strategies
+    in `gated` (None: all) within `tol` of the reference."""
     ref, run = load_explain(ref_path), load_explain(run_path)
     ref_ids = [t["id"] for t in ref["tokens"]]
     run_ids = [t["id"] for t in run["tokens"]]
@@ -81,6 +87,7 @@ def compare_explain(ref_path, run_path, tol):
         "tokens": len(run_ids),
         "same_tokens": ref_ids == run_ids,
         "tolerance": tol,
+        "gated_strategies": list(gated) if gated else "all",
         "max_abs_diff": None,
         "per_strategy": {},
     }
@@ -91,7 +98,8 @@ def compare_explain(ref_path, run_path, tol):
         problems.append(f"different tokens: {run_ids} vs reference {ref_ids}")
     else:
         shared = sorted(set(ref["strategies"]) & set(run["strategies"]))
-        if "dexar" not in shared:
+        held = [name for name in shared if gated is None or name in gated]
+        if "dexar" not in held:
             problems.append("no dexar strategy in both files")
         worst = 0.0
         for name in shared:
@@ -108,10 +116,11 @@ def compare_explain(ref_path, run_path, tol):
                 diffs.append(float(np.max(np.abs(a - b))) if a.size else 0.0)
             if diffs:
                 result["per_strategy"][name] = max(diffs)
-                worst = max(worst, max(diffs))
+                if name in held:
+                    worst = max(worst, max(diffs))
         result["max_abs_diff"] = worst
         if worst > tol:
-            problems.append(f"maps differ by {worst:.3g} > {tol:g}")
+            problems.append(f"{'/'.join(held)} maps differ by {worst:.3g} > {tol:g}")
         a = np.asarray([t["weight"] for t in ref["tokens"]], dtype=np.float64)
         b = np.asarray([t["weight"] for t in run["tokens"]], dtype=np.float64)
         result["token_weight_max_abs_diff"] = float(np.max(np.abs(a - b))) if a.size else 0.0
@@ -242,22 +251,28 @@ def cmd_report(args):
     summary = {"schema": "dexar.gpu-check/1", **plan, "parity": [], "bench": None, "torch": None, "ratios": {}}
     failures = []
 
+    # (run directory, tolerance, strategies held to it, counts as a check)
+    comparisons = [("test-f32", F32_TOL, None, True), ("test-bf16", BF16_TOL, BF16_GATED, True),
+                   ("context-bf16", BF16_TOL, BF16_GATED, False)]
     for fixture in plan.get("fixtures", []):
         ref = results / "explain" / fixture / "ref-f32" / "explain.json"
-        for dtype, tol in (("f32", F32_TOL), ("bf16", BF16_TOL)):
-            run = results / "explain" / fixture / f"test-{dtype}" / "explain.json"
+        for name, tol, gated, counts in comparisons:
+            run = results / "explain" / fixture / name / "explain.json"
+            if not counts and not run.parent.is_dir():
+                continue
             if not ref.is_file() or not run.is_file():
                 missing = ref if not ref.is_file() else run
-                entry = {"fixture": fixture, "dtype": dtype, "ok": False,
-                         "problems": [f"no {missing.relative_to(results)} (see its log)"]}
+                entry = {"dtype": name.split("-")[1], "ok": False,
+                         "problems": [f"no {missing.relative_to(results)} (see the log.txt beside it)"]}
             else:
                 try:
-                    entry = {"fixture": fixture, **compare_explain(ref, run, tol)}
+                    entry = compare_explain(ref, run, tol, gated)
                 except (KeyError, ValueError, TypeError) as e:
-                    entry = {"fixture": fixture, "dtype": dtype, "ok": False, "problems": [f"unreadable: {e}"]}
+                    entry = {"dtype": name.split("-")[1], "ok": False, "problems": [f"unreadable: {e}"]}
+            entry = {"fixture": fixture, "run": name, "counts": counts, **entry}
             summary["parity"].append(entry)
-            if not entry["ok"]:
-                failures.append(f"parity {fixture} {dtype}: {'; '.join(entry['problems'])}")
+            if counts and not entry["ok"]:
+                failures.append(f"parity {fixture} {name}: {'; '.join(entry['problems'])}")
 
     bench = read_json(results / "bench" / "bench.json")
     summary["bench"] = bench
@@ -302,10 +317,20 @@ def render_text(summary):
     lines.append("explain parity (reference: the CPU in f32, same binary)")
     for p in summary["parity"]:
         diff = p.get("max_abs_diff")
-        diff_text = f"max |diff| {diff:.2e}" if diff is not None else "no comparison"
-        where = f"{p.get('device', '?')} {p.get('dtype', '?')}"
-        lines.append(f"  {'ok  ' if p['ok'] else 'FAIL'} {p['fixture']:<14} {where:<12} {diff_text} "
-                     f"(tolerance {p.get('tolerance', float('nan')):g}, {p.get('tokens', 0)} tokens)")
+        if diff is None:
+            lines.append(f"  FAIL {p['fixture']:<14} {p['run']}: {'; '.join(p.get('problems', []))}")
+            continue
+        diff_text = f"max |diff| {diff:.2e}"
+        where = f"{p['device']} {p['dtype']}"
+        held = p.get("gated_strategies", "all")
+        held_text = "all maps" if held == "all" else "/".join(held)
+        status = ("ok  " if p["ok"] else "FAIL") if p["counts"] else "info"
+        lines.append(f"  {status} {p['fixture']:<14} {where:<10} {diff_text} on {held_text} "
+                     f"(tolerance {p.get('tolerance', float('nan')):g}, {p.get('tokens', 0)} tokens)"
+                     + ("" if p["counts"] else ": the CPU's own bf16, for context"))
+        per = p.get("per_strategy") or {}
+        if per:
+            lines.append("       per strategy: " + ", ".join(f"{k} {v:.2e}" for k, v in per.items()))
         for problem in p.get("problems", []):
             lines.append(f"       {problem}")
     lines.append("")
