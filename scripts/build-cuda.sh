@@ -37,7 +37,8 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 MAX_BINARY_MB=60
 
 # CUDA 13.0 Update 2, component by component (the versions NVIDIA ships
-# together; cuBLAS and cuRAND have their own numbering).
+# together; cuBLAS and cuRAND have their own numbering). PyTorch 2.11 pins the
+# same release (cuda-toolkit==13.0.2), so the GPU machine's wheels match.
 WHEELS=(
     nvidia-cuda-nvcc==13.0.88     # nvcc, ptxas, fatbinary
     nvidia-cuda-crt==13.0.88      # nvcc's crt/ headers
