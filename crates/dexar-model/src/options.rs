@@ -73,8 +73,14 @@ pub fn parse_device(name: &str) -> Result<Device> {
             })?,
     };
     Device::new_cuda(ordinal).map_err(|e| {
+        // A CUDA build that fails here lacks the GPU or its driver, not a rebuild.
+        let hint = if candle_core::utils::cuda_is_available() {
+            "it needs an NVIDIA GPU with its driver and the CUDA 13 libraries"
+        } else {
+            "build dexar with `--features cuda` on a machine with an NVIDIA GPU"
+        };
         ModelError::Input(format!(
-            "{name}: CUDA is not available ({}); build dexar with `--features cuda` on a machine with an NVIDIA GPU",
+            "{name}: CUDA is not available ({}); {hint}",
             dexar_core::one_line(&e.to_string())
         ))
     })
@@ -100,5 +106,17 @@ mod tests {
         let e = parse_device("tpu").unwrap_err().to_string();
         assert!(e.contains("use cpu, cuda or cuda:N"), "{e}");
         assert!(parse_device("cuda:x").is_err());
+    }
+
+    #[test]
+    fn cuda_that_cannot_start_says_why_in_one_line() {
+        // Without a GPU (as on the test machines), whatever the build.
+        if let Err(e) = parse_device("cuda") {
+            let e = e.to_string();
+            assert!(e.starts_with("cuda: CUDA is not available ("), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+            let rebuild = e.contains("build dexar with `--features cuda`");
+            assert_eq!(rebuild, !candle_core::utils::cuda_is_available(), "{e}");
+        }
     }
 }
