@@ -4,7 +4,11 @@
 //! shared with `dexar replay`, which explains recorded traces.
 
 use clap::{ArgGroup, Args};
-use dexar_core::{write_atomic, Grid, HeadScores, StepTrace, Strategy, TokenMap, BUILTIN_NAMES};
+use dexar_core::maps::weighted_global_sum;
+use dexar_core::{
+    minmax, write_atomic, Grid, HeadScores, RegionView, StepTrace, Strategy, TokenMap,
+    BUILTIN_NAMES,
+};
 use dexar_model::{generate_traced, GenerationSettings, Mode};
 use dexar_plugin::host::PluginRegistry;
 use dexar_render::Colormap;
@@ -17,7 +21,8 @@ use std::sync::Arc;
 use crate::args::{LayerArgs, ModelArgs, PluginArgs, SamplingArgs, TopkArgs};
 use crate::error::{CliError, CliResult};
 use crate::output::{
-    ExplainJson, ModelInfo, PromptInfo, Settings, StrategyOutput, TokenInfo, SCHEMA,
+    ExplainJson, GlobalOutput, ModelInfo, PromptInfo, RegionInfo, Settings, StrategyOutput,
+    TokenInfo, SCHEMA,
 };
 use crate::strategies;
 
@@ -84,6 +89,11 @@ pub struct OutputArgs {
     /// Skip the PNG overlays (JSON only).
     #[arg(long)]
     pub no_png: bool,
+    /// Images split into regions (SmolVLM): which overlays to write: the
+    /// tiles' maps composed at their boxes (`token_NNN.png`), the global
+    /// view's (`token_NNN.global.png`), or both. No effect on one-region images.
+    #[arg(long, value_name = "VIEW", default_value = "all")]
+    pub region: String,
 }
 
 /// Makes sure `dir` exists and is writable before any work is done.
@@ -104,6 +114,7 @@ pub fn prepare_out_dir(dir: &Path) -> CliResult<()> {
 /// The checked output options, plugins loaded and strategies chosen.
 pub struct Output {
     pub colormap: Colormap,
+    pub region: RegionView,
     pub topk: usize,
     /// Keeps the plugins' libraries loaded while their strategies run.
     pub _plugins: PluginRegistry,
@@ -123,11 +134,16 @@ impl OutputArgs {
         if !(0.0..=1.0).contains(&self.alpha) {
             return Err(CliError::usage("--alpha must be between 0 and 1"));
         }
+        let region: RegionView = self
+            .region
+            .parse()
+            .map_err(|e| CliError::usage(format!("--region: {e}")))?;
         let topk = self.topk.validated()?;
         let registry = self.plugins.load()?;
         let strategies = strategies::select(&self.strategies, topk, &registry)?;
         Ok(Output {
             colormap,
+            region,
             topk,
             _plugins: registry,
             strategies,
@@ -299,12 +315,17 @@ pub fn write_explanation(e: &Explained, output: &Output, args: &OutputArgs) -> C
             }
             Err(e) => return Err(CliError::internal(e.to_string())),
         };
+        let global = maps
+            .iter()
+            .any(|m| !m.regions.is_empty())
+            .then(|| global_output(&maps));
         outputs.insert(
             s.name().to_string(),
             StrategyOutput {
                 per_token: maps.iter().map(TokenMap::normalized).collect(),
                 token_weights: maps.iter().map(|m| m.weight).collect(),
                 sentence: sentence.clone(),
+                global,
             },
         );
         computed.push(StrategyMaps {
@@ -330,14 +351,22 @@ pub fn write_explanation(e: &Explained, output: &Output, args: &OutputArgs) -> C
         .iter()
         .map(|st| HeadScores::compute(st, topk).weights)
         .collect();
+    // The maps' grid: the model's, or the tiles composed for a split image.
+    let grid = dexar_maps.first().map_or(e.grid, |m| m.grid);
+    let mut model = e.model.clone();
+    model.grid = [grid.height, grid.width];
     let doc = ExplainJson {
         schema: SCHEMA,
-        model: e.model.clone(),
+        model,
         settings: e.settings.clone(),
         prompt: e.prompt.clone(),
         tokens,
         strategies: outputs,
         head_weights,
+        regions: steps
+            .first()
+            .map(|st| st.regions.iter().map(RegionInfo::of).collect())
+            .unwrap_or_default(),
     };
     let json = serde_json::to_string_pretty(&doc).map_err(|e| CliError::internal(e.to_string()))?;
     let names: Vec<&str> = computed.iter().map(|s| s.name.as_str()).collect();
@@ -364,29 +393,73 @@ pub fn write_explanation(e: &Explained, output: &Output, args: &OutputArgs) -> C
                 CliError::usage(format!("--out: cannot create {} ({e})", dir.display()))
             })?;
             for (i, m) in s.maps.iter().enumerate() {
+                for (view, grid, raw) in m.view(output.region) {
+                    save_overlay(
+                        e.view,
+                        &minmax(raw).0,
+                        grid,
+                        colormap,
+                        args.alpha,
+                        &dir.join(overlay_name(&format!("token_{i:03}"), view)),
+                    )?;
+                }
+            }
+            let split = s.maps.iter().any(|m| !m.regions.is_empty());
+            let sentence_grid = s.maps.first().map_or(grid, |m| m.grid);
+            if !split || output.region != RegionView::Global {
                 save_overlay(
                     e.view,
-                    &m.normalized(),
-                    m.grid,
+                    &s.sentence,
+                    sentence_grid,
                     colormap,
                     args.alpha,
-                    &dir.join(format!("token_{i:03}.png")),
+                    &dir.join("sentence.png"),
                 )?;
             }
-            save_overlay(
-                e.view,
-                &s.sentence,
-                e.grid,
-                colormap,
-                args.alpha,
-                &dir.join("sentence.png"),
-            )?;
+            if split && output.region != RegionView::Tiles {
+                if let Some(g) = doc.strategies.get(&s.name).and_then(|o| o.global.as_ref()) {
+                    save_overlay(
+                        e.view,
+                        &g.sentence,
+                        Grid::new(g.grid[0], g.grid[1]),
+                        colormap,
+                        args.alpha,
+                        &dir.join("sentence.global.png"),
+                    )?;
+                }
+            }
         }
     }
     if args.json.as_deref() != Some("-") {
         print_summary(&doc, e.answer, &args.out)?;
     }
     Ok(())
+}
+
+/// The overlay file of a map `stem` under a region view: the composed (or
+/// only) map is `stem.png`, the global view's `stem.global.png`.
+fn overlay_name(stem: &str, view: &str) -> String {
+    if view == "global" {
+        format!("{stem}.global.png")
+    } else {
+        format!("{stem}.png")
+    }
+}
+
+/// The global views' maps of a split image's token maps, and their sentence map.
+fn global_output(maps: &[TokenMap]) -> GlobalOutput {
+    let grid = maps
+        .iter()
+        .find_map(|m| m.global().map(|(g, _)| g))
+        .unwrap_or(Grid::new(0, 0));
+    GlobalOutput {
+        grid: [grid.height, grid.width],
+        per_token: maps
+            .iter()
+            .map(|m| m.global().map(|(_, raw)| minmax(raw).0).unwrap_or_default())
+            .collect(),
+        sentence: minmax(&weighted_global_sum(maps)).0,
+    }
 }
 
 /// `a`, `b` and `c` for messages.

@@ -1,5 +1,6 @@
 //! The files `dexar explain` owns in its `--out` directory: `explain.json`
-//! and, per strategy, `NAME/token_NNN.png` and `NAME/sentence.png`. A new
+//! and, per strategy, `NAME/token_NNN.png` and `NAME/sentence.png` (and
+//! `.global.png` twins for images split into regions). A new
 //! run first removes the overlays an earlier run wrote there, so no map of an
 //! earlier answer stays beside the new `explain.json`; files it does not own
 //! stay untouched.
@@ -54,8 +55,10 @@ fn previous_strategies(out: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// `token_NNN.png` (three or more digits) or `sentence.png`.
+/// `token_NNN.png` (three or more digits) or `sentence.png`, or the global
+/// view's `token_NNN.global.png` / `sentence.global.png`.
 fn is_overlay_name(name: &str) -> bool {
+    let name = name.replace(".global.png", ".png");
     if name == "sentence.png" {
         return true;
     }

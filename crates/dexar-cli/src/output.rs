@@ -16,6 +16,33 @@ pub struct ExplainJson {
     pub strategies: BTreeMap<String, StrategyOutput>,
     /// Per token, `len(layers_used) * num_heads` values, layer-major: `w^{l,t,i}`.
     pub head_weights: Vec<Vec<f32>>,
+    /// The image's blocks of tokens: one covering the whole image for most
+    /// models; SmolVLM's tiles and global view.
+    pub regions: Vec<RegionInfo>,
+}
+
+/// One image region as explain.json describes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionInfo {
+    /// `global` or `tile`.
+    pub kind: &'static str,
+    /// Half-open `[start, end)` in `prompt.input_ids`.
+    pub span: [usize; 2],
+    pub grid: [usize; 2],
+    /// `[x0, y0, x1, y1]` on the image, normalised to [0, 1].
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+}
+
+impl RegionInfo {
+    pub fn of(r: &dexar_core::ImageRegion) -> Self {
+        Self {
+            kind: r.kind.as_str(),
+            span: [r.span.0, r.span.1],
+            grid: [r.grid.height, r.grid.width],
+            bbox: r.bbox,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,5 +103,18 @@ pub struct TokenInfo {
 pub struct StrategyOutput {
     pub per_token: Vec<Vec<f32>>,
     pub token_weights: Vec<f32>,
+    pub sentence: Vec<f32>,
+    /// Images of several regions only: the global view's maps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub global: Option<GlobalOutput>,
+}
+
+/// The global view's maps of an image of several regions.
+#[derive(Debug, Serialize, Default)]
+pub struct GlobalOutput {
+    pub grid: [usize; 2],
+    /// One array per token, min-max normalised.
+    pub per_token: Vec<Vec<f32>>,
+    /// `minmax(Σ_t weight_t · global_t)`.
     pub sentence: Vec<f32>,
 }

@@ -15,6 +15,7 @@ pub mod files;
 pub mod layers;
 pub mod maps;
 pub mod metrics;
+pub mod regions;
 pub mod strategy;
 pub mod trace;
 pub mod words;
@@ -23,6 +24,7 @@ pub use atomic::write_atomic;
 pub use files::{check_regular, open_regular, read_regular, read_regular_to_string};
 pub use layers::LayerSelection;
 pub use maps::{minmax, upsample_bilinear, weighted_sum, Grid, MapError, TokenMap};
+pub use regions::{compose_tiles, ImageRegion, RegionKind, RegionMap, RegionView, WHOLE_IMAGE};
 pub use strategy::{
     builtin_strategy, weighted_sentence_map, DexarStrategy, GradXAttnStrategy, HeadScores,
     RawAttentionStrategy, Strategy, StrategyError, BUILTIN_NAMES,

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::regions::{compose_tiles, ImageRegion, RegionKind, RegionMap, RegionView};
+
 /// The patch grid of the image tokens, row-major `height x width`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grid {
@@ -31,14 +33,101 @@ impl Grid {
 /// the `full` feature strategy's CLS token, that extra leading value has been
 /// dropped). `weight` is the token weight (δ_t for DEX-AR, 1.0 for strategies
 /// without a notion of token weight).
+///
+/// An image of several regions (tiles and a global view) keeps every
+/// region's own map in `regions`; `grid` and `raw` are then the main map over
+/// the image: the tiles composed at their boxes ([`compose_tiles`]), or the
+/// global view's map when there are no tiles. One region: `regions` is empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenMap {
     pub grid: Grid,
     pub raw: Vec<f32>,
     pub weight: f32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionMap>,
 }
 
 impl TokenMap {
+    /// The map of a single-region image.
+    pub fn single(grid: Grid, raw: Vec<f32>, weight: f32) -> Self {
+        Self {
+            grid,
+            raw,
+            weight,
+            regions: Vec::new(),
+        }
+    }
+
+    /// The map of one value per grid cell of every region, region after
+    /// region (`cells.len()` is the regions' cell count together).
+    pub fn from_cells(regions: &[ImageRegion], cells: Vec<f32>, weight: f32) -> Self {
+        if let [only] = regions {
+            return Self::single(only.grid, cells, weight);
+        }
+        let mut at = 0;
+        let parts: Vec<RegionMap> = regions
+            .iter()
+            .map(|r| {
+                let end = (at + r.grid.len()).min(cells.len());
+                let raw = cells[at.min(end)..end].to_vec();
+                at = end;
+                RegionMap {
+                    kind: r.kind,
+                    grid: r.grid,
+                    bbox: r.bbox,
+                    raw,
+                }
+            })
+            .collect();
+        let tiles: Vec<&RegionMap> = parts.iter().filter(|r| r.kind == RegionKind::Tile).collect();
+        let (grid, raw) = if tiles.is_empty() {
+            parts
+                .first()
+                .map(|r| (r.grid, r.raw.clone()))
+                .unwrap_or((Grid::new(0, 0), Vec::new()))
+        } else {
+            compose_tiles(&tiles)
+        };
+        Self {
+            grid,
+            raw,
+            weight,
+            regions: parts,
+        }
+    }
+
+    /// The global view's map: the region of kind global, or the map itself
+    /// for a single-region image (its one region is the whole image).
+    pub fn global(&self) -> Option<(Grid, &[f32])> {
+        if self.regions.is_empty() {
+            return Some((self.grid, &self.raw));
+        }
+        self.regions
+            .iter()
+            .find(|r| r.kind == RegionKind::Global)
+            .map(|r| (r.grid, r.raw.as_slice()))
+    }
+
+    /// The un-normalised maps a view shows, each with its name (`tiles` for
+    /// the composed map, `global` for the global view). A single-region map
+    /// shows its one map under every view; a view a map does not have (no
+    /// global region) is left out.
+    pub fn view(&self, view: RegionView) -> Vec<(&'static str, Grid, &[f32])> {
+        if self.regions.is_empty() {
+            return vec![("all", self.grid, &self.raw)];
+        }
+        let mut out = Vec::new();
+        if matches!(view, RegionView::Tiles | RegionView::All) {
+            out.push(("tiles", self.grid, self.raw.as_slice()));
+        }
+        if matches!(view, RegionView::Global | RegionView::All) {
+            if let Some((g, raw)) = self.global() {
+                out.push(("global", g, raw));
+            }
+        }
+        out
+    }
+
     /// The displayed map: min-max normalised to [0, 1]; all zeros when constant.
     pub fn normalized(&self) -> Vec<f32> {
         minmax(&self.raw).0
@@ -93,16 +182,29 @@ pub enum MapError {
 /// `Σ_t weight_t · raw_t` over token maps, in f64 then rounded to f32: the
 /// un-normalised sentence map (empty when there are no maps).
 pub fn weighted_sum(maps: &[TokenMap]) -> Vec<f32> {
-    let Some(first) = maps.first() else {
-        return Vec::new();
-    };
-    let mut sum = vec![0f64; first.raw.len()];
-    for m in maps {
-        for (acc, &v) in sum.iter_mut().zip(&m.raw) {
-            *acc += m.weight as f64 * v as f64;
+    weighted_sum_of(maps.iter().map(|m| (m.weight, m.raw.as_slice())))
+}
+
+/// [`weighted_sum`] of the global views' maps (of the maps that have one).
+pub fn weighted_global_sum(maps: &[TokenMap]) -> Vec<f32> {
+    weighted_sum_of(
+        maps.iter()
+            .filter_map(|m| m.global().map(|(_, raw)| (m.weight, raw))),
+    )
+}
+
+fn weighted_sum_of<'a>(maps: impl Iterator<Item = (f32, &'a [f32])>) -> Vec<f32> {
+    let mut sum: Option<Vec<f64>> = None;
+    for (weight, raw) in maps {
+        let acc = sum.get_or_insert_with(|| vec![0f64; raw.len()]);
+        for (acc, &v) in acc.iter_mut().zip(raw) {
+            *acc += weight as f64 * v as f64;
         }
     }
-    sum.into_iter().map(|v| v as f32).collect()
+    sum.unwrap_or_default()
+        .into_iter()
+        .map(|v| v as f32)
+        .collect()
 }
 
 /// A non-empty grid holding one finite value per cell.

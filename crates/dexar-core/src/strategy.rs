@@ -77,12 +77,23 @@ impl HeadScores {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (start, end) = trace.image_span;
+        // V is every region's span together (S_v is the max over all image
+        // positions of all regions); C ∪ Y is everything else.
+        let image: Vec<bool> = (0..trace.num_positions)
+            .map(|j| trace.is_image_position(j))
+            .collect();
+        let part = |g: &'_ [f32], want: bool| {
+            let image = &image;
+            g.iter()
+                .zip(image)
+                .filter(move |(_, &is)| is == want)
+                .map(|(&x, _)| relu(x))
+        };
         for slot in 0..trace.layers.len() {
             for head in 0..heads {
                 let g = trace.grad_row(slot, head);
-                let s_v = topk_mean(g[start..end].iter().map(|&x| relu(x)), topk);
-                let s_text = topk_mean(g[..start].iter().chain(&g[end..]).map(|&x| relu(x)), topk);
+                let s_v = topk_mean(part(g, true), topk);
+                let s_text = topk_mean(part(g, false), topk);
                 visual.push(s_v);
                 text.push(s_text);
                 weights.push(relu(s_v - s_text));
@@ -114,10 +125,11 @@ fn check_finite(name: &str, map: TokenMap) -> Result<TokenMap, StrategyError> {
     }
 }
 
-/// Sums `f(slot, head, j)` over layers and heads for every grid position j.
+/// Sums `f(slot, head, j)` over layers and heads for every grid cell position
+/// j of every region (region after region).
 fn sum_over_heads(trace: &StepTrace, mut f: impl FnMut(usize, usize, usize) -> f32) -> Vec<f32> {
-    let cells = trace.grid_positions();
-    let mut map = vec![0f32; cells.len()];
+    let cells = trace.cell_positions();
+    let mut map = vec![0f32; trace.num_cells()];
     for slot in 0..trace.layers.len() {
         for head in 0..trace.num_heads {
             for (cell, j) in map.iter_mut().zip(cells.clone()) {
@@ -160,18 +172,10 @@ impl Strategy for DexarStrategy {
             let raw = sum_over_heads(trace, |s, i, j| {
                 scores.weights[s * trace.num_heads + i] * relu(trace.grad_row(s, i)[j])
             });
-            TokenMap {
-                grid: trace.grid,
-                raw,
-                weight: scores.token_weight(),
-            }
+            TokenMap::from_cells(&trace.regions, raw, scores.token_weight())
         } else {
             let raw = sum_over_heads(trace, |s, i, j| relu(trace.grad_row(s, i)[j]));
-            TokenMap {
-                grid: trace.grid,
-                raw,
-                weight: 1.0,
-            }
+            TokenMap::from_cells(&trace.regions, raw, 1.0)
         };
         check_finite(self.name(), map)
     }
@@ -199,11 +203,7 @@ impl Strategy for RawAttentionStrategy {
             .collect();
         check_finite(
             self.name(),
-            TokenMap {
-                grid: trace.grid,
-                raw,
-                weight: 1.0,
-            },
+            TokenMap::from_cells(&trace.regions, raw, 1.0),
         )
     }
 }
@@ -228,11 +228,7 @@ impl Strategy for GradXAttnStrategy {
         });
         check_finite(
             self.name(),
-            TokenMap {
-                grid: trace.grid,
-                raw,
-                weight: 1.0,
-            },
+            TokenMap::from_cells(&trace.regions, raw, 1.0),
         )
     }
 }

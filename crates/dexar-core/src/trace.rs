@@ -1,7 +1,7 @@
 //! [`StepTrace`]: everything one traced generation step knows about the token
 //! it produced, as plain f32 buffers with explicit shapes.
 
-use crate::maps::Grid;
+use crate::regions::ImageRegion;
 use serde::{Deserialize, Serialize};
 
 /// Which part of the sequence a key position belongs to (DEXAR.md: V, C, Y).
@@ -33,6 +33,16 @@ pub enum TraceError {
         positions: usize,
         grid_len: usize,
     },
+    #[error("trace has no image region; every trace needs at least one")]
+    NoRegions,
+    #[error("image region {index} starts at {start}, before the previous region ends ({previous_end}); regions must be in sequence order and not overlap")]
+    RegionOrder {
+        index: usize,
+        start: usize,
+        previous_end: usize,
+    },
+    #[error("image region {index} has the box {bbox:?}; a box is [x0, y0, x1, y1] inside [0, 1] with x0 < x1 and y0 < y1")]
+    RegionBox { index: usize, bbox: [f32; 4] },
 }
 
 /// One generation step, as seen by attribution strategies.
@@ -61,11 +71,10 @@ pub struct StepTrace {
     pub attn: Vec<f32>,
     /// Kind of every key position (`num_positions` entries).
     pub kinds: Vec<PositionKind>,
-    /// Half-open `[start, end)` span of the image tokens among the positions.
-    pub image_span: (usize, usize),
-    /// Patch grid; `grid.len()` is `end - start`, or one less when the span
-    /// starts with a CLS token (LLaVA's `full` feature strategy).
-    pub grid: Grid,
+    /// The image's blocks of tokens in sequence order (at least one): one
+    /// region covering the whole image for most models, tiles plus a global
+    /// view for SmolVLM. The image positions V are their spans together.
+    pub regions: Vec<ImageRegion>,
 }
 
 impl StepTrace {
@@ -87,18 +96,38 @@ impl StepTrace {
                 actual: self.kinds.len(),
             });
         }
-        let (start, end) = self.image_span;
-        let span = end.saturating_sub(start);
-        if start >= end
-            || end > self.num_positions
-            || !(span == self.grid.len() || span == self.grid.len() + 1)
-        {
-            return Err(TraceError::ImageSpan {
-                start,
-                end,
-                positions: self.num_positions,
-                grid_len: self.grid.len(),
-            });
+        if self.regions.is_empty() {
+            return Err(TraceError::NoRegions);
+        }
+        let mut previous_end = 0;
+        for (index, r) in self.regions.iter().enumerate() {
+            let (start, end) = r.span;
+            let span = end.saturating_sub(start);
+            if start >= end
+                || end > self.num_positions
+                || !(span == r.grid.len() || span == r.grid.len() + 1)
+            {
+                return Err(TraceError::ImageSpan {
+                    start,
+                    end,
+                    positions: self.num_positions,
+                    grid_len: r.grid.len(),
+                });
+            }
+            if index > 0 && start < previous_end {
+                return Err(TraceError::RegionOrder {
+                    index,
+                    start,
+                    previous_end,
+                });
+            }
+            if !r.bbox_ok() {
+                return Err(TraceError::RegionBox {
+                    index,
+                    bbox: r.bbox,
+                });
+            }
+            previous_end = end;
         }
         Ok(())
     }
@@ -117,10 +146,25 @@ impl StepTrace {
         &self.attn[at..at + p]
     }
 
-    /// Positions of the grid cells: the image span without a leading CLS token.
-    pub fn grid_positions(&self) -> std::ops::Range<usize> {
-        let end = self.image_span.1;
-        end - self.grid.len()..end
+    /// Positions of the grid cells of every region, region after region
+    /// (each span without a leading CLS token).
+    pub fn cell_positions(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.regions.iter().flat_map(ImageRegion::cell_positions)
+    }
+
+    /// How many grid cells all regions have together.
+    pub fn num_cells(&self) -> usize {
+        self.regions.iter().map(|r| r.grid.len()).sum()
+    }
+
+    /// Whether key position `j` is an image position (in some region's span).
+    pub fn is_image_position(&self, j: usize) -> bool {
+        self.regions.iter().any(|r| j >= r.span.0 && j < r.span.1)
+    }
+
+    /// True when the image is more than one block of tokens.
+    pub fn is_multi_region(&self) -> bool {
+        self.regions.len() > 1
     }
 
     /// The trace restricted to layer slots whose absolute layer index is `>= first_layer`.
@@ -145,8 +189,7 @@ impl StepTrace {
             grads: pick(&self.grads),
             attn: pick(&self.attn),
             kinds: self.kinds.clone(),
-            image_span: self.image_span,
-            grid: self.grid,
+            regions: self.regions.clone(),
         }
     }
 }

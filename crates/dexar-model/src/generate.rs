@@ -188,7 +188,7 @@ pub fn generate_traced(
     // The decode step that produced `out` (none before the first token).
     let mut decode_ms = 0.0;
     let mut tokens: Vec<u32> = Vec::new();
-    let grid = image_features.grid;
+    let regions = image_features.regions(prompt.image_span);
     let stop = loop {
         let t = tokens.len();
         if t == budget {
@@ -239,7 +239,7 @@ pub fn generate_traced(
         }
         let kinds = (0..num_positions)
             .map(|j| {
-                if j >= prompt.image_span.0 && j < prompt.image_span.1 {
+                if regions.iter().any(|r| j >= r.span.0 && j < r.span.1) {
                     PositionKind::Image
                 } else if j < p0 {
                     PositionKind::Prompt
@@ -259,8 +259,7 @@ pub fn generate_traced(
             grads,
             attn,
             kinds,
-            image_span: prompt.image_span,
-            grid,
+            regions: regions.clone(),
         };
         tracing::debug!(
             step = t,

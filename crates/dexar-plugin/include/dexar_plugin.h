@@ -1,5 +1,5 @@
 /*
- * dexar_plugin.h: the C ABI of dexar attribution plugins, version 1.
+ * dexar_plugin.h: the C ABI of dexar attribution plugins, version 1.1.
  *
  * Kept in sync by hand with crates/dexar-plugin/src/abi.rs; the dexar-plugin
  * test `header_matches_rust` compiles this header and compares every size and
@@ -14,6 +14,16 @@
  *   const DexarPluginDescriptor *dexar_plugin_entry(void);
  *       Called once after the handshake. The descriptor and its strings must
  *       stay valid while the library is loaded (a static is the natural choice).
+ *
+ * and optionally
+ *
+ *   uint32_t dexar_plugin_abi_minor(void);
+ *       The minor version the plugin was written for: return
+ *       DEXAR_PLUGIN_ABI_MINOR (1) to be given images of several regions
+ *       (tiles and a global view, DexarTraceView.regions). A plugin without
+ *       it is ABI 1.0: it keeps working on images of one region, and the host
+ *       refuses to call it on an image of several regions (naming both
+ *       versions), because its map would cover only the first one.
  *
  * Rules:
  *   - All buffers are owned by the host; never free or keep them after a call.
@@ -40,6 +50,7 @@ extern "C" {
 #endif
 
 #define DEXAR_PLUGIN_ABI_VERSION 1
+#define DEXAR_PLUGIN_ABI_MINOR 1
 
 /* Status codes returned by plugin functions. */
 #define DEXAR_STATUS_OK 0
@@ -63,6 +74,22 @@ typedef struct DexarTensor3 {
     size_t strides[3];
 } DexarTensor3;
 
+/* Region kinds (ABI 1.1). */
+#define DEXAR_REGION_GLOBAL 0 /* the whole image, possibly downscaled */
+#define DEXAR_REGION_TILE 1   /* one tile of a split image */
+
+/* One block of image tokens (ABI 1.1): its span among the key positions, its
+ * grid (cells are the LAST grid_height*grid_width positions of the span) and
+ * the box [x0, y0, x1, y1] it covers on the image, normalised to [0, 1]. */
+typedef struct DexarRegion {
+    size_t start;
+    size_t end;
+    size_t grid_height;
+    size_t grid_width;
+    float bbox[4];
+    uint32_t kind; /* DEXAR_REGION_* */
+} DexarRegion;
+
 /* One generation step: the query-row gradients and attention of every chosen
  * layer and head over all key positions (DEXAR.md "Per-step signal"). */
 typedef struct DexarTraceView {
@@ -70,15 +97,21 @@ typedef struct DexarTraceView {
     DexarTensor3 attn;      /* A^{l,i}[q, j], same shape as grads */
     const size_t *layers;   /* absolute layer index per slot, grads.shape[0] entries */
     const uint8_t *kinds;   /* DEXAR_KIND_* per position, grads.shape[2] entries */
-    size_t image_start;     /* image positions: [image_start, image_end) */
+    size_t image_start;     /* image positions of the first region: [image_start, image_end) */
     size_t image_end;
-    size_t grid_height;     /* patch grid, row-major; its cells are the LAST */
+    size_t grid_height;     /* its patch grid, row-major; its cells are the LAST */
     size_t grid_width;      /* grid_height*grid_width positions of the image span */
     uint32_t token_id;      /* the explained token y_t */
     const char *token_text; /* UTF-8, token_text_len bytes, NUL follows */
     size_t token_text_len;
     size_t step;            /* index t of the token in the answer */
     size_t query_position;  /* q */
+    /* ABI 1.1 (read only if you export dexar_plugin_abi_minor): every region
+     * in sequence order, the first one that of the fields above. The token
+     * map then holds one value per grid cell of every region, region after
+     * region (out_len is their sum). */
+    const DexarRegion *regions;
+    size_t num_regions;
 } DexarTraceView;
 
 /* Per-token results handed to a sentence aggregate. */
@@ -112,6 +145,7 @@ typedef struct DexarPluginDescriptor {
 } DexarPluginDescriptor;
 
 uint32_t dexar_plugin_abi_version(void);
+uint32_t dexar_plugin_abi_minor(void); /* optional, ABI 1.1 */
 const DexarPluginDescriptor *dexar_plugin_entry(void);
 
 /* Element (slot, head, position) of a trace tensor. */

@@ -9,6 +9,15 @@
 //! `dexar_plugin_entry` and read the [`DexarPluginDescriptor`] it points to.
 //! Any change to a type in this file is a new ABI version.
 //!
+//! Minor versions add fields at the end of a structure the host allocates,
+//! so a plugin of an older minor version reads a prefix it knows. A plugin
+//! states its minor version by exporting `dexar_plugin_abi_minor`; one that
+//! does not is minor 0. ABI 1.1 ([`DEXAR_PLUGIN_ABI_MINOR`]) added the image
+//! regions ([`DexarRegion`], [`DexarTraceView::regions`]). The host calls an
+//! ABI 1.0 plugin only with traces of one region (the fields `image_start`
+//! .. `grid_width` describe it fully); a trace of several regions is refused
+//! with an error naming both versions. A 1.1 plugin needs a 1.1 host.
+//!
 //! Memory: every buffer that crosses the boundary is owned by the host. The
 //! plugin reads the trace view and writes into the output and error buffers it
 //! is given; it never allocates memory the host has to free. Descriptor
@@ -19,8 +28,13 @@ use std::ffi::c_char;
 /// The ABI version this crate speaks. Bump on any change to the types below.
 pub const DEXAR_PLUGIN_ABI_VERSION: u32 = 1;
 
+/// The minor version this crate speaks (1.1: image regions).
+pub const DEXAR_PLUGIN_ABI_MINOR: u32 = 1;
+
 /// Name of the exported `uint32_t dexar_plugin_abi_version(void)`.
 pub const ABI_VERSION_SYMBOL: &str = "dexar_plugin_abi_version";
+/// Name of the optional `uint32_t dexar_plugin_abi_minor(void)` (absent: 0).
+pub const ABI_MINOR_SYMBOL: &str = "dexar_plugin_abi_minor";
 /// Name of the exported `const DexarPluginDescriptor *dexar_plugin_entry(void)`.
 pub const ENTRY_SYMBOL: &str = "dexar_plugin_entry";
 
@@ -50,6 +64,27 @@ pub struct DexarTensor3 {
     pub strides: [usize; 3],
 }
 
+/// [`DexarRegion::kind`]: the whole image (possibly downscaled).
+pub const DEXAR_REGION_GLOBAL: u32 = 0;
+/// [`DexarRegion::kind`]: one tile of a split image.
+pub const DEXAR_REGION_TILE: u32 = 1;
+
+/// One block of image tokens (ABI 1.1): its span among the key positions,
+/// its grid (whose cells are the last `grid_height * grid_width` positions
+/// of the span) and the box it covers on the image.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DexarRegion {
+    pub start: usize,
+    pub end: usize,
+    pub grid_height: usize,
+    pub grid_width: usize,
+    /// `[x0, y0, x1, y1]`, normalised to [0, 1].
+    pub bbox: [f32; 4],
+    /// `DEXAR_REGION_GLOBAL` or `DEXAR_REGION_TILE`.
+    pub kind: u32,
+}
+
 /// One generation step as a plugin sees it (a view of `dexar_core::StepTrace`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -62,11 +97,13 @@ pub struct DexarTraceView {
     pub layers: *const usize,
     /// Kind of each key position (`DEXAR_KIND_*`), `grads.shape[2]` entries.
     pub kinds: *const u8,
-    /// Half-open span `[image_start, image_end)` of the image positions.
+    /// Half-open span `[image_start, image_end)` of the image positions of
+    /// the first region (the only one an ABI 1.0 plugin is given).
     pub image_start: usize,
     pub image_end: usize,
-    /// Patch grid, row-major. Its cells are the last `grid_height * grid_width`
-    /// positions of the image span (the span may start with one CLS token).
+    /// The first region's grid, row-major. Its cells are the last
+    /// `grid_height * grid_width` positions of the image span (the span may
+    /// start with one CLS token).
     pub grid_height: usize,
     pub grid_width: usize,
     /// The explained token y_t.
@@ -78,6 +115,11 @@ pub struct DexarTraceView {
     pub step: usize,
     /// The query position q.
     pub query_position: usize,
+    /// ABI 1.1: every image region in sequence order, `num_regions >= 1`
+    /// entries, the first one the region of the fields above. The token map
+    /// holds one value per grid cell of every region, region after region.
+    pub regions: *const DexarRegion,
+    pub num_regions: usize,
 }
 
 /// The per-token results a sentence aggregate combines.

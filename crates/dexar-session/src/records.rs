@@ -4,7 +4,7 @@
 //! renamed without a new format version. Readers skip record types they do
 //! not know.
 
-use dexar_core::{Grid, PositionKind, StepTrace};
+use dexar_core::{Grid, ImageRegion, PositionKind, StepTrace};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -142,8 +142,14 @@ pub struct TokenRecord {
     pub layers: Vec<usize>,
     pub num_heads: usize,
     pub num_positions: usize,
+    /// The first image region's span and grid (the only region of most models).
     pub image_span: [usize; 2],
     pub grid: [usize; 2],
+    /// Every image region (span, grid, box on the image, kind), written
+    /// only when the image is more than the one region above (SmolVLM's
+    /// tiles and global view). Absent: that one region, covering the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<ImageRegion>>,
     #[serde(default)]
     pub blobs: BTreeMap<String, BlobInfo>,
 }
@@ -218,6 +224,10 @@ pub fn token_record_as(
     }
     let kinds: Vec<u8> = trace.kinds.iter().map(|&k| kind_byte(k)).collect();
     blobs.add_bytes("kinds", &kinds, vec![kinds.len()], Encoding::Deflate);
+    let first = trace.regions.first().copied().unwrap_or(ImageRegion::whole(
+        (0, 0),
+        Grid::new(0, 0),
+    ));
     let record = Record::Token(TokenRecord {
         turn,
         step: trace.step,
@@ -227,8 +237,10 @@ pub fn token_record_as(
         layers: trace.layers.clone(),
         num_heads: trace.num_heads,
         num_positions: trace.num_positions,
-        image_span: [trace.image_span.0, trace.image_span.1],
-        grid: [trace.grid.height, trace.grid.width],
+        image_span: [first.span.0, first.span.1],
+        grid: [first.grid.height, first.grid.width],
+        regions: (trace.regions != [ImageRegion::whole(first.span, first.grid)])
+            .then(|| trace.regions.clone()),
         blobs: BTreeMap::new(),
     });
     (record, blobs)
@@ -245,6 +257,17 @@ fn blob<'a>(
 }
 
 impl TokenRecord {
+    /// The image regions: the stored list, or the one region of `image_span` and `grid`.
+    pub fn regions(&self) -> Vec<ImageRegion> {
+        match &self.regions {
+            Some(list) => list.clone(),
+            None => vec![ImageRegion::whole(
+                (self.image_span[0], self.image_span[1]),
+                Grid::new(self.grid[0], self.grid[1]),
+            )],
+        }
+    }
+
     /// The trace this record holds, checked for consistency.
     pub fn trace(&self, payload: &[u8]) -> Result<StepTrace, FormatError> {
         let grads = read_floats("grads", blob(&self.blobs, "grads")?, payload)?;
@@ -281,8 +304,7 @@ impl TokenRecord {
             grads,
             attn,
             kinds,
-            image_span: (self.image_span[0], self.image_span[1]),
-            grid: Grid::new(self.grid[0], self.grid[1]),
+            regions: self.regions(),
         };
         trace.validate().map_err(|e| FormatError::Blob {
             name: "trace".into(),
@@ -318,9 +340,47 @@ pub(crate) mod tests {
                 .map(|i| ((i * 31 + step) as f32 * 0.7).cos().abs() / positions as f32)
                 .collect(),
             kinds,
-            image_span: (2, 18),
-            grid: Grid::new(4, 4),
+            regions: vec![ImageRegion::whole((2, 18), Grid::new(4, 4))],
         }
+    }
+
+    /// [`sample_trace`] with its image split: two 2x2 tiles and a 2x2 global view.
+    pub(crate) fn split_trace(step: usize) -> StepTrace {
+        let mut trace = sample_trace(step, 2, 3);
+        let tile = |span, x0: f32| ImageRegion {
+            kind: dexar_core::RegionKind::Tile,
+            span,
+            grid: Grid::new(2, 2),
+            bbox: [x0, 0.0, x0 + 0.5, 1.0],
+        };
+        trace.regions = vec![
+            tile((2, 6), 0.0),
+            tile((7, 11), 0.5),
+            ImageRegion::whole((12, 16), Grid::new(2, 2)),
+        ];
+        for (j, k) in trace.kinds.iter_mut().enumerate().take(18) {
+            *k = if trace.regions.iter().any(|r| j >= r.span.0 && j < r.span.1) {
+                PositionKind::Image
+            } else {
+                PositionKind::Prompt
+            };
+        }
+        trace
+    }
+
+    #[test]
+    fn regions_are_stored_only_for_split_images() {
+        let one = sample_trace(0, 2, 2);
+        let (record, _) = token_record(1, &one, TraceDtype::F32);
+        assert!(!record.to_json().as_object().unwrap().contains_key("regions"));
+        let split = split_trace(1);
+        let (record, _) = token_record(1, &split, TraceDtype::F32);
+        let json = record.to_json();
+        assert_eq!(json["image_span"], serde_json::json!([2, 6]));
+        assert_eq!(json["regions"][1]["kind"], "tile");
+        assert_eq!(json["regions"][1]["bbox"], serde_json::json!([0.5, 0.0, 1.0, 1.0]));
+        assert_eq!(json["regions"][2]["kind"], "global");
+        assert_eq!(round_trip(&split, TraceDtype::F32), split);
     }
 
     fn round_trip(trace: &StepTrace, dtype: TraceDtype) -> StepTrace {

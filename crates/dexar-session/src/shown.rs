@@ -90,14 +90,15 @@ impl Shown {
             )));
         }
         let grad = step.grad_row(slot, head);
-        let raw: Vec<f32> = step.grid_positions().map(|j| grad[j].max(0.0)).collect();
+        let cells: Vec<f32> = step.cell_positions().map(|j| grad[j].max(0.0)).collect();
         let w = HeadScores::compute(step, topk).weights[slot * step.num_heads + head];
+        let TokenMap { raw, grid, .. } = TokenMap::from_cells(&step.regions, cells, w);
         let title = format!(
             "token {} {:?} layer {} head {head} w={w:.3}",
             step.step, step.token_text, step.layers[slot]
         );
         let map01 = minmax(&raw).0;
-        Ok(Self::from_raw("head G_v", title, &raw, map01, step.grid))
+        Ok(Self::from_raw("head G_v", title, &raw, map01, grid))
     }
 
     fn from_raw(strategy: &str, title: String, raw: &[f32], map01: Vec<f32>, grid: Grid) -> Self {
@@ -144,8 +145,7 @@ mod tests {
             attn: vec![0.0; 12],
             grads,
             kinds,
-            image_span: (1, 5),
-            grid: Grid::new(2, 2),
+            regions: vec![dexar_core::ImageRegion::whole((1, 5), Grid::new(2, 2))],
         };
         let h0 = Shown::head(&step, 0, 0, 1).unwrap();
         assert_eq!(h0.map01, [0.0, 2.0 / 3.0, 0.0, 1.0]);

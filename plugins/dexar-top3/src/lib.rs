@@ -42,19 +42,19 @@ impl PluginStrategy for DexarTop3 {
         "DEX-AR with head scores from the mean of the 3 largest rectified gradients";
 
     fn token_map(&self, trace: &TraceView<'_>, map: &mut [f32]) -> Result<f32, String> {
-        let cells = trace.grid_positions();
+        let cells = trace.cell_positions();
         let (mut max_visual, mut max_text) = (0f32, 0f32);
         for slot in 0..trace.num_layers() {
             for head in 0..trace.num_heads() {
                 let g = trace.grad_row(slot, head);
-                let s_v = topk_mean(g.range(trace.image_span()).map(relu), TOP_K);
+                let s_v = topk_mean(trace.image_positions().map(|j| relu(g.get(j))), TOP_K);
                 let s_text = topk_mean(trace.text_positions().map(|j| relu(g.get(j))), TOP_K);
                 max_visual = max_visual.max(s_v);
                 max_text = max_text.max(s_text);
                 // Heads that look at text more than at the image get weight 0.
                 let w = relu(s_v - s_text);
                 if w > 0.0 {
-                    for (cell, value) in map.iter_mut().zip(g.range(cells.clone())) {
+                    for (cell, value) in map.iter_mut().zip(cells.clone().map(|j| g.get(j))) {
                         *cell += w * relu(value);
                     }
                 }

@@ -19,7 +19,7 @@ use dexar_plugin::sdk::{PluginStrategy, Row, TraceView};
 pub struct EntropyFilter;
 
 /// `(1 − normalised entropy, attention mass on the image)` of one head.
-fn head_focus(attn: Row<'_>, image: std::ops::Range<usize>) -> (f32, f32) {
+fn head_focus(attn: Row<'_>, image: impl Iterator<Item = usize>) -> (f32, f32) {
     let total: f64 = attn.iter().map(|a| a.max(0.0) as f64).sum();
     if total <= 0.0 {
         return (0.0, 0.0);
@@ -36,7 +36,7 @@ fn head_focus(attn: Row<'_>, image: std::ops::Range<usize>) -> (f32, f32) {
     } else {
         0.0
     };
-    let mass: f64 = attn.range(image).map(|a| a.max(0.0) as f64).sum::<f64>() / total;
+    let mass: f64 = image.map(|j| attn.get(j).max(0.0) as f64).sum::<f64>() / total;
     ((1.0 - normalised).clamp(0.0, 1.0) as f32, mass as f32)
 }
 
@@ -47,14 +47,14 @@ impl PluginStrategy for EntropyFilter {
         "Rectified image gradients, heads weighted by 1 - normalised attention entropy";
 
     fn token_map(&self, trace: &TraceView<'_>, map: &mut [f32]) -> Result<f32, String> {
-        let cells = trace.grid_positions();
+        let cells = trace.cell_positions();
         let mut mass_sum = 0f32;
         for slot in 0..trace.num_layers() {
             for head in 0..trace.num_heads() {
-                let (w, mass) = head_focus(trace.attn_row(slot, head), trace.image_span());
+                let (w, mass) = head_focus(trace.attn_row(slot, head), trace.image_positions());
                 mass_sum += mass;
                 let g = trace.grad_row(slot, head);
-                for (cell, value) in map.iter_mut().zip(g.range(cells.clone())) {
+                for (cell, value) in map.iter_mut().zip(cells.clone().map(|j| g.get(j))) {
                     *cell += w * value.max(0.0);
                 }
             }

@@ -23,13 +23,14 @@ impl PluginStrategy for Legrad {
         "LeGrad-style: mean over heads and layers of rectified image gradients, no filtering";
 
     fn token_map(&self, trace: &TraceView<'_>, map: &mut [f32]) -> Result<f32, String> {
-        // `map` has one zeroed cell per grid cell; the grid cells are the last
-        // `grid_len()` positions of the image span (it may start with a CLS token).
-        let cells = trace.grid_positions();
+        // `map` has one zeroed cell per grid cell of every image region (one
+        // region for most models; tiles and a global view for SmolVLM);
+        // `cell_positions` lists their positions in the same order.
+        let cells = trace.cell_positions();
         for slot in 0..trace.num_layers() {
             for head in 0..trace.num_heads() {
                 let grads = trace.grad_row(slot, head);
-                for (cell, g) in map.iter_mut().zip(grads.range(cells.clone())) {
+                for (cell, g) in map.iter_mut().zip(cells.clone().map(|j| grads.get(j))) {
                     *cell += g.max(0.0);
                 }
             }
@@ -43,6 +44,6 @@ impl PluginStrategy for Legrad {
     }
 }
 
-// Generates `dexar_plugin_abi_version` and `dexar_plugin_entry`, with panics
+// Generates `dexar_plugin_abi_version`, `dexar_plugin_abi_minor` and `dexar_plugin_entry`, with panics
 // caught and reported to the host as errors.
 dexar_plugin::export_plugin!(Legrad);

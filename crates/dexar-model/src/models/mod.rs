@@ -5,7 +5,7 @@
 pub mod qwen_vl;
 
 use candle_core::{DType, Device, Tensor};
-use dexar_core::Grid;
+use dexar_core::{Grid, ImageRegion};
 
 use crate::config::TextConfig;
 use crate::decoder::{ChunkInput, Decoder, Deepstack, RopePositions};
@@ -35,6 +35,12 @@ pub struct ImageFeatures {
 impl ImageFeatures {
     pub fn tensor(&self) -> &Tensor {
         &self.tokens
+    }
+
+    /// The image regions of a prompt whose `image_span` holds these tokens:
+    /// one block covering the whole image.
+    pub fn regions(&self, image_span: (usize, usize)) -> Vec<ImageRegion> {
+        vec![ImageRegion::whole(image_span, self.grid)]
     }
 
     /// How many image tokens the prompt must hold.

@@ -5,12 +5,13 @@ use super::library_file::check_library_bytes;
 use super::security::check_permissions;
 use super::{HostOptions, PluginError};
 use crate::abi::{
-    DexarAbiVersionFn, DexarEntryFn, DexarSentenceMapFn, DexarSentenceView, DexarTensor3,
-    DexarTokenMapFn, DexarTraceView, ABI_VERSION_SYMBOL, DEXAR_PLUGIN_ABI_VERSION,
+    DexarAbiVersionFn, DexarEntryFn, DexarRegion, DexarSentenceMapFn, DexarSentenceView,
+    DexarTensor3, DexarTokenMapFn, DexarTraceView, ABI_MINOR_SYMBOL, ABI_VERSION_SYMBOL,
+    DEXAR_PLUGIN_ABI_MINOR, DEXAR_PLUGIN_ABI_VERSION, DEXAR_REGION_GLOBAL, DEXAR_REGION_TILE,
     DEXAR_STATUS_ERROR, DEXAR_STATUS_OK, DEXAR_STATUS_PANIC, ENTRY_SYMBOL,
 };
 use dexar_core::strategy::weighted_sentence_map;
-use dexar_core::{minmax, StepTrace, Strategy, StrategyError, TokenMap};
+use dexar_core::{minmax, RegionKind, StepTrace, Strategy, StrategyError, TokenMap};
 use libloading::Library;
 use std::ffi::{c_char, CStr};
 use std::io::{Read, Write};
@@ -35,6 +36,8 @@ pub struct LoadedPlugin {
     version: String,
     help: String,
     path: PathBuf,
+    /// The ABI minor version it was built for (0: no image regions).
+    abi_minor: u32,
     token_map_fn: DexarTokenMapFn,
     sentence_map_fn: Option<DexarSentenceMapFn>,
     time_budget: Duration,
@@ -129,6 +132,12 @@ impl LoadedPlugin {
                 expected: DEXAR_PLUGIN_ABI_VERSION,
             });
         }
+        // SAFETY: the optional symbol is declared by the ABI with this signature.
+        let abi_minor = match unsafe { library.get::<DexarAbiVersionFn>(ABI_MINOR_SYMBOL) } {
+            // SAFETY: a plain function without arguments, per the ABI.
+            Ok(minor) => unsafe { minor() },
+            Err(_) => 0,
+        };
         // SAFETY: as above; only called once the versions agree.
         let entry = unsafe { library.get::<DexarEntryFn>(ENTRY_SYMBOL) }
             .map_err(|_| missing(ENTRY_SYMBOL))?;
@@ -172,6 +181,7 @@ impl LoadedPlugin {
             version,
             help: help.lines().next().unwrap_or_default().to_string(),
             path: path.to_path_buf(),
+            abi_minor,
             token_map_fn,
             sentence_map_fn: descriptor.sentence_map,
             time_budget: options.time_budget,
@@ -190,6 +200,16 @@ impl LoadedPlugin {
 
     pub fn help(&self) -> &str {
         &self.help
+    }
+
+    /// The ABI version it was built for, `1.0` or `1.1`.
+    pub fn abi(&self) -> String {
+        format!("{DEXAR_PLUGIN_ABI_VERSION}.{}", self.abi_minor)
+    }
+
+    /// Whether it can be given an image of several regions (ABI 1.1 and later).
+    pub fn sees_regions(&self) -> bool {
+        self.abi_minor >= 1
     }
 
     /// The file it was loaded from (absolute; `reload` reads it again).
@@ -264,6 +284,31 @@ impl Strategy for LoadedPlugin {
     fn token_map(&self, trace: &StepTrace) -> Result<TokenMap, StrategyError> {
         // Validation is what makes the view's pointers and shapes truthful.
         trace.validate()?;
+        if trace.is_multi_region() && !self.sees_regions() {
+            return Err(self.failed(format!(
+                "plugin ABI {} sees one image region, but this image has {} (tiles and a global view); \
+                 rebuild the plugin against ABI {DEXAR_PLUGIN_ABI_VERSION}.{DEXAR_PLUGIN_ABI_MINOR} \
+                 (export dexar_plugin_abi_minor, or rebuild with the dexar-plugin SDK) to explain it",
+                self.abi(),
+                trace.regions.len()
+            )));
+        }
+        let regions: Vec<DexarRegion> = trace
+            .regions
+            .iter()
+            .map(|r| DexarRegion {
+                start: r.span.0,
+                end: r.span.1,
+                grid_height: r.grid.height,
+                grid_width: r.grid.width,
+                bbox: r.bbox,
+                kind: match r.kind {
+                    RegionKind::Global => DEXAR_REGION_GLOBAL,
+                    RegionKind::Tile => DEXAR_REGION_TILE,
+                },
+            })
+            .collect();
+        let first = regions[0];
         let kinds: Vec<u8> = trace.kinds.iter().map(|&k| k as u8).collect();
         let mut text = Vec::with_capacity(trace.token_text.len() + 1);
         text.extend_from_slice(trace.token_text.as_bytes());
@@ -279,23 +324,25 @@ impl Strategy for LoadedPlugin {
             attn: tensor(&trace.attn),
             layers: trace.layers.as_ptr(),
             kinds: kinds.as_ptr(),
-            image_start: trace.image_span.0,
-            image_end: trace.image_span.1,
-            grid_height: trace.grid.height,
-            grid_width: trace.grid.width,
+            image_start: first.start,
+            image_end: first.end,
+            grid_height: first.grid_height,
+            grid_width: first.grid_width,
             token_id: trace.token_id,
             token_text: text.as_ptr().cast(),
             token_text_len: trace.token_text.len(),
             step: trace.step,
             query_position: trace.query_position,
+            regions: regions.as_ptr(),
+            num_regions: regions.len(),
         };
-        let mut map = vec![0f32; trace.grid.len()];
+        let mut map = vec![0f32; trace.num_cells()];
         let mut weight = 1f32;
         let mut err = vec![0 as c_char; ERROR_CAPACITY];
         let started = Instant::now();
         // SAFETY: every pointer in `view` refers to a buffer borrowed from
         // `trace` (validated above, so shapes match lengths) or to `kinds` /
-        // `text`, all alive until after the call; the output and error buffers
+        // `text` / `regions`, all alive until after the call; the output and error buffers
         // are ours, of the lengths passed.
         let status = unsafe {
             (self.token_map_fn)(
@@ -313,11 +360,7 @@ impl Strategy for LoadedPlugin {
                 strategy: self.name.clone(),
             });
         }
-        Ok(TokenMap {
-            grid: trace.grid,
-            raw: map,
-            weight,
-        })
+        Ok(TokenMap::from_cells(&trace.regions, map, weight))
     }
 
     fn sentence_map(&self, maps: &[TokenMap]) -> Result<Vec<f32>, StrategyError> {

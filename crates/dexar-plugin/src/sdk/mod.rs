@@ -59,7 +59,9 @@ pub trait PluginStrategy: Default + Send + Sync + 'static {
     const CUSTOM_SENTENCE_MAP: bool = false;
 
     /// Writes one token's un-normalised map into `map` (one value per grid
-    /// cell, row-major, zeroed on entry) and returns the token weight.
+    /// cell, row-major, zeroed on entry; for an image of several regions the
+    /// cells of every region, region after region, as
+    /// [`TraceView::cell_positions`] lists them) and returns the token weight.
     fn token_map(&self, trace: &TraceView<'_>, map: &mut [f32]) -> Result<f32, String>;
 
     /// Writes the un-normalised sentence map into `out` (zeroed on entry); the
@@ -185,11 +187,11 @@ pub unsafe fn run_token_map<T: PluginStrategy>(
         }
         // SAFETY: the host owns `out_map` for `out_len` floats during this call.
         let map = unsafe { slice_mut_or_empty(out_map, out_len) }?;
-        if map.len() != view.grid_len() {
+        if map.len() != view.num_cells() {
             return Err(format!(
-                "output map has {} cells but the grid has {}",
+                "output map has {} cells but the image regions have {}",
                 map.len(),
-                view.grid_len()
+                view.num_cells()
             ));
         }
         let weight = get().plugin.token_map(&view, map)?;
@@ -292,7 +294,8 @@ fn install_panic_hook() {
 }
 
 /// Exports a [`PluginStrategy`] type as a dexar plugin: defines
-/// `dexar_plugin_abi_version` and `dexar_plugin_entry` with panic containment.
+/// `dexar_plugin_abi_version`, `dexar_plugin_abi_minor` and `dexar_plugin_entry`
+/// with panic containment.
 /// Use once per cdylib crate, at its root.
 #[macro_export]
 macro_rules! export_plugin {
@@ -362,6 +365,12 @@ macro_rules! export_plugin {
         #[unsafe(no_mangle)]
         pub extern "C" fn dexar_plugin_abi_version() -> u32 {
             $crate::abi::DEXAR_PLUGIN_ABI_VERSION
+        }
+
+        /// ABI 1.1: the minor version, so the host passes images of several regions.
+        #[unsafe(no_mangle)]
+        pub extern "C" fn dexar_plugin_abi_minor() -> u32 {
+            $crate::abi::DEXAR_PLUGIN_ABI_MINOR
         }
 
         /// The plugin descriptor (null if creating the plugin panicked).

@@ -1,6 +1,9 @@
 //! Safe, validated views of the C structures a plugin receives.
 
-use crate::abi::{DexarSentenceView, DexarTensor3, DexarTraceView};
+use crate::abi::{
+    DexarRegion, DexarSentenceView, DexarTensor3, DexarTraceView, DEXAR_REGION_GLOBAL,
+    DEXAR_REGION_TILE,
+};
 use std::ops::Range;
 
 /// One strided row of a trace tensor: the values of one (layer slot, head)
@@ -48,6 +51,7 @@ pub struct TraceView<'a> {
     layers: &'a [usize],
     kinds: &'a [u8],
     token_text: &'a str,
+    regions: &'a [DexarRegion],
 }
 
 impl<'a> TraceView<'a> {
@@ -74,16 +78,37 @@ impl<'a> TraceView<'a> {
         if values > 0 && (raw.grads.data.is_null() || raw.attn.data.is_null()) {
             return Err("host passed null trace buffers".into());
         }
-        let span = raw.image_end.saturating_sub(raw.image_start);
-        let grid_len = raw.grid_height * raw.grid_width;
-        if raw.image_start >= raw.image_end
-            || raw.image_end > positions
-            || !(span == grid_len || span == grid_len + 1)
-        {
-            return Err(format!(
-                "image span [{}, {}) does not fit {positions} positions or grid {}x{}",
-                raw.image_start, raw.image_end, raw.grid_height, raw.grid_width
-            ));
+        if raw.num_regions == 0 {
+            return Err("host passed no image region".into());
+        }
+        // SAFETY: as below: valid for the stated length by the caller's contract.
+        let regions = unsafe { slice_or_empty(raw.regions, raw.num_regions, "regions") }?;
+        let first = DexarRegion {
+            start: raw.image_start,
+            end: raw.image_end,
+            grid_height: raw.grid_height,
+            grid_width: raw.grid_width,
+            ..regions[0]
+        };
+        if first != regions[0] {
+            return Err("the first region differs from the image span and grid".into());
+        }
+        let mut previous_end = 0;
+        for r in regions {
+            let span = r.end.saturating_sub(r.start);
+            let grid_len = r.grid_height * r.grid_width;
+            if r.start >= r.end
+                || r.end > positions
+                || r.start < previous_end
+                || !(span == grid_len || span == grid_len + 1)
+                || !(r.kind == DEXAR_REGION_GLOBAL || r.kind == DEXAR_REGION_TILE)
+            {
+                return Err(format!(
+                    "image region [{}, {}) does not fit {positions} positions, grid {}x{} or the regions before it",
+                    r.start, r.end, r.grid_height, r.grid_width
+                ));
+            }
+            previous_end = r.end;
         }
         // SAFETY: `slice_or_empty` only dereferences non-null pointers, valid
         // for the stated lengths by the caller's contract.
@@ -105,6 +130,7 @@ impl<'a> TraceView<'a> {
             layers,
             kinds,
             token_text,
+            regions,
         })
     }
 
@@ -159,26 +185,56 @@ impl<'a> TraceView<'a> {
         self.kinds
     }
 
-    /// The image positions, a leading CLS token included.
+    /// The image regions in sequence order (one for most models; SmolVLM's
+    /// tiles and global view). The first is the region of [`Self::image_span`].
+    pub fn regions(&self) -> &'a [DexarRegion] {
+        self.regions
+    }
+
+    /// The image positions of every region (leading CLS tokens included).
+    pub fn image_positions(&self) -> impl Iterator<Item = usize> + Clone + 'a {
+        self.regions.iter().flat_map(|r| r.start..r.end)
+    }
+
+    /// The positions of the grid cells of every region, region after region:
+    /// the positions the token map's values belong to, in order.
+    pub fn cell_positions(&self) -> impl Iterator<Item = usize> + Clone + 'a {
+        self.regions
+            .iter()
+            .flat_map(|r| r.end - r.grid_height * r.grid_width..r.end)
+    }
+
+    /// How many values the token map holds: the cells of every region.
+    pub fn num_cells(&self) -> usize {
+        self.regions
+            .iter()
+            .map(|r| r.grid_height * r.grid_width)
+            .sum()
+    }
+
+    /// The first region's image positions, a leading CLS token included.
     pub fn image_span(&self) -> Range<usize> {
         self.raw.image_start..self.raw.image_end
     }
 
-    /// The positions of the grid cells: the last `grid_len()` positions of the image span.
+    /// The positions of the first region's grid cells: the last `grid_len()`
+    /// positions of its span. [`Self::cell_positions`] covers every region.
     pub fn grid_positions(&self) -> Range<usize> {
         self.raw.image_end - self.grid_len()..self.raw.image_end
     }
 
-    /// All positions outside the image span (prompt text and generated tokens).
-    pub fn text_positions(&self) -> impl Iterator<Item = usize> {
-        (0..self.raw.image_start).chain(self.raw.image_end..self.num_positions())
+    /// All positions outside every region (prompt text and generated tokens).
+    pub fn text_positions(&self) -> impl Iterator<Item = usize> + 'a {
+        let regions = self.regions;
+        (0..self.num_positions()).filter(move |&j| !regions.iter().any(|r| j >= r.start && j < r.end))
     }
 
-    /// `(height, width)` of the patch grid.
+    /// `(height, width)` of the first region's patch grid.
     pub fn grid(&self) -> (usize, usize) {
         (self.raw.grid_height, self.raw.grid_width)
     }
 
+    /// Cells of the first region's grid.
     pub fn grid_len(&self) -> usize {
         self.raw.grid_height * self.raw.grid_width
     }

@@ -13,12 +13,13 @@ fn heads(trace: &StepTrace) -> impl Iterator<Item = (usize, usize)> {
     (0..trace.layers.len()).flat_map(move |s| (0..h).map(move |i| (s, i)))
 }
 
-/// Σ_{l,i} w(l,i) · ReLU(g[grid cell]) in the order the plugins sum.
+/// Σ_{l,i} w(l,i) · ReLU(g[grid cell]) over the cells of every region, in
+/// the order the plugins sum.
 fn weighted_grad_map(trace: &StepTrace, w: impl Fn(usize, usize) -> f32) -> Vec<f32> {
-    let mut map = vec![0f32; trace.grid.len()];
+    let mut map = vec![0f32; trace.num_cells()];
     for (s, i) in heads(trace) {
         let g = trace.grad_row(s, i);
-        for (cell, j) in map.iter_mut().zip(trace.grid_positions()) {
+        for (cell, j) in map.iter_mut().zip(trace.cell_positions()) {
             *cell += w(s, i) * relu(g[j]);
         }
     }
@@ -37,13 +38,23 @@ fn topk3(mut v: Vec<f32>) -> f32 {
     v[..k].iter().sum::<f32>() / k as f32
 }
 
+/// The rectified gradient of (slot, head) split into image and text positions.
+fn split(trace: &StepTrace, s: usize, i: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut image, mut text) = (Vec::new(), Vec::new());
+    for (j, &g) in trace.grad_row(s, i).iter().enumerate() {
+        if trace.is_image_position(j) {
+            image.push(relu(g));
+        } else {
+            text.push(relu(g));
+        }
+    }
+    (image, text)
+}
+
 fn expected_dexar_top3(trace: &StepTrace) -> (Vec<f32>, f32) {
-    let (start, end) = trace.image_span;
     let score = |s: usize, i: usize| {
-        let g: Vec<f32> = trace.grad_row(s, i).iter().map(|&x| relu(x)).collect();
-        let visual = topk3(g[start..end].to_vec());
-        let text = topk3(g[..start].iter().chain(&g[end..]).copied().collect());
-        (visual, text)
+        let (image, text) = split(trace, s, i);
+        (topk3(image), topk3(text))
     };
     let map = weighted_grad_map(trace, |s, i| {
         let (v, t) = score(s, i);
@@ -68,8 +79,11 @@ fn expected_entropy_filter(trace: &StepTrace) -> (Vec<f32>, f32) {
             .map(|p| -p * p.ln())
             .sum::<f64>()
             / (a.len() as f64).ln();
-        let (start, end) = trace.image_span;
-        let mass = a[start..end].iter().map(|&x| x as f64).sum::<f64>() / total;
+        let mass = (0..a.len())
+            .filter(|&j| trace.is_image_position(j))
+            .map(|j| a[j] as f64)
+            .sum::<f64>()
+            / total;
         ((1.0 - h) as f32, mass as f32)
     };
     let map = weighted_grad_map(trace, |s, i| focus(s, i).0);
@@ -78,7 +92,7 @@ fn expected_entropy_filter(trace: &StepTrace) -> (Vec<f32>, f32) {
 }
 
 fn expected_c_image_mass(trace: &StepTrace) -> (Vec<f32>, f32) {
-    let (start, end) = trace.image_span;
+    let (start, end) = trace.regions[0].span;
     let map = weighted_grad_map(trace, |s, i| trace.attn_row(s, i)[start..end].iter().sum());
     (map, 1.0)
 }
@@ -90,6 +104,16 @@ fn check_example(
     expected: fn(&StepTrace) -> (Vec<f32>, f32),
     sentence: fn(&[TokenMap]) -> Vec<f32>,
 ) {
+    check_example_on(name, expected, sentence, &[11, 12, 13, 14].map(|seed| fixture_trace(seed, seed % 2 == 0)));
+}
+
+/// [`check_example`] on the given traces.
+fn check_example_on(
+    name: &str,
+    expected: fn(&StepTrace) -> (Vec<f32>, f32),
+    sentence: fn(&[TokenMap]) -> Vec<f32>,
+    traces: &[StepTrace],
+) {
     let dir = private_dir();
     let file = install(&example_artifact(name), dir.path(), "plugin.so");
     let mut plugins = registry();
@@ -98,12 +122,18 @@ fn check_example(
     assert!(!loaded.help().is_empty());
     let strategy = plugins.strategy(name).unwrap();
     let mut maps = Vec::new();
-    for (seed, cls) in [(11, false), (12, true), (13, false), (14, true)] {
-        let trace = fixture_trace(seed, cls);
-        let map = strategy.token_map(&trace).unwrap();
-        let (want_map, want_weight) = expected(&trace);
-        assert_eq!(map.grid, trace.grid);
-        assert_close(&map.raw, &want_map, &format!("{name} map (seed {seed})"));
+    for trace in traces {
+        let seed = trace.token_id - 1000;
+        let map = strategy.token_map(trace).unwrap();
+        let (want_cells, want_weight) = expected(trace);
+        let want = TokenMap::from_cells(&trace.regions, want_cells, want_weight);
+        assert_eq!(map.grid, want.grid);
+        assert_close(&map.raw, &want.raw, &format!("{name} map (seed {seed})"));
+        assert_eq!(map.regions.len(), want.regions.len());
+        for (k, (got, want)) in map.regions.iter().zip(&want.regions).enumerate() {
+            assert_eq!((got.kind, got.grid, got.bbox), (want.kind, want.grid, want.bbox));
+            assert_close(&got.raw, &want.raw, &format!("{name} region {k} (seed {seed})"));
+        }
         assert_close(&[map.weight], &[want_weight], &format!("{name} weight"));
         assert!(
             !map.is_degenerate(),
@@ -132,6 +162,58 @@ fn entropy_filter_matches_its_formula() {
 #[test]
 fn dexar_top3_matches_its_formula() {
     check_example("dexar-top3", expected_dexar_top3, weighted_sentence_map);
+}
+
+/// The Rust examples speak ABI 1.1: on an image of tiles and a global view
+/// they fill every region's cells, and the host composes the tiles.
+#[test]
+fn rust_examples_explain_images_of_several_regions() {
+    let traces = [41, 42, 43].map(multi_region_trace);
+    check_example_on("legrad", expected_legrad, weighted_sentence_map, &traces);
+    check_example_on("entropy-filter", expected_entropy_filter, weighted_sentence_map, &traces);
+    check_example_on("dexar-top3", expected_dexar_top3, weighted_sentence_map, &traces);
+    // dexar-top3 is DEX-AR at k = 3, regions included.
+    let dir = private_dir();
+    let file = install(&example_artifact("dexar-top3"), dir.path(), "top3.so");
+    let mut plugins = registry();
+    let loaded = plugins.load(&file).unwrap();
+    assert_eq!(loaded.abi(), "1.1");
+    let plugin = plugins.strategy("dexar-top3").unwrap();
+    let builtin = DexarStrategy {
+        filtered: true,
+        topk: 3,
+    };
+    for trace in &traces {
+        let (a, b) = (plugin.token_map(trace).unwrap(), builtin.token_map(trace).unwrap());
+        assert_eq!(a.grid, dexar_core::Grid::new(4, 4));
+        assert_close(&a.raw, &b.raw, "dexar-top3 vs built-in composed map");
+        assert_close(&a.regions[4].raw, &b.regions[4].raw, "dexar-top3 vs built-in global map");
+    }
+}
+
+/// c-image-mass does not export `dexar_plugin_abi_minor`: an ABI 1.0 plugin.
+/// It still loads and explains single-region images; an image of several
+/// regions is refused, naming both versions.
+#[test]
+fn abi_1_0_plugins_are_refused_images_of_several_regions() {
+    let dir = private_dir();
+    let file = install(&example_artifact("c-image-mass"), dir.path(), "c.so");
+    let mut plugins = registry();
+    let loaded = plugins.load(&file).unwrap();
+    assert_eq!(loaded.abi(), "1.0");
+    assert!(!loaded.sees_regions());
+    let plugin = plugins.strategy("c-image-mass").unwrap();
+    let single = fixture_trace(51, false);
+    assert_close(
+        &plugin.token_map(&single).unwrap().raw,
+        &expected_c_image_mass(&single).0,
+        "ABI 1.0 plugin on one region",
+    );
+    let err = plugin.token_map(&multi_region_trace(52)).unwrap_err().to_string();
+    assert!(err.contains("c-image-mass"), "{err}");
+    assert!(err.contains("ABI 1.0") && err.contains("ABI 1.1"), "{err}");
+    assert!(err.contains("5"), "names the region count: {err}");
+    assert!(!err.contains('\n'), "one line: {err}");
 }
 
 #[test]

@@ -12,6 +12,10 @@ fn header_matches_rust() {
             "DEXAR_PLUGIN_ABI_VERSION",
             DEXAR_PLUGIN_ABI_VERSION as usize,
         ),
+        ("DEXAR_PLUGIN_ABI_MINOR", DEXAR_PLUGIN_ABI_MINOR as usize),
+        ("DEXAR_REGION_GLOBAL", DEXAR_REGION_GLOBAL as usize),
+        ("DEXAR_REGION_TILE", DEXAR_REGION_TILE as usize),
+        ("sizeof(DexarRegion)", size_of::<DexarRegion>()),
         ("DEXAR_STATUS_OK", DEXAR_STATUS_OK as usize),
         ("DEXAR_STATUS_ERROR", DEXAR_STATUS_ERROR as usize),
         ("DEXAR_STATUS_PANIC", DEXAR_STATUS_PANIC as usize),
@@ -36,7 +40,9 @@ fn header_matches_rust() {
     }
     offsets!(DexarTensor3: data, shape, strides);
     offsets!(DexarTraceView: grads, attn, layers, kinds, image_start, image_end, grid_height,
-        grid_width, token_id, token_text, token_text_len, step, query_position);
+        grid_width, token_id, token_text, token_text_len, step, query_position, regions,
+        num_regions);
+    offsets!(DexarRegion: start, end, grid_height, grid_width, bbox, kind);
     offsets!(DexarSentenceView: maps, weights, num_tokens, grid_height, grid_width);
     offsets!(DexarPluginDescriptor: abi_version, name, version, help, token_map, sentence_map);
 

@@ -10,7 +10,7 @@
 //! the same way from a scratch crate; C fixtures are compiled with `$CC` (or
 //! `cc`) straight into shared libraries.
 
-use dexar_core::{Grid, PositionKind, StepTrace};
+use dexar_core::{Grid, ImageRegion, PositionKind, RegionKind, StepTrace};
 use dexar_plugin::host::{HostOptions, PluginRegistry};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -237,20 +237,60 @@ impl Rng {
 /// every other head scaled up, so DEX-AR's head filter keeps some heads and
 /// drops others; attention rows are positive and sum to 1.
 pub fn fixture_trace(seed: u64, cls: bool) -> StepTrace {
-    let mut rng = Rng::new(seed);
     let grid = Grid::new(3, 4);
     let image_start = 3;
     let image_end = image_start + grid.len() + usize::from(cls);
     let positions = image_end + 5 + 3;
-    let (layers, heads) = (vec![5, 6, 7], 4);
-    let mut kinds = vec![PositionKind::Prompt; positions];
-    for (j, kind) in kinds.iter_mut().enumerate() {
-        if (image_start..image_end).contains(&j) {
-            *kind = PositionKind::Image;
-        } else if j >= positions - 3 {
-            *kind = PositionKind::Generated;
-        }
+    random_trace(
+        seed,
+        positions,
+        vec![ImageRegion::whole((image_start, image_end), grid)],
+    )
+}
+
+/// A seeded trace of an image split as SmolVLM splits it: 2x2 tiles of a
+/// 2x2 grid each (a text marker before each), then the global view (2x2),
+/// then 3 prompt and 3 generated positions.
+pub fn multi_region_trace(seed: u64) -> StepTrace {
+    let grid = Grid::new(2, 2);
+    let mut regions = Vec::new();
+    let mut at = 2;
+    for (r, c) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+        at += 1; // the tile's <row_r_col_c> marker
+        let (x0, y0) = (c as f32 * 0.5, r as f32 * 0.5);
+        regions.push(ImageRegion {
+            kind: RegionKind::Tile,
+            span: (at, at + 4),
+            grid,
+            bbox: [x0, y0, x0 + 0.5, y0 + 0.5],
+        });
+        at += 4;
     }
+    at += 1; // <global-img>
+    regions.push(ImageRegion::whole((at, at + 4), grid));
+    at += 4;
+    random_trace(seed, at + 3 + 3, regions)
+}
+
+/// 3 layers x 4 heads of seeded values over `positions`, the last 3 of them
+/// generated. Gradients in [-1, 1) with the image part of every other head
+/// scaled up, so DEX-AR's head filter keeps some heads and drops others;
+/// attention rows are positive and sum to 1.
+fn random_trace(seed: u64, positions: usize, regions: Vec<ImageRegion>) -> StepTrace {
+    let mut rng = Rng::new(seed);
+    let (layers, heads) = (vec![5, 6, 7], 4);
+    let is_image = |j: usize| regions.iter().any(|r| j >= r.span.0 && j < r.span.1);
+    let kinds = (0..positions)
+        .map(|j| {
+            if is_image(j) {
+                PositionKind::Image
+            } else if j >= positions - 3 {
+                PositionKind::Generated
+            } else {
+                PositionKind::Prompt
+            }
+        })
+        .collect();
     let (mut grads, mut attn) = (Vec::new(), Vec::new());
     for _slot in 0..layers.len() {
         for head in 0..heads {
@@ -259,7 +299,7 @@ pub fn fixture_trace(seed: u64, cls: bool) -> StepTrace {
             attn.extend(row.iter().map(|a| a / sum));
             for j in 0..positions {
                 let g = 2.0 * rng.unit() - 1.0;
-                let boost = (head % 2 == 0 && (image_start..image_end).contains(&j)) as u8 as f32;
+                let boost = (head % 2 == 0 && is_image(j)) as u8 as f32;
                 grads.push(g * (1.0 + boost));
             }
         }
@@ -275,8 +315,7 @@ pub fn fixture_trace(seed: u64, cls: bool) -> StepTrace {
         grads,
         attn,
         kinds,
-        image_span: (image_start, image_end),
-        grid,
+        regions,
     };
     trace.validate().expect("fixture trace is consistent");
     trace
