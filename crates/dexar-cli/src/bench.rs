@@ -124,7 +124,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             naive_step(
                 &ckpt.model,
                 &ids,
-                prompt.image_span,
+                &prompt.image_spans,
                 features,
                 layers.clone(),
                 Some(token),

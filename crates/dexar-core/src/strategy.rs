@@ -82,18 +82,17 @@ impl HeadScores {
         let image: Vec<bool> = (0..trace.num_positions)
             .map(|j| trace.is_image_position(j))
             .collect();
-        let part = |g: &'_ [f32], want: bool| {
-            let image = &image;
+        fn part<'a>(g: &'a [f32], image: &'a [bool], want: bool) -> impl Iterator<Item = f32> + 'a {
             g.iter()
                 .zip(image)
                 .filter(move |(_, &is)| is == want)
                 .map(|(&x, _)| relu(x))
-        };
+        }
         for slot in 0..trace.layers.len() {
             for head in 0..heads {
                 let g = trace.grad_row(slot, head);
-                let s_v = topk_mean(part(g, true), topk);
-                let s_text = topk_mean(part(g, false), topk);
+                let s_v = topk_mean(part(g, &image, true), topk);
+                let s_text = topk_mean(part(g, &image, false), topk);
                 visual.push(s_v);
                 text.push(s_text);
                 weights.push(relu(s_v - s_text));

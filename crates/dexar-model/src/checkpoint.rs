@@ -15,13 +15,15 @@ use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use crate::llava::LlavaModel;
 use crate::models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
+use crate::models::smolvlm::processor::{image_prompt, PromptTokens};
+use crate::models::smolvlm::{SmolFamily, SmolImageProcessor, SmolVlmConfig, SmolVlmModel};
 use crate::models::{ImageFeatures, VlModel};
 use crate::options::LoadOptions;
 use crate::preprocess::{ImageProcessor, Pixels};
 use crate::prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 
 /// The architectures dexar loads, as config.json's `model_type` names them.
-pub const SUPPORTED_MODEL_TYPES: &str = "llava (LlavaForConditionalGeneration, llama or mistral text model), qwen2_vl (Qwen2VLForConditionalGeneration), qwen2_5_vl (Qwen2_5_VLForConditionalGeneration) and qwen3_vl (Qwen3VLForConditionalGeneration)";
+pub const SUPPORTED_MODEL_TYPES: &str = "llava (LlavaForConditionalGeneration, llama or mistral text model), qwen2_vl (Qwen2VLForConditionalGeneration), qwen2_5_vl (Qwen2_5_VLForConditionalGeneration), qwen3_vl (Qwen3VLForConditionalGeneration), smolvlm (SmolVLMForConditionalGeneration) and idefics3 (Idefics3ForConditionalGeneration)";
 
 /// How a family turns an image into pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +32,8 @@ pub enum ImageProcessing {
     Clip(ImageProcessor),
     /// Qwen2-VL's `smart_resize` to the nearest valid size.
     Qwen(QwenImageProcessor),
+    /// SmolVLM's tiles and global view.
+    Smol(SmolImageProcessor),
 }
 
 impl ImageProcessing {
@@ -41,6 +45,7 @@ impl ImageProcessing {
                 Ok(p.model_view(image))
             }
             Self::Qwen(p) => p.model_view(image).map_err(ModelError::ImageContent),
+            Self::Smol(p) => Ok(p.model_view(image)),
         }
     }
 
@@ -50,7 +55,8 @@ impl ImageProcessing {
     pub fn check_image_size(&self, width: u32, height: u32) -> std::result::Result<(), String> {
         match self {
             Self::Clip(p) => p.check_image_size(width, height),
-            Self::Qwen(_) => Ok(()),
+            // Both resize to a bounded size (max_pixels; 4096 pixels a side).
+            Self::Qwen(_) | Self::Smol(_) => Ok(()),
         }
     }
 
@@ -67,6 +73,7 @@ impl ImageProcessing {
                 Ok(p.preprocess(image))
             }
             Self::Qwen(p) => p.preprocess(image).map_err(ModelError::ImageContent),
+            Self::Smol(p) => Ok(p.preprocess(image)),
         }
     }
 }
@@ -128,6 +135,10 @@ impl Checkpoint {
         let ckpt = match (model_type, QwenFamily::from_model_type(model_type)) {
             ("llava", _) => Self::load_llava(dir, &config, opts)?,
             (_, Some(family)) => Self::load_qwen(dir, &config, family, opts)?,
+            _ if SmolFamily::from_model_type(model_type).is_some() => {
+                let family = SmolFamily::from_model_type(model_type).unwrap_or(SmolFamily::SmolVlm);
+                Self::load_smolvlm(dir, &config, family, opts)?
+            }
             _ => {
                 return Err(ModelError::Unsupported {
                     path: config_path,
@@ -261,6 +272,68 @@ impl Checkpoint {
         })
     }
 
+    fn load_smolvlm(
+        dir: &Path,
+        value: &Value,
+        family: SmolFamily,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = SmolVlmConfig::from_value(value, family).map_err(|e| e.at(&config_path))?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = TextTokenizer::from_file(&tok_path)?;
+        check_tokenizer(&tokenizer, &config.text, &tok_path)?;
+        let pre_path = dir.join("preprocessor_config.json");
+        let text = crate::error::read_checkpoint_text(&pre_path, "no preprocessor_config.json")?;
+        let processor =
+            SmolImageProcessor::from_json(&text).map_err(|m| ModelError::bad_file(&pre_path, m))?;
+        check_tiles(&processor, &config, &pre_path)?;
+        check_image_seq_len(dir, &config)?;
+        let names = PromptTokens::default();
+        for token in [&names.image, &names.fake, &names.global] {
+            if tokenizer.token_to_id(token).is_none() {
+                return Err(ModelError::bad_file(
+                    &tok_path,
+                    format!("has no {token} token, which SmolVLM's image prompt needs"),
+                ));
+            }
+        }
+        if tokenizer.id_to_token(config.image_token_id).as_deref() != Some(names.image.as_str()) {
+            return Err(ModelError::bad_file(
+                &tok_path,
+                format!(
+                    "token id {} (the config's image_token_id) is not {} in this tokenizer",
+                    config.image_token_id, names.image
+                ),
+            ));
+        }
+        let template = load_chat_template(dir)?;
+        let files = weight_files(dir)?;
+        let vb = mmap_weights(dir, &files, opts)?;
+        let model = SmolVlmModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
+        let eos_token_ids = match generation_eos(dir)? {
+            Some(ids) => ids,
+            None => config
+                .eos_token_id
+                .or_else(|| tokenizer.token_to_id("<end_of_utterance>"))
+                .into_iter()
+                .collect(),
+        };
+        Ok(Self {
+            dir: dir.into(),
+            image_marker: ImageMarker {
+                text: names.image.clone(),
+                token_id: config.image_token_id,
+                raw_block: names.image,
+            },
+            eos_token_ids,
+            tokenizer,
+            processor: ImageProcessing::Smol(processor),
+            template,
+            model: VlModel::SmolVlm(model),
+        })
+    }
+
     /// Loads a LLaVA checkpoint held in memory (the bundled demo model).
     pub fn from_memory(files: &MemoryCheckpoint<'_>, opts: &LoadOptions) -> Result<Self> {
         let start = Instant::now();
@@ -330,11 +403,13 @@ impl Checkpoint {
         );
     }
 
-    /// config.json's `model_type`: `llava`, `qwen2_vl`, `qwen2_5_vl` or `qwen3_vl`.
+    /// config.json's `model_type`: `llava`, `qwen2_vl`, `qwen2_5_vl`,
+    /// `qwen3_vl`, `smolvlm` or `idefics3`.
     pub fn model_type(&self) -> &'static str {
         match &self.model {
             VlModel::Llava(_) => "llava",
             VlModel::QwenVl(m) => m.config.family.model_type(),
+            VlModel::SmolVlm(m) => m.config.family.model_type(),
         }
     }
 
@@ -353,6 +428,7 @@ impl Checkpoint {
         match &self.model {
             VlModel::Llava(m) => serde_json::to_value(&m.config),
             VlModel::QwenVl(m) => serde_json::to_value(&m.config),
+            VlModel::SmolVlm(m) => serde_json::to_value(&m.config),
         }
         .unwrap_or_default()
     }
@@ -361,15 +437,16 @@ impl Checkpoint {
     pub fn llava_config(&self) -> Option<&LlavaConfig> {
         match &self.model {
             VlModel::Llava(m) => Some(&m.config),
-            VlModel::QwenVl(_) => None,
+            VlModel::QwenVl(_) | VlModel::SmolVlm(_) => None,
         }
     }
 
     /// Side in pixels of one heatmap cell of the model's view (LLaVA's patch,
-    /// Qwen-VL's merged patch).
+    /// Qwen-VL's merged patch, SmolVLM's shuffled block of patches of a tile).
     pub fn cell_pixels(&self) -> usize {
         match (&self.model, &self.processor) {
             (VlModel::Llava(m), _) => m.config.vision.patch_size,
+            (VlModel::SmolVlm(m), _) => m.config.vision.patch_size * m.config.scale_factor,
             (_, ImageProcessing::Qwen(p)) => p.factor(),
             (VlModel::QwenVl(m), _) => {
                 m.config.vision.patch_size * m.config.vision.spatial_merge_size
@@ -381,6 +458,22 @@ impl Checkpoint {
     /// family's own image token), expanding it for `image`.
     pub fn prepare_prompt(&self, text: &str, image: &ImageFeatures) -> Result<PreparedPrompt> {
         let m = &self.image_marker;
+        if let VlModel::SmolVlm(model) = &self.model {
+            let (rows, cols) = image.tiles();
+            let expansion = image_prompt(
+                rows,
+                cols,
+                model.config.tokens_per_tile(),
+                &PromptTokens::default(),
+            );
+            return self.tokenizer.prepare_blocks(
+                text,
+                &m.text,
+                m.token_id,
+                &expansion,
+                &image.block_sizes(),
+            );
+        }
         let text = if m.text != IMAGE_MARKER
             && !text.contains(&m.text)
             && text.matches(IMAGE_MARKER).count() == 1
@@ -436,6 +529,7 @@ impl Checkpoint {
                     "a Qwen-VL model needs its own image processor".into(),
                 ))
             }
+            (VlModel::SmolVlm(m), _) => m.encode_pixels(pixels)?,
         };
         tracing::debug!(
             height = pixels.height,
@@ -486,6 +580,48 @@ fn mmap_weights(dir: &Path, files: &[PathBuf], opts: &LoadOptions) -> Result<Var
         opts.dtype,
         opts.device.clone(),
     ))
+}
+
+/// SmolVLM's tiles must be what the vision tower and the connector take:
+/// squares of the tower's `image_size`, whole blocks of `scale_factor`
+/// patches; otherwise the tile size does not divide the resized image into
+/// the token blocks the prompt announces.
+fn check_tiles(p: &SmolImageProcessor, cfg: &SmolVlmConfig, path: &Path) -> Result<()> {
+    let v = &cfg.vision;
+    let block = v.patch_size * cfg.scale_factor;
+    if p.tile as usize != v.image_size || !(p.tile as usize).is_multiple_of(block) {
+        return Err(ModelError::bad_file(
+            path,
+            format!(
+                "max_image_size.longest_edge {} must be the vision tower's image_size {} (tiles of whole {block}-pixel blocks: patch_size {} x scale_factor {}); the tiles would not match the image tokens",
+                p.tile, v.image_size, v.patch_size, cfg.scale_factor
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// processor_config.json's `image_seq_len`, when given, must be the tokens
+/// a tile makes: the processor writes that many `<image>` per block.
+fn check_image_seq_len(dir: &Path, cfg: &SmolVlmConfig) -> Result<()> {
+    let path = dir.join("processor_config.json");
+    let Some(text) = crate::error::read_optional_text(&path)? else {
+        return Ok(());
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::bad_file(&path, format!("not valid JSON ({e})")))?;
+    match v.get("image_seq_len").map(Value::as_u64) {
+        None => Ok(()),
+        Some(Some(n)) if n as usize == cfg.tokens_per_tile() => Ok(()),
+        Some(n) => Err(ModelError::bad_file(
+            &path,
+            format!(
+                "image_seq_len {} does not match the {} tokens a tile makes ((image_size / patch_size / scale_factor)^2)",
+                n.map_or("(not a number)".to_string(), |n| n.to_string()),
+                cfg.tokens_per_tile()
+            ),
+        )),
+    }
 }
 
 fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result<()> {

@@ -189,7 +189,15 @@ impl LlavaConfig {
 
 /// `vision_config`, with CLIPVisionConfig's defaults.
 fn vision_config(vc: &Value) -> std::result::Result<VisionConfig, ParseError> {
-    let d = VisionConfig::default();
+    vision_config_or(vc, VisionConfig::default())
+}
+
+/// `vision_config` with defaults `d` for the fields it leaves out (a ViT of
+/// CLIP's layout: SigLIP's towers have the same fields).
+pub(crate) fn vision_config_or(
+    vc: &Value,
+    d: VisionConfig,
+) -> std::result::Result<VisionConfig, ParseError> {
     let at = |e: ParseError| e.within("vision_config");
     let vision = VisionConfig {
         hidden_size: usize_field(vc, "hidden_size", d.hidden_size).map_err(at)?,
@@ -242,7 +250,7 @@ fn vision_config(vc: &Value) -> std::result::Result<VisionConfig, ParseError> {
 }
 
 /// `text_config`, with LlamaConfig's or MistralConfig's defaults.
-fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseError> {
+pub(crate) fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseError> {
     let at = |e: ParseError| e.within("text_config");
     let tt = str_field(tc, "model_type")
         .map_err(at)?
@@ -413,7 +421,7 @@ pub(crate) fn read_config_json(path: &Path) -> Result<Value> {
     })
 }
 
-fn object_field<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a Value, ParseError> {
+pub(crate) fn object_field<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a Value, ParseError> {
     static EMPTY: Value = Value::Null;
     match v.get(key) {
         None | Some(Value::Null) => Ok(&EMPTY),
@@ -422,7 +430,7 @@ fn object_field<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a Value, P
     }
 }
 
-fn str_field(v: &Value, key: &str) -> std::result::Result<Option<String>, ParseError> {
+pub(crate) fn str_field(v: &Value, key: &str) -> std::result::Result<Option<String>, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -438,7 +446,7 @@ fn bool_field(v: &Value, key: &str, default: bool) -> std::result::Result<bool, 
     }
 }
 
-fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
+pub(crate) fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
@@ -459,7 +467,7 @@ fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, Par
 
 /// A token id at the top level or in `text_config`: an integer (or a list,
 /// whose first is taken, as `eos_token_id` may be).
-fn token_id(v: &Value, tc: &Value, key: &str) -> std::result::Result<Option<u32>, ParseError> {
+pub(crate) fn token_id(v: &Value, tc: &Value, key: &str) -> std::result::Result<Option<u32>, ParseError> {
     let Some(x) = v.get(key).or_else(|| tc.get(key)) else {
         return Ok(None);
     };

@@ -365,18 +365,23 @@ impl Decoder {
     pub fn embed_with_image(
         &self,
         ids: &[u32],
-        image_span: (usize, usize),
+        image_spans: &[(usize, usize)],
         image_tokens: &Tensor,
     ) -> Result<Tensor> {
-        let (s, e) = image_span;
         let text = self.embed(&Tensor::new(ids, self.embed_tokens.device())?)?;
-        let mut parts = Vec::with_capacity(3);
-        if s > 0 {
-            parts.push(text.narrow(0, 0, s)?);
+        let image = image_tokens.to_dtype(text.dtype())?;
+        let mut parts = Vec::with_capacity(2 * image_spans.len() + 1);
+        let (mut at, mut row) = (0, 0);
+        for &(s, e) in image_spans {
+            if s > at {
+                parts.push(text.narrow(0, at, s - at)?);
+            }
+            parts.push(image.narrow(0, row, e - s)?);
+            row += e - s;
+            at = e;
         }
-        parts.push(image_tokens.to_dtype(text.dtype())?);
-        if e < ids.len() {
-            parts.push(text.narrow(0, e, ids.len() - e)?);
+        if at < ids.len() {
+            parts.push(text.narrow(0, at, ids.len() - at)?);
         }
         Tensor::cat(&parts, 0)?.unsqueeze(0)
     }

@@ -176,8 +176,8 @@ pub fn generate_traced(
     };
     let mut cache = KvCache::default();
     let prefill_start = Instant::now();
-    let input = model.sequence_input(&prompt.input_ids, prompt.image_span, image_features)?;
-    let whole = model.whole_sequence(&input, prompt.image_span, image_features);
+    let input = model.sequence_input(&prompt.input_ids, &prompt.image_spans, image_features)?;
+    let whole = model.whole_sequence(&input, &prompt.image_spans, image_features);
     let mut out = decoder.forward_at(&input.embeds, &whole, Some(&mut cache), &capture)?;
     tracing::debug!(
         prompt_tokens = p0,
@@ -188,7 +188,7 @@ pub fn generate_traced(
     // The decode step that produced `out` (none before the first token).
     let mut decode_ms = 0.0;
     let mut tokens: Vec<u32> = Vec::new();
-    let regions = image_features.regions(prompt.image_span);
+    let regions = image_features.regions(&prompt.image_spans);
     let stop = loop {
         let t = tokens.len();
         if t == budget {

@@ -84,6 +84,7 @@ impl LlavaModel {
             tokens: self.image_encoder.forward(&t)?.squeeze(0)?,
             grid: self.config.grid(),
             deepstack: Vec::new(),
+            layout: Vec::new(),
         })
     }
 }

@@ -25,7 +25,7 @@ pub struct NaiveStep {
 pub fn naive_step(
     model: &VlModel,
     ids: &[u32],
-    image_span: (usize, usize),
+    image_spans: &[(usize, usize)],
     image_features: &ImageFeatures,
     layers: Range<usize>,
     token: Option<u32>,
@@ -36,10 +36,10 @@ pub fn naive_step(
         ));
     }
     let decoder = model.decoder();
-    let input = model.sequence_input(ids, image_span, image_features)?;
+    let input = model.sequence_input(ids, image_spans, image_features)?;
     let out = decoder.forward_at(
         &input.embeds,
-        &model.whole_sequence(&input, image_span, image_features),
+        &model.whole_sequence(&input, image_spans, image_features),
         None,
         &Capture {
             full: true,

@@ -222,6 +222,9 @@ pub struct Pixels {
     pub data: Vec<f32>,
     pub height: u32,
     pub width: u32,
+    /// SmolVLM's global view of an image split into tiles (the tiles are cut
+    /// from `data`); `None` for every other model.
+    pub global: Option<Box<Pixels>>,
 }
 
 impl Pixels {
@@ -251,12 +254,15 @@ impl Pixels {
             data,
             height: h,
             width: w,
+            global: None,
         }
     }
 
     /// The same pixels with the patches of `cells` (row-major indices of
     /// `grid`, patches of `patch` pixels) set to 0: the image mean once
-    /// normalised, as the perturbation test removes patches.
+    /// normalised, as the perturbation test removes patches. A global view
+    /// loses the same part of the image: the pixels under each cell's box,
+    /// scaled to its size (rounded outwards).
     pub fn with_patches_blanked(
         &self,
         cells: &[usize],
@@ -267,14 +273,48 @@ impl Pixels {
         let mut data = self.data.clone();
         for &cell in cells {
             let (gy, gx) = (cell / grid.width, cell % grid.width);
-            for c in 0..3 {
-                for y in gy * patch..((gy + 1) * patch).min(h) {
-                    let row = c * h * w + y * w;
-                    data[row + (gx * patch).min(w)..row + ((gx + 1) * patch).min(w)].fill(0.0);
-                }
-            }
+            fill_box(&mut data, (h, w), (gy * patch, (gy + 1) * patch), (gx * patch, (gx + 1) * patch));
         }
-        Pixels { data, ..*self }
+        let global = self.global.as_ref().map(|g| {
+            let (gh, gw) = (g.height as usize, g.width as usize);
+            let mut data = g.data.clone();
+            let scaled = |i: usize, n: usize, size: usize| (i * size) as f64 / n.max(1) as f64;
+            for &cell in cells {
+                let (gy, gx) = (cell / grid.width, cell % grid.width);
+                let ys = (
+                    scaled(gy, grid.height, gh).floor() as usize,
+                    scaled(gy + 1, grid.height, gh).ceil() as usize,
+                );
+                let xs = (
+                    scaled(gx, grid.width, gw).floor() as usize,
+                    scaled(gx + 1, grid.width, gw).ceil() as usize,
+                );
+                fill_box(&mut data, (gh, gw), ys, xs);
+            }
+            Box::new(Pixels {
+                data,
+                height: g.height,
+                width: g.width,
+                global: None,
+            })
+        });
+        Pixels {
+            data,
+            height: self.height,
+            width: self.width,
+            global,
+        }
+    }
+}
+
+/// Sets rows `ys` x columns `xs` (half-open, clipped) of every channel of
+/// channel-first `[3, h, w]` data to 0.
+fn fill_box(data: &mut [f32], (h, w): (usize, usize), ys: (usize, usize), xs: (usize, usize)) {
+    for c in 0..3 {
+        for y in ys.0..ys.1.min(h) {
+            let row = c * h * w + y * w;
+            data[row + xs.0.min(w)..row + xs.1.min(w)].fill(0.0);
+        }
     }
 }
 

@@ -14,8 +14,11 @@ pub struct PreparedPrompt {
     /// The text before `<image>` expansion.
     pub text: String,
     pub input_ids: Vec<u32>,
-    /// Half-open span of the image tokens in `input_ids`.
+    /// Half-open span of the (first block of) image tokens in `input_ids`.
     pub image_span: (usize, usize),
+    /// Every block of image tokens in order (SmolVLM: one per tile and the
+    /// global view); `[image_span]` for a single block.
+    pub image_spans: Vec<(usize, usize)>,
 }
 
 /// A Hugging Face `tokenizer.json` with what dexar needs of it.
@@ -122,6 +125,23 @@ impl TextTokenizer {
         image_token: u32,
         num_image_tokens: usize,
     ) -> Result<PreparedPrompt> {
+        self.check_marker(text, marker, image_token)?;
+        let expanded = text.replacen(marker, &marker.repeat(num_image_tokens), 1);
+        let input_ids = self.encode(&expanded, true)?;
+        let start = input_ids.iter().position(|&t| t == image_token);
+        let count = input_ids.iter().filter(|&&t| t == image_token).count();
+        match start {
+            Some(s) if count == num_image_tokens && input_ids[s..s + count].iter().all(|&t| t == image_token) => {
+                Ok(PreparedPrompt { text: text.to_string(), input_ids, image_span: (s, s + count), image_spans: vec![(s, s + count)] })
+            }
+            _ => Err(ModelError::Prompt(format!(
+                "the tokenizer produced {count} image tokens where {num_image_tokens} contiguous ones were expected"
+            ))),
+        }
+    }
+
+    /// `text` must hold `marker` exactly once, and `image_token` be its id.
+    fn check_marker(&self, text: &str, marker: &str, image_token: u32) -> Result<()> {
         let markers = text.matches(marker).count();
         if markers != 1 {
             return Err(ModelError::Prompt(if markers == 0 {
@@ -136,17 +156,43 @@ impl TextTokenizer {
                 format!("token id {image_token} (the config's image token) is not {marker} in this tokenizer"),
             ));
         }
-        let expanded = text.replacen(marker, &marker.repeat(num_image_tokens), 1);
-        let input_ids = self.encode(&expanded, true)?;
-        let start = input_ids.iter().position(|&t| t == image_token);
-        let count = input_ids.iter().filter(|&&t| t == image_token).count();
-        match start {
-            Some(s) if count == num_image_tokens && input_ids[s..s + count].iter().all(|&t| t == image_token) => {
-                Ok(PreparedPrompt { text: text.to_string(), input_ids, image_span: (s, s + count) })
+        Ok(())
+    }
+
+    /// Tokenises `text`, which must hold exactly one `marker`, with the marker
+    /// replaced by `expansion` (SmolVLM's tiles and global view): the image
+    /// tokens must then come in blocks of `blocks` tokens, in order.
+    pub fn prepare_blocks(
+        &self,
+        text: &str,
+        marker: &str,
+        image_token: u32,
+        expansion: &str,
+        blocks: &[usize],
+    ) -> Result<PreparedPrompt> {
+        self.check_marker(text, marker, image_token)?;
+        let input_ids = self.encode(&text.replacen(marker, expansion, 1), true)?;
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for (j, &t) in input_ids.iter().enumerate() {
+            if t != image_token {
+                continue;
             }
-            _ => Err(ModelError::Prompt(format!(
-                "the tokenizer produced {count} image tokens where {num_image_tokens} contiguous ones were expected"
-            ))),
+            match spans.last_mut() {
+                Some(last) if last.1 == j => last.1 = j + 1,
+                _ => spans.push((j, j + 1)),
+            }
         }
+        let sizes: Vec<usize> = spans.iter().map(|(s, e)| e - s).collect();
+        if sizes != blocks {
+            return Err(ModelError::Prompt(format!(
+                "the tokenizer produced blocks of {sizes:?} image tokens where {blocks:?} were expected"
+            )));
+        }
+        Ok(PreparedPrompt {
+            text: text.to_string(),
+            input_ids,
+            image_span: spans[0],
+            image_spans: spans,
+        })
     }
 }

@@ -48,8 +48,8 @@ pub fn answer_logprobs(
     let mut ids = prompt.input_ids.clone();
     ids.extend_from_slice(&answer[..answer.len() - 1]);
     let model = &ckpt.model;
-    let input = model.sequence_input(&ids, prompt.image_span, image_features)?;
-    let whole = model.whole_sequence(&input, prompt.image_span, image_features);
+    let input = model.sequence_input(&ids, &prompt.image_spans, image_features)?;
+    let whole = model.whole_sequence(&input, &prompt.image_spans, image_features);
     let out = model
         .decoder()
         .forward_at(&input.embeds, &whole, None, &Capture::default())?;

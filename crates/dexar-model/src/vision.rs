@@ -33,8 +33,9 @@ impl VisionAttention {
     }
 }
 
+/// One pre-norm ViT encoder layer under CLIP's weight names (SigLIP's are the same).
 #[derive(Debug, Clone)]
-struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     attn: VisionAttention,
     ln1: LayerNorm,
     fc1: Linear,
@@ -44,7 +45,33 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Layer `l` (`encoder.layers.N`) of a tower of configuration `cfg`.
+    pub(crate) fn load(l: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let act = Activation::from_name(&cfg.hidden_act).ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "vision hidden_act `{}` is not supported",
+                cfg.hidden_act
+            ))
+        })?;
+        let a = l.pp("self_attn");
+        Ok(EncoderLayer {
+            attn: VisionAttention {
+                q: Linear::load(a.pp("q_proj"), d, d, true)?,
+                k: Linear::load(a.pp("k_proj"), d, d, true)?,
+                v: Linear::load(a.pp("v_proj"), d, d, true)?,
+                out: Linear::load(a.pp("out_proj"), d, d, true)?,
+                heads: cfg.num_attention_heads,
+            },
+            ln1: LayerNorm::load(l.pp("layer_norm1"), d, cfg.layer_norm_eps)?,
+            fc1: Linear::load(l.pp("mlp").pp("fc1"), d, cfg.intermediate_size, true)?,
+            fc2: Linear::load(l.pp("mlp").pp("fc2"), cfg.intermediate_size, d, true)?,
+            ln2: LayerNorm::load(l.pp("layer_norm2"), d, cfg.layer_norm_eps)?,
+            act,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attn.forward(&self.ln1.forward(x)?)?)?;
         let h = self
             .fc2
@@ -70,39 +97,12 @@ impl VisionTower {
     /// Loads the layers needed for hidden state `max_hidden_index` (0 = embeddings).
     pub fn load(vb: VarBuilder, cfg: &VisionConfig, max_hidden_index: usize) -> Result<Self> {
         let d = cfg.hidden_size;
-        let p = cfg.patch_size;
         let n = cfg.grid_side() * cfg.grid_side();
-        let act = Activation::from_name(&cfg.hidden_act).ok_or_else(|| {
-            candle_core::Error::Msg(format!(
-                "vision hidden_act `{}` is not supported",
-                cfg.hidden_act
-            ))
-        })?;
         let emb = vb.pp("embeddings");
-        let patch_weight = emb
-            .pp("patch_embedding")
-            .get((d, cfg.num_channels, p, p), "weight")?
-            .reshape((d, cfg.num_channels * p * p))?;
+        let patch_weight = patch_matrix(&emb.pp("patch_embedding"), cfg)?;
         let enc = vb.pp("encoder").pp("layers");
         let layers = (0..max_hidden_index.min(cfg.num_hidden_layers))
-            .map(|i| {
-                let l = enc.pp(i);
-                let a = l.pp("self_attn");
-                Ok(EncoderLayer {
-                    attn: VisionAttention {
-                        q: Linear::load(a.pp("q_proj"), d, d, true)?,
-                        k: Linear::load(a.pp("k_proj"), d, d, true)?,
-                        v: Linear::load(a.pp("v_proj"), d, d, true)?,
-                        out: Linear::load(a.pp("out_proj"), d, d, true)?,
-                        heads: cfg.num_attention_heads,
-                    },
-                    ln1: LayerNorm::load(l.pp("layer_norm1"), d, cfg.layer_norm_eps)?,
-                    fc1: Linear::load(l.pp("mlp").pp("fc1"), d, cfg.intermediate_size, true)?,
-                    fc2: Linear::load(l.pp("mlp").pp("fc2"), cfg.intermediate_size, d, true)?,
-                    ln2: LayerNorm::load(l.pp("layer_norm2"), d, cfg.layer_norm_eps)?,
-                    act,
-                })
-            })
+            .map(|i| EncoderLayer::load(enc.pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -117,19 +117,8 @@ impl VisionTower {
 
     /// Hidden states `[embeddings, after layer 1, ...]` up to `max_index`, each `[B, 1+N, D]`.
     pub fn hidden_states(&self, pixels: &Tensor, max_index: usize) -> Result<Vec<Tensor>> {
-        let (b, c, h, w) = pixels.dims4()?;
-        let p = self.cfg.patch_size;
-        let (gh, gw) = (h / p, w / p);
-        // [B, C, gh, p, gw, p] -> [B, gh, gw, C, p, p] -> [B, N, C*p*p]
-        let patches = pixels
-            .reshape((b, c, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?
-            .contiguous()?
-            .reshape((b, gh * gw, c * p * p))?;
-        let dtype = self.patch_weight.dtype();
-        let patch_emb = patches
-            .to_dtype(dtype)?
-            .broadcast_matmul(&self.patch_weight.t()?)?;
+        let b = pixels.dim(0)?;
+        let patch_emb = embed_patches(pixels, &self.patch_weight, self.cfg.patch_size)?;
         let d = self.cfg.hidden_size;
         let cls = self
             .class_embedding
@@ -145,6 +134,29 @@ impl VisionTower {
         }
         Ok(states)
     }
+}
+
+/// A patch-embedding conv kernel (`weight` `[D, C, p, p]`) as a
+/// `[D, C * p * p]` matrix: a stride-p conv is a matmul on patches.
+pub(crate) fn patch_matrix(vb: &VarBuilder, cfg: &VisionConfig) -> Result<Tensor> {
+    let (d, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
+    vb.get((d, c, p, p), "weight")?.reshape((d, c * p * p))
+}
+
+/// `[B, C, H, W]` pixels to `[B, (H/p)(W/p), D]` patch embeddings, row-major
+/// over the patch grid (no bias).
+pub(crate) fn embed_patches(pixels: &Tensor, weight: &Tensor, p: usize) -> Result<Tensor> {
+    let (b, c, h, w) = pixels.dims4()?;
+    let (gh, gw) = (h / p, w / p);
+    // [B, C, gh, p, gw, p] -> [B, gh, gw, C, p, p] -> [B, N, C*p*p]
+    let patches = pixels
+        .reshape((b, c, gh, p, gw, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b, gh * gw, c * p * p))?;
+    patches
+        .to_dtype(weight.dtype())?
+        .broadcast_matmul(&weight.t()?)
 }
 
 /// Vision tower + feature selection + 2-layer projector: pixels to image tokens.

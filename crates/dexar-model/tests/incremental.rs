@@ -50,7 +50,7 @@ fn compare_paths(ckpt: &Checkpoint, mode: Mode, max_tokens: usize, report: &mut 
         let naive = naive_step(
             &ckpt.model,
             &ids,
-            prompt.image_span,
+            &prompt.image_spans,
             &feats,
             layers.clone(),
             Some(tr.token_id),
@@ -132,7 +132,7 @@ fn first_logits(dir: &Path) -> Vec<f32> {
     naive_step(
         &ckpt.model,
         &prompt.input_ids,
-        prompt.image_span,
+        &prompt.image_spans,
         &feats,
         0..1,
         None,

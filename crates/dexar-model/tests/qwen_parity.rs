@@ -172,7 +172,7 @@ fn mrope_positions_and_vision_towers_match_transformers() {
             let feats = reference_features(&fx, image);
             let ids = ids_of(&run["input_ids"]);
             let span = pair(&run["image_span"]);
-            let input = fx.ckpt.model.sequence_input(&ids, span, &feats).unwrap();
+            let input = fx.ckpt.model.sequence_input(&ids, &[span], &feats).unwrap();
             let dexar_model::decoder::RopePositions::Multi(pos) = &input.rope else {
                 panic!("{name}: no 3-D positions")
             };
@@ -321,7 +321,7 @@ fn incremental_matches_naive_for_every_family() {
                 let naive = naive_step(
                     &fx.ckpt.model,
                     &ids,
-                    span,
+                    &[span],
                     &feats,
                     layers.clone(),
                     Some(tr.token_id),

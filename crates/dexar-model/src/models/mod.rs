@@ -1,8 +1,10 @@
 //! The model families: what differs between them around the one decoder
 //! (vision tower, projector, how image tokens are placed and positioned).
-//! LLaVA lives in `crate::llava`; the Qwen-VL families in [`qwen_vl`].
+//! LLaVA lives in `crate::llava`; the Qwen-VL families in [`qwen_vl`];
+//! SmolVLM / Idefics3 in [`smolvlm`].
 
 pub mod qwen_vl;
+pub mod smolvlm;
 
 use candle_core::{DType, Device, Tensor};
 use dexar_core::{Grid, ImageRegion};
@@ -11,12 +13,14 @@ use crate::config::TextConfig;
 use crate::decoder::{ChunkInput, Decoder, Deepstack, RopePositions};
 use crate::llava::LlavaModel;
 use qwen_vl::QwenVlModel;
+use smolvlm::SmolVlmModel;
 
 /// A loaded vision-language model of one of the supported families.
 #[derive(Debug, Clone)]
 pub enum VlModel {
     Llava(LlavaModel),
     QwenVl(QwenVlModel),
+    SmolVlm(SmolVlmModel),
 }
 
 /// Image tokens as the decoder receives them, with the grid they cover.
@@ -30,6 +34,11 @@ pub struct ImageFeatures {
     pub grid: Grid,
     /// Qwen3-VL's DeepStack features, one `[N, D]` per early decoder layer.
     pub deepstack: Vec<Tensor>,
+    /// An image split into blocks of tokens (SmolVLM's tiles and global
+    /// view): each block's rows of `tokens` (`span` counts rows of `tokens`,
+    /// not sequence positions), grid, box and kind, in order. Empty: one
+    /// block covering the whole image, of grid `grid`.
+    pub layout: Vec<ImageRegion>,
 }
 
 impl ImageFeatures {
@@ -37,10 +46,37 @@ impl ImageFeatures {
         &self.tokens
     }
 
-    /// The image regions of a prompt whose `image_span` holds these tokens:
-    /// one block covering the whole image.
-    pub fn regions(&self, image_span: (usize, usize)) -> Vec<ImageRegion> {
-        vec![ImageRegion::whole(image_span, self.grid)]
+    /// The image regions of a prompt whose `image_spans` hold these tokens,
+    /// block by block.
+    pub fn regions(&self, image_spans: &[(usize, usize)]) -> Vec<ImageRegion> {
+        if self.layout.is_empty() {
+            return image_spans
+                .iter()
+                .map(|&span| ImageRegion::whole(span, self.grid))
+                .collect();
+        }
+        self.layout
+            .iter()
+            .zip(image_spans)
+            .map(|(r, &span)| ImageRegion { span, ..*r })
+            .collect()
+    }
+
+    /// Rows and columns of the tiles of a split image (0 and 0 when it is not split).
+    pub fn tiles(&self) -> (usize, usize) {
+        let tiles = self.layout.iter().filter(|r| r.kind == dexar_core::RegionKind::Tile);
+        let rows = tiles.clone().filter(|r| r.bbox[0] == 0.0).count();
+        let cols = tiles.filter(|r| r.bbox[1] == 0.0).count();
+        (rows, cols)
+    }
+
+    /// How many tokens each block of the prompt must hold.
+    pub fn block_sizes(&self) -> Vec<usize> {
+        if self.layout.is_empty() {
+            vec![self.num_tokens()]
+        } else {
+            self.layout.iter().map(|r| r.span.1 - r.span.0).collect()
+        }
     }
 
     /// How many image tokens the prompt must hold.
@@ -66,6 +102,7 @@ impl VlModel {
         match self {
             Self::Llava(m) => &m.decoder,
             Self::QwenVl(m) => &m.decoder,
+            Self::SmolVlm(m) => &m.decoder,
         }
     }
 
@@ -77,6 +114,7 @@ impl VlModel {
         match self {
             Self::Llava(m) => &m.device,
             Self::QwenVl(m) => &m.device,
+            Self::SmolVlm(m) => &m.device,
         }
     }
 
@@ -84,28 +122,36 @@ impl VlModel {
         match self {
             Self::Llava(m) => m.dtype,
             Self::QwenVl(m) => m.dtype,
+            Self::SmolVlm(m) => m.dtype,
         }
     }
 
-    /// The input of the sequence `ids` whose span `image_span` holds the image.
+    /// The input of the sequence `ids` whose spans `image_spans` hold the
+    /// image's blocks of tokens, in order.
     pub fn sequence_input(
         &self,
         ids: &[u32],
-        image_span: (usize, usize),
+        image_spans: &[(usize, usize)],
         image: &ImageFeatures,
     ) -> candle_core::Result<SequenceInput> {
-        let (s, e) = image_span;
-        if e > ids.len() || e - s != image.num_tokens() {
+        let sizes = image.block_sizes();
+        let fits = image_spans.len() == sizes.len()
+            && image_spans
+                .iter()
+                .zip(&sizes)
+                .all(|(&(s, e), &n)| s <= e && e <= ids.len() && e - s == n)
+            && image_spans.windows(2).all(|w| w[0].1 <= w[1].0);
+        if !fits {
             candle_core::bail!(
-                "the prompt's image span {s}..{e} does not hold the image's {} tokens",
-                image.num_tokens()
+                "the prompt's image spans {image_spans:?} do not hold the image's blocks of {sizes:?} tokens"
             );
         }
+        let image_span = image_spans[0];
         let embeds = self
             .decoder()
-            .embed_with_image(ids, image_span, image.tensor())?;
+            .embed_with_image(ids, image_spans, image.tensor())?;
         Ok(match self {
-            Self::Llava(_) => SequenceInput {
+            Self::Llava(_) | Self::SmolVlm(_) => SequenceInput {
                 embeds,
                 rope: RopePositions::Sequential(0),
                 rope_delta: 0,
@@ -126,14 +172,14 @@ impl VlModel {
     pub fn whole_sequence<'a>(
         &self,
         input: &SequenceInput,
-        image_span: (usize, usize),
+        image_spans: &[(usize, usize)],
         image: &'a ImageFeatures,
     ) -> ChunkInput<'a> {
         ChunkInput {
             start: 0,
             rope: input.rope.clone(),
             deepstack: (!image.deepstack.is_empty()).then_some(Deepstack {
-                span: image_span,
+                span: image_spans[0],
                 layers: &image.deepstack,
             }),
         }

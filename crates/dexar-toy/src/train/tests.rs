@@ -135,7 +135,7 @@ fn shared_prefix_loss_equals_full_sequence_loss() {
             ids.push(EOS_ID);
             let x = model
                 .decoder
-                .embed_with_image(&ids, span, features.tensor())
+                .embed_with_image(&ids, &[span], features.tensor())
                 .expect("embed");
             let capture = Capture {
                 layer_outputs: true,

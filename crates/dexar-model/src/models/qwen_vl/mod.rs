@@ -74,6 +74,7 @@ impl QwenVlModel {
             tokens: out.tokens.to_dtype(self.dtype)?,
             grid: Grid::new(gh / m, gw / m),
             deepstack: out.deepstack,
+            layout: Vec::new(),
         })
     }
 

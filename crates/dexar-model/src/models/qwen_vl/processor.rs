@@ -327,6 +327,7 @@ mod tests {
                 data,
                 height: 2,
                 width: 4,
+                global: None,
             })
             .unwrap();
         assert_eq!(grid, (2, 4));
