@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{}: {what} (expected a Hugging Face checkpoint directory: LLaVA or Qwen-VL)", path.display())]
+    #[error("{}: {what} (expected a Hugging Face checkpoint directory: LLaVA, Qwen-VL or SmolVLM)", path.display())]
     MissingFile { path: PathBuf, what: &'static str },
     #[error("{}: {message}", path.display())]
     BadFile { path: PathBuf, message: String },

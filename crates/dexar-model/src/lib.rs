@@ -40,6 +40,7 @@ pub use generate::{
 };
 pub use llava::{LlavaModel, WeightLayout};
 pub use models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
+pub use models::smolvlm::{SmolFamily, SmolImageProcessor, SmolVlmConfig, SmolVlmModel};
 pub use models::{ImageFeatures, VlModel};
 pub use naive::{naive_step, NaiveStep};
 pub use options::{parse_device, parse_dtype, LoadOptions};

@@ -273,7 +273,7 @@ fn check_traces(mode_key: &str) {
             assert_eq!(tokens, want, "{name} {image} {mode_key}: tokens");
             let mut maps = StepMaps::default();
             for (t, step) in steps.iter().enumerate() {
-                assert_eq!(step.trace.grid, feats.grid);
+                assert_eq!(step.trace.regions[0].grid, feats.grid);
                 let key = |k: &str| format!("{image}.{mode_key}.{t}.{k}");
                 maps.check_step(
                     &fx,

@@ -166,7 +166,23 @@ impl SmolVlmModel {
                 (0, 0)
             }
         };
-        let tokens = self.encode_frames(&Tensor::stack(&frames, 0)?)?;
+        Ok(self.features(&Tensor::stack(&frames, 0)?, rows, cols)?)
+    }
+
+    /// The image features of `[rows * cols + 1, 3, S, S]` frames (the tiles
+    /// row by row, then the global view; one frame when `rows` is 0), as
+    /// transformers' processor lays out `pixel_values`.
+    pub fn features(
+        &self,
+        frames: &Tensor,
+        rows: usize,
+        cols: usize,
+    ) -> candle_core::Result<ImageFeatures> {
+        let n = frames.dim(0)?;
+        if n != rows * cols + 1 {
+            candle_core::bail!("{n} frames for {rows}x{cols} tiles and a global view");
+        }
+        let tokens = self.encode_frames(frames)?;
         let (layout, grid) = self.layout(rows, cols);
         Ok(ImageFeatures {
             tokens,
