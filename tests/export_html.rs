@@ -70,15 +70,15 @@ fn the_html_export_shows_token_heatmaps_in_a_real_browser() {
     let view = dexar_session::image::enlarged(&recorded.conversations[0].image.model_view);
     let num_layers = recorded.header.model.num_layers;
     let trace = dexar_core::LayerSelection::default().restrict(&turn.steps[1], num_layers);
-    let map = dexar_core::builtin_strategy("dexar", 1)
+    let token_map = dexar_core::builtin_strategy("dexar", 1)
         .unwrap()
         .token_map(&trace)
-        .unwrap()
-        .normalized();
+        .unwrap();
+    let map = token_map.normalized();
     let want = dexar_render::overlay(
         &view,
         &map,
-        trace.grid,
+        token_map.grid,
         dexar_render::Colormap::Inferno,
         0.6,
     )

@@ -294,11 +294,7 @@ mod tests {
         }
         let mut raw = vec![0.0; 64];
         raw[5 * 8 + 1] = 1.0; // cell (row 5, col 1) covers pixels x 8..16, y 40..48
-        let map = TokenMap {
-            grid: Grid::new(8, 8),
-            raw,
-            weight: 1.0,
-        };
+        let map = TokenMap::single(Grid::new(8, 8), raw, 1.0);
         assert!(points_inside(&map, &mask));
         let flat = TokenMap {
             raw: vec![0.5; 64],
