@@ -72,7 +72,7 @@ impl ImageRegion {
 }
 
 /// Which maps of a multi-region image to show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RegionView {
     /// The global view's map.
     Global,

@@ -25,7 +25,7 @@ use std::path::PathBuf;
 pub use colormap::Colormap;
 pub use dexar_core::Grid;
 pub use html::{session_html, HtmlConversation, HtmlMaps, HtmlSession, HtmlTurn};
-pub use overlay::{colorbar_image, heatmap_image, overlay, with_colorbar};
+pub use overlay::{colorbar_image, heatmap_image, overlay, overlay_beside, with_colorbar};
 pub use png::{png_bytes, save_png_atomic};
 pub use upsample::upsample_bilinear;
 

@@ -40,6 +40,33 @@ pub fn overlay(
     Ok(out)
 }
 
+/// [`overlay`] of `map01`, and when `beside` holds a second map (the global
+/// view of an image split into tiles) its overlay on the same image to the
+/// right, after a dark gap of an eighth of the image's width.
+pub fn overlay_beside(
+    image: &RgbImage,
+    map01: &[f32],
+    grid: Grid,
+    beside: Option<(Grid, &[f32])>,
+    colormap: Colormap,
+    alpha: f32,
+) -> Result<RgbImage, RenderError> {
+    let main = overlay(image, map01, grid, colormap, alpha)?;
+    let Some((g, m)) = beside else {
+        return Ok(main);
+    };
+    let second = overlay(image, m, g, colormap, alpha)?;
+    let gap = (main.width() / 8).max(1);
+    let mut out = RgbImage::from_pixel(
+        main.width() + gap + second.width(),
+        main.height().max(second.height()),
+        image::Rgb([16, 16, 16]),
+    );
+    image::imageops::replace(&mut out, &main, 0, 0);
+    image::imageops::replace(&mut out, &second, i64::from(main.width() + gap), 0);
+    Ok(out)
+}
+
 /// The raw map as nearest-neighbour blocks: each grid cell becomes a
 /// `cell_px x cell_px` square of its colour (`cell_px` 0 counts as 1), so the
 /// patch structure stays visible.
@@ -120,6 +147,29 @@ mod tests {
         // Corners are exactly the corner cells (edge clamp).
         assert_eq!(full.get_pixel(0, 0).0, Colormap::Viridis.rgb(0.0));
         assert_eq!(full.get_pixel(5, 3).0, Colormap::Viridis.rgb(1.0));
+    }
+
+    #[test]
+    fn the_global_view_is_drawn_beside_the_composed_map() {
+        let img = photo(16, 4);
+        let grid = Grid::new(2, 2);
+        let alone = overlay_beside(&img, &MAP, grid, None, Colormap::Inferno, 1.0).unwrap();
+        assert_eq!(alone, overlay(&img, &MAP, grid, Colormap::Inferno, 1.0).unwrap());
+        let global = [1.0];
+        let both = overlay_beside(
+            &img,
+            &MAP,
+            grid,
+            Some((Grid::new(1, 1), &global)),
+            Colormap::Inferno,
+            1.0,
+        )
+        .unwrap();
+        // 16 + a gap of 2 + 16 pixels wide; the right part is the global map.
+        assert_eq!((both.width(), both.height()), (34, 4));
+        assert_eq!(both.get_pixel(0, 0).0, alone.get_pixel(0, 0).0);
+        assert_eq!(both.get_pixel(16, 0).0, [16, 16, 16]);
+        assert_eq!(both.get_pixel(18, 0).0, Colormap::Inferno.rgb(1.0));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 
 use std::ops::Range;
 
-use dexar_core::{minmax, weighted_sum, Grid, HeadScores, StepTrace, Strategy, TokenMap};
+use dexar_core::maps::weighted_global_sum;
+use dexar_core::{
+    minmax, weighted_sum, Grid, HeadScores, RegionView, StepTrace, Strategy, TokenMap,
+};
 
 use crate::error::StateError;
 
@@ -20,18 +23,25 @@ pub struct Shown {
     pub raw_max: f32,
     /// Constant map: no visual evidence.
     pub degenerate: bool,
+    /// An image split into regions, shown with [`RegionView::All`]: the
+    /// global view's map in [0, 1] and its grid, drawn beside the tiles'
+    /// composed map (`map01`).
+    pub beside: Option<(Grid, Vec<f32>)>,
 }
 
 impl Shown {
     /// The map of `steps` (the traces of answer tokens `range`, already
     /// restricted to the selected layers) under `strategy`. `whole` says the
     /// selection is the whole answer; `topk` is DEX-AR's, for the δ in titles.
+    /// For an image split into regions, `view` chooses the tiles' composed
+    /// map, the global view's, or the composed map with the global one beside.
     pub fn compute(
         strategy: &dyn Strategy,
         steps: &[StepTrace],
         range: Range<usize>,
         whole: bool,
         topk: usize,
+        view: RegionView,
     ) -> Result<Self, StateError> {
         let maps = steps
             .iter()
@@ -68,7 +78,35 @@ impl Shown {
                 grid.width
             )));
         }
-        Ok(Self::from_raw(strategy.name(), title, &raw, map01, grid))
+        let global = maps
+            .iter()
+            .any(|m| !m.regions.is_empty())
+            .then(|| global_map(&maps))
+            .flatten();
+        Ok(match (view, global) {
+            (RegionView::Global, Some((g, global_raw))) => {
+                let map01 = minmax(&global_raw).0;
+                let title = format!("{title} · global view");
+                Self::from_raw(strategy.name(), title, &global_raw, map01, g)
+            }
+            (RegionView::All, Some((g, global_raw))) => {
+                // The raw range covers both maps.
+                let both: Vec<f32> = raw.iter().chain(&global_raw).copied().collect();
+                let title = format!("{title} · tiles | global view");
+                Self {
+                    beside: Some((g, minmax(&global_raw).0)),
+                    ..Self::from_raw(strategy.name(), title, &both, map01, grid)
+                }
+            }
+            (RegionView::Tiles, Some(_)) => Self::from_raw(
+                strategy.name(),
+                format!("{title} · tiles"),
+                &raw,
+                map01,
+                grid,
+            ),
+            (_, None) => Self::from_raw(strategy.name(), title, &raw, map01, grid),
+        })
     }
 
     /// What one head looked at for one token: its rectified image gradient
@@ -115,8 +153,19 @@ impl Shown {
             grid,
             raw_min: lo,
             raw_max: hi,
+            beside: None,
         }
     }
+}
+
+/// The un-normalised global view's map of `maps` (one token's, or the
+/// weighted sum of several) and its grid; `None` without a global view.
+fn global_map(maps: &[TokenMap]) -> Option<(Grid, Vec<f32>)> {
+    let (grid, one) = maps.first()?.global()?;
+    Some(match maps {
+        [_] => (grid, one.to_vec()),
+        _ => (grid, weighted_global_sum(maps)),
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 
 mod files;
 
-use dexar_core::{HeadScores, LayerSelection, StepTrace, Strategy};
+use dexar_core::{HeadScores, LayerSelection, RegionView, StepTrace, Strategy};
 use dexar_model::{
     GenerationSettings, LoadOptions, Mode, ModelSpec, PreparedPrompt, StopReason, Turn,
 };
@@ -39,6 +39,9 @@ pub struct Settings {
     pub layers: LayerSelection,
     /// k of DEX-AR's top-k head scores.
     pub topk: usize,
+    /// Which maps an image split into regions shows (SmolVLM): the tiles
+    /// composed, the global view, or both side by side.
+    pub region: RegionView,
 }
 
 impl Default for Settings {
@@ -50,6 +53,7 @@ impl Default for Settings {
             seed: 0,
             layers: LayerSelection::default(),
             topk: 1,
+            region: RegionView::All,
         }
     }
 }
@@ -225,7 +229,8 @@ impl AppState {
     /// The map of a selection under a strategy: one token's map, or the
     /// strategy's aggregate (weighted by token weight) over several.
     pub fn shown(&self, strategy_name: &str, what: &Selection) -> Result<Shown, StateError> {
-        self.shown_in(self.steps()?, strategy_name, what, self.settings.layers)
+        let s = &self.settings;
+        self.shown_in(self.steps()?, strategy_name, what, s.layers, s.region)
     }
 
     /// [`AppState::shown`] over `steps` (an answer still streaming, say)
@@ -236,6 +241,7 @@ impl AppState {
         strategy_name: &str,
         what: &Selection,
         layers: LayerSelection,
+        region: RegionView,
     ) -> Result<Shown, StateError> {
         let strategy = self.strategy_by_name(strategy_name)?;
         let range = what.resolve(steps)?;
@@ -254,7 +260,22 @@ impl AppState {
             range,
             matches!(what, Selection::All),
             self.settings.topk,
+            region,
         )
+    }
+
+    /// Whether the image is split into regions (SmolVLM's tiles and global
+    /// view), as the model encoded it or, without a model, as the last
+    /// answer's traces say.
+    pub fn image_is_split(&self) -> bool {
+        match self.image.features() {
+            Ok(f) => f.layout.len() > 1,
+            Err(_) => self
+                .answer
+                .as_ref()
+                .and_then(|a| a.steps.first())
+                .is_some_and(StepTrace::is_multi_region),
+        }
     }
 
     /// Prepares `question` for answering (or, with `target`, for explaining

@@ -66,6 +66,11 @@ pub const COMMANDS: &[Spec] = &[
         help: "first layer the maps use (negative: from the end); no regeneration",
     },
     Spec {
+        name: "/region",
+        usage: "[global | tiles | all]",
+        help: "an image split into tiles (SmolVLM): the tiles' map, the global view's, or both",
+    },
+    Spec {
         name: "/target",
         usage: "TEXT",
         help: "explain TEXT as the answer to the last question (teacher forcing)",
@@ -150,6 +155,7 @@ pub enum Command {
     StrategyUse(String),
     Plugin(PluginAction),
     Layers(Option<i64>),
+    Region(Option<dexar_core::RegionView>),
     Target(String),
     Temp(Option<f64>),
     MaxTokens(Option<usize>),
@@ -293,6 +299,14 @@ fn parse_command(name: &str, rest: &str) -> Result<Command, String> {
                 .parse::<i64>()
                 .map(|k| Command::Layers(Some(k)))
                 .map_err(|_| format!("/layers: `{k}` is not a whole number (e.g. 0 for all layers, -2 for the last two)")),
+            _ => Err(usage(name)),
+        },
+        "/region" => match args.as_slice() {
+            [] => Ok(Command::Region(None)),
+            [v] => v
+                .parse()
+                .map(|v| Command::Region(Some(v)))
+                .map_err(|e| format!("/region: {e}")),
             _ => Err(usage(name)),
         },
         "/target" => {

@@ -124,6 +124,23 @@ impl Repl {
         dexar_core::layers::describe(&self.state.layers())
     }
 
+    /// `/region [VIEW]`: which maps of an image split into tiles /show draws.
+    fn region(&mut self, view: Option<dexar_core::RegionView>) -> String {
+        let region = view.unwrap_or(self.state.settings.region);
+        self.state.settings.region = region;
+        let what = match region {
+            dexar_core::RegionView::All => "the tiles' map with the global view's beside it",
+            dexar_core::RegionView::Tiles => "the tiles' maps composed over the image",
+            dexar_core::RegionView::Global => "the global view's map",
+        };
+        let note = if self.state.image_is_split() {
+            ""
+        } else {
+            " (this image is one region: every view shows its one map)"
+        };
+        format!("region {}: /show draws {what}{note}\n", region.as_str())
+    }
+
     /// Handles one input. `Err` only when `out` cannot be written.
     pub fn handle(&mut self, line: &str, out: &mut dyn Write) -> io::Result<Flow> {
         let reply = match commands::parse(line, &|p| p.is_file()) {
@@ -207,6 +224,7 @@ impl Repl {
                     self.layers_text()
                 ))
             }
+            Command::Region(view) => Ok(self.region(view)),
             Command::Target(text) => return self.ask("", Some(&text), out),
             Command::Temp(t) => {
                 let s = &mut self.state.settings;

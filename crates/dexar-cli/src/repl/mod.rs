@@ -110,6 +110,7 @@ impl ReplArgs {
             seed: s.seed,
             layers: self.layers.selection(),
             topk,
+            region: Default::default(),
         };
         let mut state = AppState::new(model, image, settings, plugins);
         let (recorder, record_note) = self.record.recorder(record_to, &state.identity)?;

@@ -5,7 +5,7 @@
 //! says, so the answer above stays in view.
 
 use dexar_render::term::{encode_with, fit_with, CellPixels, CellSize, Graphics, Terminal};
-use dexar_render::{heatmap_image, overlay, with_colorbar, Colormap};
+use dexar_render::{heatmap_image, overlay_beside, with_colorbar, Colormap};
 use image::{Rgb, RgbImage};
 
 use super::paint::Paint;
@@ -64,7 +64,9 @@ impl Display {
         } else {
             self.alpha
         };
-        overlay(view, &shown.map01, shown.grid, self.colormap, alpha).map_err(|e| e.to_string())
+        let beside = shown.beside.as_ref().map(|(g, m)| (*g, m.as_slice()));
+        overlay_beside(view, &shown.map01, shown.grid, beside, self.colormap, alpha)
+            .map_err(|e| e.to_string())
     }
 
     fn draw(&self, img: &RgbImage, max: CellSize) -> String {
@@ -241,6 +243,7 @@ mod tests {
             raw_min: 0.0,
             raw_max: 2.0,
             degenerate,
+            beside: None,
         }
     }
 

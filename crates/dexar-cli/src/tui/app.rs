@@ -72,6 +72,8 @@ pub struct App {
     pub layers: LayerSelection,
     /// The strategy maps are shown with; written back likewise.
     pub strategy: String,
+    /// Which maps of an image split into tiles are shown; written back likewise.
+    pub region: dexar_core::RegionView,
     /// Every strategy name, built-ins first (Tab cycles through them).
     pub strategies: Vec<String>,
     /// The token picked by the user; `None` follows the newest token.
@@ -107,6 +109,7 @@ impl App {
         Self {
             layers: state.settings.layers,
             strategy: state.strategy.clone(),
+            region: state.settings.region,
             strategies: state.strategy_names(),
             selected: None,
             sentence: false,

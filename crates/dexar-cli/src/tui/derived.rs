@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use dexar_core::{HeadScores, LayerSelection, StepTrace};
 use dexar_render::term::{CellPixels, CellSize, TermImage, Terminal};
-use dexar_render::{overlay, Colormap};
+use dexar_render::{overlay_beside, Colormap};
 use dexar_session::{AppState, Selection, Shown};
 
 use super::app::App;
@@ -25,6 +25,8 @@ pub struct MapKey {
     pub what: What,
     pub strategy: String,
     pub layers: LayerSelection,
+    /// Which maps of an image split into tiles (SmolVLM).
+    pub region: dexar_core::RegionView,
     /// Tokens so far (the sentence map grows while an answer streams).
     pub steps: usize,
 }
@@ -155,7 +157,16 @@ impl Derived {
             } else {
                 ALPHA
             };
-            let img = overlay(view, &shown.map01, shown.grid, Colormap::Inferno, alpha).ok()?;
+            let beside = shown.beside.as_ref().map(|(g, m)| (*g, m.as_slice()));
+            let img = overlay_beside(
+                view,
+                &shown.map01,
+                shown.grid,
+                beside,
+                Colormap::Inferno,
+                alpha,
+            )
+            .ok()?;
             if self.pictures.len() > KEEP / 4 {
                 self.pictures.clear();
             }
@@ -182,6 +193,6 @@ fn compute(state: &AppState, steps: &[StepTrace], key: &MapKey) -> Result<Shown,
         }
     };
     state
-        .shown_in(steps, &key.strategy, &what, key.layers)
+        .shown_in(steps, &key.strategy, &what, key.layers, key.region)
         .map_err(|e| e.to_string())
 }

@@ -184,6 +184,7 @@ fn map_key(app: &App, what: What, strategy: &str, steps: usize) -> MapKey {
         what,
         strategy: strategy.to_string(),
         layers: app.layers,
+        region: app.region,
         steps,
     }
 }
@@ -471,7 +472,7 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
         Focus::Input => "Enter send · Esc leave the input · Ctrl-C quit",
         Focus::Heads => "q quit · ? help · ←/→ head · ↑/↓ layer · p probe · H/Esc back",
         Focus::Answer => {
-            "q quit · ? help · ←/→ token · ↑/↓ layers · Tab strategy · s sentence · c compare · H heads · p probe · / ask"
+            "q quit · ? help · ←/→ token · ↑/↓ layers · Tab strategy · s sentence · c compare · g region · H heads · p probe · / ask"
         }
     };
     frame.render_widget(
@@ -495,6 +496,10 @@ pub const HELP: &[(&str, &str)] = &[
         "the sentence map (the whole answer), or back to one token",
     ),
     ("c", "compare two strategies side by side"),
+    (
+        "g",
+        "an image split into tiles: both maps, the tiles', the global view's",
+    ),
     (
         "H",
         "heads: w per layer × head; ←/→ ↑/↓ show one head's G_v",

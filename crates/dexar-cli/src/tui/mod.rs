@@ -122,6 +122,7 @@ pub fn run_on(
 
 fn keep_settings(app: &App, state: &mut AppState) {
     state.settings.layers = app.layers;
+    state.settings.region = app.region;
     // The strategy came from the state's own list; a plugin unloaded since
     // leaves the state's choice as it was.
     let _ = state.use_strategy(&app.strategy);
@@ -207,6 +208,7 @@ fn probe(
         what: What::Head(t, slot, head),
         strategy: app.strategy.clone(),
         layers: app.layers,
+        region: app.region,
         steps: steps.len(),
     };
     let shown = derived.map(state, steps, &key)?;

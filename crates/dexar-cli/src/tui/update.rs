@@ -112,6 +112,7 @@ fn answer_key(app: &mut App, steps: usize, key: &KeyEvent) -> Option<Effect> {
             }
         }
         KeyCode::Char('s') => app.sentence = !app.sentence,
+        KeyCode::Char('g') => app.region = app.region.next(),
         KeyCode::Char('c') => {
             app.compare = match app.compare {
                 Some(_) => None,
