@@ -141,6 +141,19 @@ pub fn composed_grid<'a>(tiles: impl IntoIterator<Item = (&'a Grid, &'a [f32; 4]
     Grid::new(h, w)
 }
 
+/// The grid of a token map over `regions` (see `TokenMap`): the one
+/// region's, or the tiles' composed grid (the first region's when there are
+/// no tiles).
+pub fn map_grid(regions: &[ImageRegion]) -> Grid {
+    let tiles: Vec<&ImageRegion> = regions.iter().filter(|r| r.kind == RegionKind::Tile).collect();
+    match (regions, tiles.is_empty()) {
+        ([only], _) => only.grid,
+        (_, false) => composed_grid(tiles.iter().map(|r| (&r.grid, &r.bbox))),
+        ([first, ..], true) => first.grid,
+        ([], true) => Grid::new(0, 0),
+    }
+}
+
 /// The tiles' maps placed at their boxes on a grid of `composed_grid` size:
 /// every composed cell takes the value of the tile cell under its centre
 /// (the first tile whose box holds the centre); cells no tile covers are 0.

@@ -306,10 +306,12 @@ impl Session {
             Some(c) => c.image.grid,
             None => header.grid,
         };
-        if token.grid != grid {
+        // The grid of the token's maps: its one region's, or its tiles composed.
+        let maps = dexar_core::regions::map_grid(&token.regions());
+        if [maps.height, maps.width] != grid {
             return Err(self.invalid(format!(
                 "{what} has a {}x{} patch grid but its image, seen by the session's model {}, has {}x{}; the traces do not belong to this model",
-                token.grid[0], token.grid[1], header.label, grid[0], grid[1]
+                maps.height, maps.width, header.label, grid[0], grid[1]
             )));
         }
         if token.num_heads != header.num_heads
