@@ -47,7 +47,8 @@ fn check(data: &[u8]) {
         for turn in &session.turns {
             for step in &turn.steps {
                 assert!(step.validate().is_ok());
-                assert_eq!([step.grid.height, step.grid.width], grid);
+                let g = dexar_core::regions::map_grid(&step.regions);
+                assert_eq!([g.height, g.width], grid);
             }
             assert!(turn.conversation < session.conversations.len());
         }

@@ -359,3 +359,43 @@ fn a_strategy_failing_on_one_token_says_so_and_the_rest_works() {
     assert!(text.contains("dexar · token 0 "), "{text}");
     let _ = Rect::default();
 }
+
+/// A SmolVLM answer about an image split into 2x2 tiles and a global view.
+fn split_state() -> AppState {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dexar-model/tests/fixtures");
+    let spec = ModelSpec::Dir(fixtures.join("tiny-smolvlm"));
+    let model = dexar_session::open_model(&spec, &LoadOptions::default()).unwrap();
+    let image = LoadedImage::open(&model.ckpt, &fixtures.join("images/smol-square.png")).unwrap();
+    let settings = Settings {
+        max_tokens: 3,
+        layers: LayerSelection::new(0),
+        ..Settings::default()
+    };
+    let mut s = AppState::new(model, image, settings, Default::default());
+    let ask = s.prepare_ask("What is in the image?", None).unwrap();
+    let outcome = s.stream(&ask, &AtomicBool::new(false), &mut |_| {});
+    s.record(ask, outcome);
+    s
+}
+
+#[test]
+fn g_cycles_the_region_views_of_a_split_image() {
+    let s = split_state();
+    let mut app = App::new(&s);
+    let mut derived = blocks();
+    let n = s.answer.as_ref().unwrap().steps.len();
+    let text = screen_text(&frame(&mut app, &s, &mut derived, 120, 30));
+    assert!(text.contains("g region"), "the key is on screen:\n{text}");
+    assert!(text.contains("· tiles | global view"), "{text}");
+    for (view, title) in [
+        (dexar_core::RegionView::Tiles, "· tiles · layers"),
+        (dexar_core::RegionView::Global, "· global view · layers"),
+        (dexar_core::RegionView::All, "· tiles | global view"),
+    ] {
+        update(&mut app, n, &key(KeyCode::Char('g')));
+        assert_eq!(app.region, view);
+        let text = screen_text(&frame(&mut app, &s, &mut derived, 120, 30));
+        assert!(text.contains(title), "{view:?}:\n{text}");
+    }
+}
