@@ -207,4 +207,32 @@ mod tests {
         assert!(Shown::head(&step, 1, 0, 1).is_err());
         assert!(Shown::head(&step, 0, 2, 1).is_err());
     }
+
+    #[test]
+    fn a_split_image_shows_its_tiles_its_global_view_or_both() {
+        use dexar_core::{DexarStrategy, RegionView};
+        let steps = [0, 1].map(crate::records::tests::split_trace);
+        let dexar = DexarStrategy {
+            filtered: false,
+            topk: 1,
+        };
+        let maps: Vec<TokenMap> = steps.iter().map(|s| dexar.token_map(s).unwrap()).collect();
+        let show = |view, range: Range<usize>| {
+            Shown::compute(&dexar, &steps[range.clone()], range, false, 1, view).unwrap()
+        };
+        // One token: two 2x2 tiles side by side make a 2x4 map; the global view is 2x2.
+        let tiles = show(RegionView::Tiles, 0..1);
+        assert_eq!(tiles.grid, Grid::new(2, 4));
+        assert_eq!(tiles.map01, maps[0].normalized());
+        assert!(tiles.title.ends_with("· tiles") && tiles.beside.is_none());
+        let global = show(RegionView::Global, 0..1);
+        assert_eq!(global.grid, Grid::new(2, 2));
+        assert_eq!(global.map01, minmax(maps[0].global().unwrap().1).0);
+        let both = show(RegionView::All, 0..1);
+        assert_eq!((both.grid, &both.map01), (tiles.grid, &tiles.map01));
+        assert_eq!(both.beside, Some((global.grid, global.map01.clone())));
+        // Several tokens: the weighted sums of each.
+        let global = show(RegionView::Global, 0..2);
+        assert_eq!(global.map01, minmax(&weighted_global_sum(&maps)).0);
+    }
 }
