@@ -315,12 +315,14 @@ fn incremental_matches_naive_for_every_family() {
             let (steps, _) = run(&fx, image, &Mode::Generate, &feats, 4);
             let layers = 0..fx.ckpt.text_config().num_hidden_layers;
             let mut ids = ids_of(&fx.json["runs"][image]["input_ids"]);
+            let prompt_len = ids.len();
             let span = pair(&fx.json["runs"][image]["image_span"]);
             for step in &steps {
                 let tr = &step.trace;
                 let naive = naive_step(
                     &fx.ckpt.model,
                     &ids,
+                    prompt_len,
                     span,
                     &feats,
                     layers.clone(),

@@ -1,7 +1,9 @@
 //! The model families: what differs between them around the one decoder
 //! (vision tower, projector, how image tokens are placed and positioned).
-//! LLaVA lives in `crate::llava`; the Qwen-VL families in [`qwen_vl`].
+//! LLaVA lives in `crate::llava`; the Qwen-VL families in [`qwen_vl`];
+//! PaliGemma in [`paligemma`].
 
+pub mod paligemma;
 pub mod qwen_vl;
 
 use candle_core::{DType, Device, Tensor};
@@ -10,6 +12,7 @@ use dexar_core::Grid;
 use crate::config::TextConfig;
 use crate::decoder::{ChunkInput, Decoder, Deepstack, RopePositions};
 use crate::llava::LlavaModel;
+use paligemma::PaliGemmaModel;
 use qwen_vl::QwenVlModel;
 
 /// A loaded vision-language model of one of the supported families.
@@ -17,6 +20,7 @@ use qwen_vl::QwenVlModel;
 pub enum VlModel {
     Llava(LlavaModel),
     QwenVl(QwenVlModel),
+    PaliGemma(PaliGemmaModel),
 }
 
 /// Image tokens as the decoder receives them, with the grid they cover.
@@ -60,6 +64,7 @@ impl VlModel {
         match self {
             Self::Llava(m) => &m.decoder,
             Self::QwenVl(m) => &m.decoder,
+            Self::PaliGemma(m) => &m.decoder,
         }
     }
 
@@ -71,6 +76,7 @@ impl VlModel {
         match self {
             Self::Llava(m) => &m.device,
             Self::QwenVl(m) => &m.device,
+            Self::PaliGemma(m) => &m.device,
         }
     }
 
@@ -78,6 +84,7 @@ impl VlModel {
         match self {
             Self::Llava(m) => m.dtype,
             Self::QwenVl(m) => m.dtype,
+            Self::PaliGemma(m) => m.dtype,
         }
     }
 
@@ -113,17 +120,30 @@ impl VlModel {
                     rope_delta,
                 }
             }
+            // PaliGemma's rotary positions start at 1
+            Self::PaliGemma(_) => SequenceInput {
+                embeds,
+                rope: RopePositions::Sequential(1),
+                rope_delta: 1,
+            },
         })
     }
 
-    /// The chunk description of a whole sequence (from cache position 0).
+    /// The chunk description of a whole sequence (from cache position 0)
+    /// whose first `prompt_len` tokens are the prompt (PaliGemma's
+    /// bidirectional prefix; the tokens after it are answer tokens).
     pub fn whole_sequence<'a>(
         &self,
         input: &SequenceInput,
         image_span: (usize, usize),
         image: &'a ImageFeatures,
+        prompt_len: usize,
     ) -> ChunkInput<'a> {
         ChunkInput {
+            prefix: match self {
+                Self::PaliGemma(_) => prompt_len,
+                Self::Llava(_) | Self::QwenVl(_) => 0,
+            },
             start: 0,
             rope: input.rope.clone(),
             deepstack: (!image.deepstack.is_empty()).then_some(Deepstack {
@@ -140,5 +160,6 @@ pub fn decode_step(pos: usize, rope_delta: i64) -> ChunkInput<'static> {
         start: pos,
         rope: RopePositions::Sequential((pos as i64 + rope_delta).max(0) as usize),
         deepstack: None,
+        prefix: 0,
     }
 }
