@@ -450,15 +450,13 @@ impl Checkpoint {
                 .bos_token_id
                 .and_then(|b| self.tokenizer.id_to_token(b))
                 .unwrap_or_default();
-            let mut prepared = self.tokenizer.prepare_with_marker_special(
+            return self.tokenizer.prepare_with_marker_special(
                 &processor_text(text, &m.text, &bos),
                 &m.text,
                 m.token_id,
                 image.num_tokens(),
                 false,
-            )?;
-            prepared.text = text.to_string();
-            return Ok(prepared);
+            );
         }
         let text = if m.text != IMAGE_MARKER
             && !text.contains(&m.text)
