@@ -19,7 +19,8 @@ fn square() -> PathBuf {
 }
 
 fn explain(model: &Path, prompt: &[&str], out: &Path) -> Output {
-    let mut args = vec!["explain", "--model", s(model), "--image", s(&square())];
+    let image = square();
+    let mut args = vec!["explain", "--model", s(model), "--image", s(&image)];
     args.extend(prompt);
     args.extend(["--max-tokens", "3", "--out", s(out)]);
     dexar(&args)
@@ -69,7 +70,12 @@ fn unknown_task_prefixes_and_paligemma_2_are_one_line_errors() {
     let o = explain(&model(), &["--prompt", "What is in the image?"], out.path());
     assert_user_error(&o, "unknown PaliGemma task prefix `What`");
     let err = text(&o.stderr);
-    for prefix in ["caption {lang}", "answer {lang} {question}", "detect {object}", "ocr"] {
+    for prefix in [
+        "caption {lang}",
+        "answer {lang} {question}",
+        "detect {object}",
+        "ocr",
+    ] {
         assert!(err.contains(prefix), "{err}");
     }
     let o = explain(&model(), &["--prompt", "answer en"], out.path());
@@ -107,8 +113,14 @@ fn the_repl_answers_task_prefixes_and_a_recorded_session_replays() {
     assert!(o.status.success() && !err.contains("panicked"), "{err}");
     let both = format!("{out}{err}");
     assert_eq!(both.matches("reached /max-tokens").count(), 2, "{both}");
-    assert!(both.contains("unknown PaliGemma task prefix `What`"), "{both}");
-    assert!(out.contains("dexar · token 0") && out.contains("whole answer"), "{out}");
+    assert!(
+        both.contains("unknown PaliGemma task prefix `What`"),
+        "{both}"
+    );
+    assert!(
+        out.contains("dexar · token 0") && out.contains("whole answer"),
+        "{out}"
+    );
 
     // `dexar sessions` lists it; replay re-explains it without the model.
     let l = dexar_at(home.path())
