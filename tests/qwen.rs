@@ -269,7 +269,7 @@ fn bad_checkpoints_settings_and_images_are_one_line_errors() {
     });
     let o = run(m.path(), &[]);
     assert_user_error(&o, "unsupported model_type `gemma3`");
-    assert_user_error(&o, "qwen2_vl (Qwen2VLForConditionalGeneration), qwen2_5_vl (Qwen2_5_VLForConditionalGeneration) and qwen3_vl");
+    assert_user_error(&o, "qwen2_vl (Qwen2VLForConditionalGeneration), qwen2_5_vl (Qwen2_5_VLForConditionalGeneration), qwen3_vl (Qwen3VLForConditionalGeneration) and paligemma");
 
     let m = broken("tiny-qwen2-vl", |d| {
         std::fs::remove_file(d.join("chat_template.json")).unwrap()
