@@ -177,3 +177,31 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let e = xf.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(dtype)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn activation_derivatives_match_finite_differences() {
+        let xs: Vec<f64> = (-40..=40).map(|i| i as f64 * 0.1).collect();
+        let t = |v: &[f64]| Tensor::new(v, &Device::Cpu).unwrap();
+        let h = 1e-5;
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let shifted = |d: f64| xs.iter().map(|x| x + d).collect::<Vec<_>>();
+            let up: Vec<f64> = act.apply(&t(&shifted(h))).unwrap().to_vec1().unwrap();
+            let down: Vec<f64> = act.apply(&t(&shifted(-h))).unwrap().to_vec1().unwrap();
+            let exact: Vec<f64> = act.derivative(&t(&xs)).unwrap().to_vec1().unwrap();
+            for (i, e) in exact.iter().enumerate() {
+                let numeric = (up[i] - down[i]) / (2.0 * h);
+                assert!(
+                    (e - numeric).abs() < 1e-6,
+                    "{act:?} at {}: {e} vs {numeric}",
+                    xs[i]
+                );
+            }
+        }
+        assert!(Activation::Gelu.derivative(&t(&xs)).is_err());
+    }
+}

@@ -62,9 +62,10 @@ impl PaliGemmaConfig {
         )?;
         let tc = object_field(v, "text_config")?;
         let text = gemma_text_config(tc)?;
-        let projection_dim = match vc.get("projection_dim").filter(|x| !x.is_null()) {
-            Some(_) => usize_field(vc, "projection_dim", 0)?,
-            None => usize_field(v, "projection_dim", 2048)?,
+        // transformers sets the vision config's from the top-level one
+        let projection_dim = match v.get("projection_dim").filter(|x| !x.is_null()) {
+            Some(_) => usize_field(v, "projection_dim", 0)?,
+            None => usize_field(vc, "projection_dim", 2048)?,
         };
         if projection_dim != text.hidden_size {
             return Err(ParseError::Field(format!(
@@ -303,6 +304,67 @@ mod tests {
         assert!(check_task_prefix("detect").is_err());
         assert!(check_task_prefix("ocr now").is_err());
         assert!(check_task_prefix("  ").is_err());
+    }
+
+    fn hub_config() -> Value {
+        serde_json::json!({
+            "model_type": "paligemma",
+            "image_token_index": 257152,
+            "projection_dim": 2048,
+            "text_config": {"model_type": "gemma", "hidden_activation": "gelu_pytorch_tanh",
+                            "num_image_tokens": 256, "vocab_size": 257216},
+            "vision_config": {"model_type": "siglip_vision_model", "intermediate_size": 4304,
+                              "num_image_tokens": 256, "projection_dim": 2048}
+        })
+    }
+
+    #[test]
+    fn the_hub_config_reads_with_paligemmas_defaults() {
+        let c = PaliGemmaConfig::from_value(&hub_config()).unwrap();
+        assert_eq!(c.grid(), dexar_core::Grid::new(16, 16));
+        let t = &c.text;
+        assert_eq!(
+            (t.hidden_size, t.num_hidden_layers, t.num_attention_heads),
+            (2048, 18, 8)
+        );
+        assert_eq!(
+            (t.num_key_value_heads, t.head_dim, t.vocab_size),
+            (1, 256, 257216)
+        );
+        assert!(t.tie_word_embeddings && t.variant.norm_one_plus && t.variant.embed_scale);
+        assert_eq!(t.hidden_act, "gelu_pytorch_tanh");
+        assert_eq!(c.image_token_index, 257152);
+        // transformers reads Gemma's legacy "gelu" as the tanh approximation
+        let mut v = hub_config();
+        v["text_config"]["hidden_activation"] = "gelu".into();
+        assert_eq!(
+            PaliGemmaConfig::from_value(&v).unwrap().text.hidden_act,
+            "gelu_pytorch_tanh"
+        );
+    }
+
+    #[test]
+    fn configs_dexar_cannot_run_are_refused() {
+        let refused = |edit: &dyn Fn(&mut Value)| {
+            let mut v = hub_config();
+            edit(&mut v);
+            PaliGemmaConfig::from_value(&v).unwrap_err().to_string()
+        };
+        let e = refused(&|v| v["text_config"]["model_type"] = "gemma2".into());
+        assert!(
+            e.contains("PaliGemma 2") && e.contains("soft-capping"),
+            "{e}"
+        );
+        let e = refused(&|v| v["text_config"]["hidden_activation"] = "silu".into());
+        assert!(e.contains("gelu_pytorch_tanh only"), "{e}");
+        let e = refused(&|v| v["projection_dim"] = 1024.into());
+        assert!(e.contains("projection_dim (1024)"), "{e}");
+        let e = refused(&|v| v["vision_config"]["num_image_tokens"] = 64.into());
+        assert!(e.contains("num_image_tokens (64)"), "{e}");
+        let e = refused(&|v| v["vision_config"]["model_type"] = "clip_vision_model".into());
+        assert!(e.contains("vision tower clip_vision_model"), "{e}");
+        let e = refused(&|v| v["text_config"]["final_logit_softcapping"] = 30.0.into());
+        assert!(e.contains("soft-capping"), "{e}");
     }
 
     #[test]
