@@ -62,6 +62,34 @@ fn explain_maps_the_siglip_grid_for_task_prefixes_and_raw_prompts() {
     let raw_doc = json(&raw.path().join("explain.json"));
     assert_eq!(raw_doc["prompt"]["input_ids"], doc["prompt"]["input_ids"]);
     assert_eq!(raw_doc["tokens"], doc["tokens"]);
+
+    // A plugin sees the same trace: LeGrad's maps are the unfiltered sums up to a constant.
+    let plugins = tempfile::tempdir().unwrap();
+    let plugin = dexar_tests::build_plugin("legrad", "legrad", plugins.path());
+    let args = [
+        "--prompt",
+        "caption en",
+        "--plugin",
+        s(&plugin),
+        "--strategy",
+        "legrad",
+        "--no-png",
+        "--layer-index",
+        "0",
+    ];
+    ok(&explain(&model(), &args, raw.path()));
+    let doc = json(&raw.path().join("explain.json"));
+    let legrad = doc["strategies"]["legrad"]["per_token"].as_array().unwrap();
+    let unfiltered = doc["strategies"]["dexar-unfiltered"]["per_token"]
+        .as_array()
+        .unwrap();
+    assert_eq!(legrad.len(), 3);
+    for (a, b) in legrad.iter().zip(unfiltered) {
+        assert_eq!(a.as_array().unwrap().len(), 16);
+        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
 }
 
 #[test]
@@ -158,21 +186,7 @@ fn eval_and_bench_run_on_paligemma() {
         })
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
-    let report = dir.path().join("r.json");
-    ok(&dexar(&[
-        "eval",
-        "--model",
-        s(&model()),
-        "--data",
-        s(dir.path()),
-        "--strategy",
-        "dexar",
-        "--out",
-        s(&report),
-    ]));
-    let doc = json(&report);
-    assert_eq!(doc["data"]["items"], lines.len() as u64);
-    assert_eq!(doc["data"]["skipped"], 0);
+    dexar_tests::eval_scores_every_item(&model(), dir.path());
 
     let bench = dir.path().join("b.json");
     let o = dexar(&[

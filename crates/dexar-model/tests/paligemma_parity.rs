@@ -205,28 +205,18 @@ fn incremental_matches_naive() {
     let mut report = Report::default();
     let feats = features_of(&fx, "pixel_values.square");
     let steps = run(&fx, &Mode::Generate, &feats, 4);
-    let layers = 0..fx.ckpt.text_config().num_hidden_layers;
-    let mut ids = fx.ids("input_ids");
-    let prompt_len = ids.len();
     let span = fx.span("image_span");
-    for step in &steps {
-        let tr = &step.trace;
-        let naive = naive_step(
-            &fx.ckpt.model,
-            &ids,
-            prompt_len,
-            span,
-            &feats,
-            layers.clone(),
-            Some(tr.token_id),
-        )
-        .unwrap();
-        report.check("logits", rel_err(&step.logits, &naive.logits), 1e-4, NAME);
-        report.check("attention", rel_err(&tr.attn, &naive.attn), 1e-4, NAME);
-        report.check("gradients", rel_err(&tr.grads, &naive.grads), 1e-4, NAME);
-        ids.push(tr.token_id);
-    }
+    common::check_against_naive(
+        &fx.ckpt.model,
+        &steps,
+        &fx.ids("input_ids"),
+        span,
+        &feats,
+        NAME,
+        &mut report,
+    );
     // The naive path with a causal mask over the prompt differs: the prefix matters.
+    let layers = 0..fx.ckpt.text_config().num_hidden_layers;
     let causal = naive_step(
         &fx.ckpt.model,
         &fx.ids("input_ids"),
