@@ -91,6 +91,32 @@ pub fn run(args: &[&str]) -> std::process::Output {
     dexar().args(args).output().expect("dexar runs")
 }
 
+/// `dexar eval` of `model` on the data directory `data` with DEX-AR: every
+/// item of its data.jsonl must be scored, none skipped.
+pub fn eval_scores_every_item(model: &Path, data: &Path) {
+    let report = data.join("report.json");
+    let o = run(&[
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--strategy",
+        "dexar",
+        "--out",
+        s(&report),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let lines = std::fs::read_to_string(data.join("data.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(doc["data"]["items"], lines as u64);
+    assert_eq!(doc["data"]["skipped"], 0);
+}
+
 /// Runs `cmd` to the end with `input` on its standard input and its output
 /// collected.
 pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> std::process::Output {

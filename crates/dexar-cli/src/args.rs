@@ -17,7 +17,7 @@ use crate::error::{CliError, CliResult};
 pub struct ModelArgs {
     /// The model: `bundled` (the demo model compiled into dexar; also
     /// `toy`), a checkpoint directory as the Hugging Face Hub publishes it
-    /// (LLaVA-1.5, BakLLaVA, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM), or a Hugging Face
+    /// (LLaVA-1.5, BakLLaVA, Qwen2-VL, Qwen2.5-VL, Qwen3-VL, SmolVLM, PaliGemma), or a Hugging Face
     /// id ORG/NAME[@REVISION] found in the local Hugging Face cache
     /// (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub); dexar never
     /// downloads. An existing directory always wins.

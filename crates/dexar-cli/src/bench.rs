@@ -124,6 +124,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
             naive_step(
                 &ckpt.model,
                 &ids,
+                prompt.input_ids.len(),
                 &prompt.image_spans,
                 features,
                 layers.clone(),

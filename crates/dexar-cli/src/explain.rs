@@ -34,11 +34,14 @@ pub struct ExplainArgs {
     /// Image to ask about (PNG, JPEG, GIF, BMP, WebP, TIFF). Default: a bundled sample.
     #[arg(long, value_name = "IMG")]
     pub image: Option<PathBuf>,
-    /// User prompt, wrapped in the model's chat template (or --template).
+    /// User prompt, wrapped in the model's chat template (or --template);
+    /// PaliGemma: a task prefix such as `caption en` or `answer en QUESTION`.
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
     /// Prompt used as is; must contain exactly one `<image>` marker (Qwen-VL:
-    /// or `<|image_pad|>`; `<image>` stands for the whole vision block).
+    /// or `<|image_pad|>`; `<image>` stands for the whole vision block;
+    /// PaliGemma: BOS after it and a newline at the end are added, as its
+    /// processor does).
     #[arg(long, value_name = "TEXT")]
     pub raw_prompt: Option<String>,
     /// A single-turn chat template for --prompt, `{prompt}` replaced by the

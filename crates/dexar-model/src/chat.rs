@@ -31,6 +31,11 @@ pub enum ChatTemplate {
     Llava15,
     /// The checkpoint's own Jinja template.
     Jinja(Arc<JinjaTemplate>),
+    /// PaliGemma: no conversation, a task prefix (`caption en`,
+    /// `answer en ...`) after the image, `<image>{prompt}`; the processor's
+    /// BOS and `\n` are added when the prompt is prepared. Earlier turns are
+    /// not part of the input: each prompt is answered about the image alone.
+    PaliGemma,
     /// The checkpoint (this directory) ships no template: raw prompts only.
     Missing(PathBuf),
 }
@@ -43,6 +48,10 @@ impl ChatTemplate {
         match self {
             Self::Llava15 => Ok(llava15(turns, prompt)),
             Self::Jinja(t) => t.render(turns, prompt),
+            Self::PaliGemma => {
+                crate::models::paligemma::check_task_prefix(prompt).map_err(ModelError::Prompt)?;
+                Ok(format!("{IMAGE_MARKER}{prompt}"))
+            }
             Self::Missing(dir) => Err(ModelError::Prompt(format!(
                 "{} has no chat template (chat_template.jinja, chat_template.json or a chat_template in tokenizer_config.json); give a raw prompt with the image marker instead",
                 dir.display()

@@ -14,6 +14,7 @@ use crate::config::{LlavaConfig, TextConfig};
 use crate::decoder::Decoder;
 use crate::error::{ModelError, Result};
 use crate::llava::LlavaModel;
+use crate::models::paligemma::{processor_text, PaliGemmaConfig, PaliGemmaModel};
 use crate::models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
 use crate::models::smolvlm::processor::{image_prompt, PromptTokens};
 use crate::models::smolvlm::{SmolFamily, SmolImageProcessor, SmolVlmConfig, SmolVlmModel};
@@ -23,12 +24,13 @@ use crate::preprocess::{ImageProcessor, Pixels};
 use crate::prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 
 /// The architectures dexar loads, as config.json's `model_type` names them.
-pub const SUPPORTED_MODEL_TYPES: &str = "llava (LlavaForConditionalGeneration, llama or mistral text model), qwen2_vl (Qwen2VLForConditionalGeneration), qwen2_5_vl (Qwen2_5_VLForConditionalGeneration), qwen3_vl (Qwen3VLForConditionalGeneration), smolvlm (SmolVLMForConditionalGeneration) and idefics3 (Idefics3ForConditionalGeneration)";
+pub const SUPPORTED_MODEL_TYPES: &str = "llava (LlavaForConditionalGeneration, llama or mistral text model), qwen2_vl (Qwen2VLForConditionalGeneration), qwen2_5_vl (Qwen2_5_VLForConditionalGeneration), qwen3_vl (Qwen3VLForConditionalGeneration), smolvlm (SmolVLMForConditionalGeneration), idefics3 (Idefics3ForConditionalGeneration) and paligemma (PaliGemmaForConditionalGeneration, gemma text model)";
 
 /// How a family turns an image into pixels.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImageProcessing {
-    /// CLIP: resize, centre crop (LLaVA).
+    /// CLIP: resize, centre crop (LLaVA); SigLIP: resize to the tower's
+    /// size (PaliGemma).
     Clip(ImageProcessor),
     /// Qwen2-VL's `smart_resize` to the nearest valid size.
     Qwen(QwenImageProcessor),
@@ -134,6 +136,7 @@ impl Checkpoint {
             .unwrap_or_default();
         let ckpt = match (model_type, QwenFamily::from_model_type(model_type)) {
             ("llava", _) => Self::load_llava(dir, &config, opts)?,
+            ("paligemma", _) => Self::load_paligemma(dir, &config, opts)?,
             (_, Some(family)) => Self::load_qwen(dir, &config, family, opts)?,
             _ if SmolFamily::from_model_type(model_type).is_some() => {
                 let family = SmolFamily::from_model_type(model_type).unwrap_or(SmolFamily::SmolVlm);
@@ -161,7 +164,11 @@ impl Checkpoint {
             &dir.join("preprocessor_config.json"),
             config.vision.image_size as u32,
         )?;
-        check_processor(&processor, &config, &dir.join("preprocessor_config.json"))?;
+        check_processor(
+            &processor,
+            config.vision.image_size,
+            &dir.join("preprocessor_config.json"),
+        )?;
         check_tokenizer(&tokenizer, &config.text, &dir.join("tokenizer.json"))?;
         let files = weight_files(dir)?;
         let vb = mmap_weights(dir, &files, opts)?;
@@ -192,6 +199,57 @@ impl Checkpoint {
             template: ChatTemplate::Llava15,
             model: VlModel::Llava(model),
         }
+    }
+
+    fn load_paligemma(dir: &Path, value: &Value, opts: &LoadOptions) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config = PaliGemmaConfig::from_value(value).map_err(|e| e.at(&config_path))?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = TextTokenizer::from_file(&tok_path)?;
+        check_tokenizer(&tokenizer, &config.text, &tok_path)?;
+        let pre_path = dir.join("preprocessor_config.json");
+        let processor = ImageProcessor::from_file(&pre_path, config.vision.image_size as u32)?;
+        check_processor(&processor, config.vision.image_size, &pre_path)?;
+        let marker = tokenizer.id_to_token(config.image_token_index);
+        if marker.as_deref() != Some(IMAGE_MARKER) {
+            return Err(ModelError::bad_file(
+                &tok_path,
+                format!(
+                    "token {} (the config's image_token_index) is not {IMAGE_MARKER}",
+                    config.image_token_index
+                ),
+            ));
+        }
+        if config
+            .bos_token_id
+            .and_then(|b| tokenizer.id_to_token(b))
+            .is_none()
+        {
+            return Err(ModelError::bad_file(
+                &tok_path,
+                "has no BOS token (config.json's bos_token_id), which PaliGemma prompts need after the image",
+            ));
+        }
+        let files = weight_files(dir)?;
+        let vb = mmap_weights(dir, &files, opts)?;
+        let model = PaliGemmaModel::load(vb, &config).map_err(|e| weight_error(&files, e))?;
+        let eos_token_ids = match generation_eos(dir)? {
+            Some(ids) => ids,
+            None => config.eos_token_id.into_iter().collect(),
+        };
+        Ok(Self {
+            dir: dir.into(),
+            image_marker: ImageMarker {
+                text: IMAGE_MARKER.into(),
+                token_id: config.image_token_index,
+                raw_block: IMAGE_MARKER.into(),
+            },
+            eos_token_ids,
+            tokenizer,
+            processor: ImageProcessing::Clip(processor),
+            template: ChatTemplate::PaliGemma,
+            model: VlModel::PaliGemma(model),
+        })
     }
 
     fn load_qwen(
@@ -410,6 +468,7 @@ impl Checkpoint {
             VlModel::Llava(_) => "llava",
             VlModel::QwenVl(m) => m.config.family.model_type(),
             VlModel::SmolVlm(m) => m.config.family.model_type(),
+            VlModel::PaliGemma(_) => "paligemma",
         }
     }
 
@@ -429,6 +488,7 @@ impl Checkpoint {
             VlModel::Llava(m) => serde_json::to_value(&m.config),
             VlModel::QwenVl(m) => serde_json::to_value(&m.config),
             VlModel::SmolVlm(m) => serde_json::to_value(&m.config),
+            VlModel::PaliGemma(m) => serde_json::to_value(&m.config),
         }
         .unwrap_or_default()
     }
@@ -437,7 +497,7 @@ impl Checkpoint {
     pub fn llava_config(&self) -> Option<&LlavaConfig> {
         match &self.model {
             VlModel::Llava(m) => Some(&m.config),
-            VlModel::QwenVl(_) | VlModel::SmolVlm(_) => None,
+            VlModel::QwenVl(_) | VlModel::SmolVlm(_) | VlModel::PaliGemma(_) => None,
         }
     }
 
@@ -447,6 +507,7 @@ impl Checkpoint {
         match (&self.model, &self.processor) {
             (VlModel::Llava(m), _) => m.config.vision.patch_size,
             (VlModel::SmolVlm(m), _) => m.config.vision.patch_size * m.config.scale_factor,
+            (VlModel::PaliGemma(m), _) => m.config.vision.patch_size,
             (_, ImageProcessing::Qwen(p)) => p.factor(),
             (VlModel::QwenVl(m), _) => {
                 m.config.vision.patch_size * m.config.vision.spatial_merge_size
@@ -455,7 +516,9 @@ impl Checkpoint {
     }
 
     /// Tokenises a raw prompt that holds the image once (`<image>`, or the
-    /// family's own image token), expanding it for `image`.
+    /// family's own image token), expanding it for `image`. PaliGemma's
+    /// processor then adds BOS after the image and `\n` at the end, and the
+    /// tokenizer adds nothing more.
     pub fn prepare_prompt(&self, text: &str, image: &ImageFeatures) -> Result<PreparedPrompt> {
         let m = &self.image_marker;
         if let VlModel::SmolVlm(model) = &self.model {
@@ -472,6 +535,20 @@ impl Checkpoint {
                 m.token_id,
                 &expansion,
                 &image.block_sizes(),
+            );
+        }
+        if let VlModel::PaliGemma(model) = &self.model {
+            let bos = model
+                .config
+                .bos_token_id
+                .and_then(|b| self.tokenizer.id_to_token(b))
+                .unwrap_or_default();
+            return self.tokenizer.prepare_with_marker_special(
+                &processor_text(text, &m.text, &bos),
+                &m.text,
+                m.token_id,
+                image.num_tokens(),
+                false,
             );
         }
         let text = if m.text != IMAGE_MARKER
@@ -523,6 +600,7 @@ impl Checkpoint {
         let start = Instant::now();
         let features = match (&self.model, &self.processor) {
             (VlModel::Llava(m), _) => m.encode_image(pixels)?,
+            (VlModel::PaliGemma(m), _) => m.encode_image(pixels)?,
             (VlModel::QwenVl(m), ImageProcessing::Qwen(p)) => m.encode_pixels(pixels, p)?,
             (VlModel::QwenVl(_), _) => {
                 return Err(ModelError::Setting(
@@ -624,8 +702,9 @@ fn check_image_seq_len(dir: &Path, cfg: &SmolVlmConfig) -> Result<()> {
     }
 }
 
-fn check_processor(p: &ImageProcessor, cfg: &LlavaConfig, path: &Path) -> Result<()> {
-    let size = cfg.vision.image_size as u32;
+/// The processor must output the vision tower's `image_size` square.
+fn check_processor(p: &ImageProcessor, image_size: usize, path: &Path) -> Result<()> {
+    let size = image_size as u32;
     let square = crate::preprocess::Resize::Exact {
         height: size,
         width: size,

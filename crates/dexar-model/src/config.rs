@@ -189,12 +189,11 @@ impl LlavaConfig {
 
 /// `vision_config`, with CLIPVisionConfig's defaults.
 fn vision_config(vc: &Value) -> std::result::Result<VisionConfig, ParseError> {
-    vision_config_or(vc, VisionConfig::default())
+    vision_config_with(vc, VisionConfig::default())
 }
 
-/// `vision_config` with defaults `d` for the fields it leaves out (a ViT of
-/// CLIP's layout: SigLIP's towers have the same fields).
-pub(crate) fn vision_config_or(
+/// `vision_config` of a CLIP or SigLIP tower, with the defaults `d`.
+pub(crate) fn vision_config_with(
     vc: &Value,
     d: VisionConfig,
 ) -> std::result::Result<VisionConfig, ParseError> {
@@ -249,35 +248,141 @@ pub(crate) fn vision_config_or(
     Ok(vision)
 }
 
+/// The defaults transformers' config class of a text model uses for fields
+/// a checkpoint leaves out.
+struct TextDefaults {
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    /// `None`: as many as the attention heads.
+    num_key_value_heads: Option<usize>,
+    /// `None`: `hidden_size / num_attention_heads`.
+    head_dim: Option<usize>,
+    vocab_size: usize,
+    max_position_embeddings: usize,
+    sliding_window: Option<usize>,
+    tie_word_embeddings: bool,
+    hidden_act: &'static str,
+}
+
 /// `text_config`, with LlamaConfig's or MistralConfig's defaults.
 pub(crate) fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseError> {
-    let at = |e: ParseError| e.within("text_config");
     let tt = str_field(tc, "model_type")
-        .map_err(at)?
+        .map_err(|e| e.within("text_config"))?
         .unwrap_or_else(|| "llama".into());
     let mistral = match tt.as_str() {
         "llama" => false,
         "mistral" => true,
         other => return Err(ParseError::Unsupported(format!("text model {other}"))),
     };
-    let hidden_size = usize_field(tc, "hidden_size", 4096).map_err(at)?;
-    let heads = usize_field(tc, "num_attention_heads", 32).map_err(at)?;
-    let kv_heads =
-        usize_field(tc, "num_key_value_heads", if mistral { 8 } else { heads }).map_err(at)?;
+    let defaults = TextDefaults {
+        hidden_size: 4096,
+        intermediate_size: if mistral { 14336 } else { 11008 },
+        num_hidden_layers: 32,
+        num_attention_heads: 32,
+        num_key_value_heads: mistral.then_some(8),
+        head_dim: None,
+        vocab_size: 32000,
+        max_position_embeddings: if mistral { 32768 } else { 2048 },
+        sliding_window: mistral.then_some(4096),
+        tie_word_embeddings: false,
+        hidden_act: "silu",
+    };
+    let text = text_config_from(tc, tt, &defaults, str_field(tc, "hidden_act"))?;
+    if text.hidden_act != "silu" {
+        return Err(ParseError::Field(format!(
+            "text_config.hidden_act `{}` is not supported (silu only)",
+            text.hidden_act
+        )));
+    }
+    Ok(text)
+}
+
+/// PaliGemma's `text_config` (a Gemma model), with GemmaConfig's defaults
+/// and those PaliGemmaConfig gives its text model (google/paligemma-3b's
+/// sizes). Gemma's MLP activation is `hidden_activation` on the Hub
+/// (`hidden_act` in transformers' own saves); transformers reads the legacy
+/// "gelu" as the tanh approximation, and so does dexar.
+pub(crate) fn gemma_text_config(tc: &Value) -> std::result::Result<TextConfig, ParseError> {
+    let tt = str_field(tc, "model_type")
+        .map_err(|e| e.within("text_config"))?
+        .unwrap_or_else(|| "gemma".into());
+    match tt.as_str() {
+        "gemma" => {}
+        "gemma2" => {
+            return Err(ParseError::Unsupported(
+                "text model gemma2 (PaliGemma 2: Gemma 2's attention-logit and final-logit soft-capping, sliding-window layers and extra post-norms are not supported yet; PaliGemma 1 checkpoints with a gemma text model are)".into(),
+            ))
+        }
+        other => return Err(ParseError::Unsupported(format!("text model {other}"))),
+    }
+    let defaults = TextDefaults {
+        hidden_size: 2048,
+        intermediate_size: 16384,
+        num_hidden_layers: 18,
+        num_attention_heads: 8,
+        num_key_value_heads: Some(1),
+        head_dim: Some(256),
+        vocab_size: 257152,
+        max_position_embeddings: 8192,
+        sliding_window: None,
+        tie_word_embeddings: true,
+        hidden_act: "gelu_pytorch_tanh",
+    };
+    let act = match str_field(tc, "hidden_activation")? {
+        Some(a) => Some(a),
+        None => str_field(tc, "hidden_act")?,
+    };
+    let act = act.map(|a| match a.as_str() {
+        "gelu" => "gelu_pytorch_tanh".into(),
+        _ => a,
+    });
+    let mut text = text_config_from(tc, tt, &defaults, Ok(act))?;
+    if crate::nn::Activation::from_name(&text.hidden_act) != Some(crate::nn::Activation::GeluTanh) {
+        return Err(ParseError::Field(format!(
+            "text_config.hidden_activation `{}` is not supported (gelu_pytorch_tanh only)",
+            text.hidden_act
+        )));
+    }
+    text.variant.norm_one_plus = true;
+    text.variant.embed_scale = true;
+    Ok(text)
+}
+
+/// A text config of model type `tt` from `tc` and `defaults`; `hidden_act`
+/// is the activation the checkpoint names, if any.
+fn text_config_from(
+    tc: &Value,
+    tt: String,
+    defaults: &TextDefaults,
+    hidden_act: std::result::Result<Option<String>, ParseError>,
+) -> std::result::Result<TextConfig, ParseError> {
+    let at = |e: ParseError| e.within("text_config");
+    let d = defaults;
+    let hidden_size = usize_field(tc, "hidden_size", d.hidden_size).map_err(at)?;
+    let heads = usize_field(tc, "num_attention_heads", d.num_attention_heads).map_err(at)?;
+    let kv_heads = usize_field(
+        tc,
+        "num_key_value_heads",
+        d.num_key_value_heads.unwrap_or(heads),
+    )
+    .map_err(at)?;
     if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
         return Err(ParseError::Field(format!(
             "text_config: num_attention_heads ({heads}) must be a positive multiple of num_key_value_heads ({kv_heads})"
         )));
     }
-    let head_dim = usize_field(tc, "head_dim", hidden_size / heads).map_err(at)?;
+    let head_dim =
+        usize_field(tc, "head_dim", d.head_dim.unwrap_or(hidden_size / heads)).map_err(at)?;
     if head_dim == 0 || head_dim % 2 != 0 {
         return Err(ParseError::Field(format!(
             "text_config: head_dim ({head_dim}) must be a positive even number (rotary embeddings rotate pairs)"
         )));
     }
     let sliding_window = match tc.get("sliding_window") {
-        None if mistral => Some(4096),
-        None | Some(Value::Null) => None,
+        None => d.sliding_window,
+        Some(Value::Null) => None,
         Some(_) => Some(usize_field(tc, "sliding_window", 0).map_err(at)?),
     };
     if sliding_window == Some(0) {
@@ -296,35 +401,38 @@ pub(crate) fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseEr
             "text_config.rope_theta ({rope_theta}) must be a positive number such as 10000"
         )));
     }
+    check_rope_kind(tc)?;
     let text = TextConfig {
         model_type: tt,
         hidden_size,
-        intermediate_size: usize_field(
-            tc,
-            "intermediate_size",
-            if mistral { 14336 } else { 11008 },
-        )
-        .map_err(at)?,
-        num_hidden_layers: usize_field(tc, "num_hidden_layers", 32).map_err(at)?,
+        intermediate_size: usize_field(tc, "intermediate_size", d.intermediate_size).map_err(at)?,
+        num_hidden_layers: usize_field(tc, "num_hidden_layers", d.num_hidden_layers).map_err(at)?,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
-        vocab_size: usize_field(tc, "vocab_size", 32000).map_err(at)?,
+        vocab_size: usize_field(tc, "vocab_size", d.vocab_size).map_err(at)?,
         max_position_embeddings: usize_field(
             tc,
             "max_position_embeddings",
-            if mistral { 32768 } else { 2048 },
+            d.max_position_embeddings,
         )
         .map_err(at)?,
         rms_norm_eps: f64_field(tc, "rms_norm_eps", 1e-6).map_err(at)?,
         rope_theta,
-        hidden_act: str_field(tc, "hidden_act")
+        hidden_act: hidden_act
             .map_err(at)?
-            .unwrap_or_else(|| "silu".into()),
-        tie_word_embeddings: bool_field(tc, "tie_word_embeddings", false).map_err(at)?,
+            .unwrap_or_else(|| d.hidden_act.into()),
+        tie_word_embeddings: bool_field(tc, "tie_word_embeddings", d.tie_word_embeddings)
+            .map_err(at)?,
         sliding_window,
         variant: Default::default(),
     };
+    check_text(&text)?;
+    Ok(text)
+}
+
+/// Checks shared by every text model: sizes, epsilon, rotary type.
+fn check_text(text: &TextConfig) -> std::result::Result<(), ParseError> {
     check_eps("text_config.rms_norm_eps", text.rms_norm_eps)?;
     for (key, n) in [
         ("num_hidden_layers", text.num_hidden_layers),
@@ -339,6 +447,11 @@ pub(crate) fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseEr
             )));
         }
     }
+    Ok(())
+}
+
+/// `rope_parameters` / `rope_scaling` must name no rotary scaling.
+fn check_rope_kind(tc: &Value) -> std::result::Result<(), ParseError> {
     for key in ["rope_parameters", "rope_scaling"] {
         let kind = tc
             .get(key)
@@ -350,13 +463,7 @@ pub(crate) fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseEr
             )));
         }
     }
-    if text.hidden_act != "silu" {
-        return Err(ParseError::Field(format!(
-            "text_config.hidden_act `{}` is not supported (silu only)",
-            text.hidden_act
-        )));
-    }
-    Ok(text)
+    Ok(())
 }
 
 /// The largest vision input side dexar accepts (CLIP towers use 224 or 336).
@@ -421,7 +528,10 @@ pub(crate) fn read_config_json(path: &Path) -> Result<Value> {
     })
 }
 
-pub(crate) fn object_field<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a Value, ParseError> {
+pub(crate) fn object_field<'a>(
+    v: &'a Value,
+    key: &str,
+) -> std::result::Result<&'a Value, ParseError> {
     static EMPTY: Value = Value::Null;
     match v.get(key) {
         None | Some(Value::Null) => Ok(&EMPTY),
@@ -438,7 +548,11 @@ pub(crate) fn str_field(v: &Value, key: &str) -> std::result::Result<Option<Stri
     }
 }
 
-fn bool_field(v: &Value, key: &str, default: bool) -> std::result::Result<bool, ParseError> {
+pub(crate) fn bool_field(
+    v: &Value,
+    key: &str,
+    default: bool,
+) -> std::result::Result<bool, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
@@ -446,7 +560,11 @@ fn bool_field(v: &Value, key: &str, default: bool) -> std::result::Result<bool, 
     }
 }
 
-pub(crate) fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
+pub(crate) fn usize_field(
+    v: &Value,
+    key: &str,
+    default: usize,
+) -> std::result::Result<usize, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
@@ -456,7 +574,11 @@ pub(crate) fn usize_field(v: &Value, key: &str, default: usize) -> std::result::
     }
 }
 
-fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, ParseError> {
+pub(crate) fn f64_field(
+    v: &Value,
+    key: &str,
+    default: f64,
+) -> std::result::Result<f64, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
@@ -467,7 +589,11 @@ fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, Par
 
 /// A token id at the top level or in `text_config`: an integer (or a list,
 /// whose first is taken, as `eos_token_id` may be).
-pub(crate) fn token_id(v: &Value, tc: &Value, key: &str) -> std::result::Result<Option<u32>, ParseError> {
+pub(crate) fn token_id(
+    v: &Value,
+    tc: &Value,
+    key: &str,
+) -> std::result::Result<Option<u32>, ParseError> {
     let Some(x) = v.get(key).or_else(|| tc.get(key)) else {
         return Ok(None);
     };
@@ -487,7 +613,7 @@ pub(crate) fn token_id(v: &Value, tc: &Value, key: &str) -> std::result::Result<
 }
 
 /// Normalisation epsilons: small positive numbers.
-fn check_eps(key: &str, eps: f64) -> std::result::Result<(), ParseError> {
+pub(crate) fn check_eps(key: &str, eps: f64) -> std::result::Result<(), ParseError> {
     if eps.is_finite() && eps > 0.0 && eps < 1.0 {
         return Ok(());
     }
@@ -496,7 +622,7 @@ fn check_eps(key: &str, eps: f64) -> std::result::Result<(), ParseError> {
     )))
 }
 
-fn check_activation(key: &str, name: &str) -> std::result::Result<(), ParseError> {
+pub(crate) fn check_activation(key: &str, name: &str) -> std::result::Result<(), ParseError> {
     if crate::nn::Activation::from_name(name).is_some() {
         return Ok(());
     }

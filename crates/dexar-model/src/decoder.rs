@@ -1,10 +1,12 @@
 //! The decoder of every family (LLaMA, Mistral, Qwen2-VL, Qwen2.5-VL,
-//! Qwen3-VL), instrumented: besides logits it can hand back, for chosen
+//! Qwen3-VL, Gemma), instrumented: besides logits it can hand back, for chosen
 //! layers, what the local backward of DEXAR.md needs at the query position
 //! (attention row, mid-layer residual, layer output, cached values). The
 //! families differ only by [`DecoderVariant`] flags: attention biases,
-//! per-head q/k RMSNorm, multimodal RoPE, and DeepStack features added after
-//! the first layers.
+//! per-head q/k RMSNorm, multimodal RoPE, DeepStack features added after
+//! the first layers, Gemma's `(1 + w)` norms and scaled embeddings; by the
+//! MLP's activation (`hidden_act`); and, per chunk, by a bidirectional
+//! prefix (PaliGemma's prefix-LM mask, [`ChunkInput::prefix`]).
 
 use candle_core::{DType, Device, IndexOp, Module, Result, Tensor, Var, D};
 use candle_nn::VarBuilder;
@@ -26,6 +28,13 @@ pub struct DecoderVariant {
     pub qk_norm: bool,
     /// Multimodal rotary embedding: image tokens at 3-D positions.
     pub mrope: Option<MRope>,
+    /// RMSNorm gains stored as `w` and applied as `1 + w` (Gemma).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub norm_one_plus: bool,
+    /// Token embeddings multiplied by `sqrt(hidden_size)` (Gemma; image
+    /// features placed in the sequence are not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub embed_scale: bool,
 }
 
 /// Multimodal RoPE: the `head_dim / 2` rotary frequencies are shared among
@@ -91,12 +100,15 @@ pub struct Deepstack<'a> {
 }
 
 /// Where a forward chunk sits: its first cache position, its rotary
-/// positions, and what DeepStack adds to it.
+/// positions, what DeepStack adds to it, and its bidirectional prefix.
 #[derive(Debug, Clone)]
 pub struct ChunkInput<'a> {
     pub start: usize,
     pub rope: RopePositions,
     pub deepstack: Option<Deepstack<'a>>,
+    /// Positions `0..prefix` attend to each other both ways (PaliGemma's
+    /// image and prompt); every later position attends causally. 0: causal.
+    pub prefix: usize,
 }
 
 impl ChunkInput<'_> {
@@ -106,6 +118,7 @@ impl ChunkInput<'_> {
             start,
             rope: RopePositions::Sequential(start),
             deepstack: None,
+            prefix: 0,
         }
     }
 }
@@ -279,6 +292,8 @@ pub struct Decoder {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub lm_head: Tensor,
+    /// The MLP's gate activation (`hidden_act`: SiLU, Gemma's tanh GELU).
+    pub mlp_act: Activation,
     rope: Rope,
 }
 
@@ -295,6 +310,13 @@ impl Decoder {
         );
         let embed_tokens = vb.pp("embed_tokens").get((cfg.vocab_size, d), "weight")?;
         let var = &cfg.variant;
+        let mlp_act = Activation::from_name(&cfg.hidden_act).ok_or_else(|| {
+            candle_core::Error::Msg(format!("hidden_act `{}` is not supported", cfg.hidden_act))
+        })?;
+        let norm = |vb: VarBuilder, dim: usize| match var.norm_one_plus {
+            true => RmsNorm::load_one_plus(vb, dim, cfg.rms_norm_eps),
+            false => RmsNorm::load(vb, dim, cfg.rms_norm_eps),
+        };
         let layers = (0..cfg.num_hidden_layers)
             .map(|l| {
                 let lv = vb.pp("layers").pp(l);
@@ -316,12 +338,8 @@ impl Decoder {
                     gate_proj: Linear::load(m.pp("gate_proj"), d, i, false)?,
                     up_proj: Linear::load(m.pp("up_proj"), d, i, false)?,
                     down_proj: Linear::load(m.pp("down_proj"), i, d, false)?,
-                    input_norm: RmsNorm::load(lv.pp("input_layernorm"), d, cfg.rms_norm_eps)?,
-                    post_norm: RmsNorm::load(
-                        lv.pp("post_attention_layernorm"),
-                        d,
-                        cfg.rms_norm_eps,
-                    )?,
+                    input_norm: norm(lv.pp("input_layernorm"), d)?,
+                    post_norm: norm(lv.pp("post_attention_layernorm"), d)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -331,7 +349,8 @@ impl Decoder {
         };
         Ok(Self {
             cfg: cfg.clone(),
-            norm: RmsNorm::load(vb.pp("norm"), d, cfg.rms_norm_eps)?,
+            norm: norm(vb.pp("norm"), d)?,
+            mlp_act,
             rope: Rope::new(cfg, embed_tokens.device())?,
             embed_tokens,
             layers,
@@ -344,7 +363,16 @@ impl Decoder {
         let flat = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
         let mut out_shape = shape;
         out_shape.push(self.cfg.hidden_size);
-        flat.reshape(out_shape)
+        let emb = flat.reshape(out_shape)?;
+        match self.cfg.variant.embed_scale {
+            // transformers multiplies by sqrt(hidden) rounded to the weights' dtype
+            true => {
+                let scale = Tensor::new((self.cfg.hidden_size as f64).sqrt() as f32, emb.device())?
+                    .to_dtype(emb.dtype())?;
+                emb.broadcast_mul(&scale)
+            }
+            false => Ok(emb),
+        }
     }
 
     /// Logits of `FinalNorm(h)` for any leading shape.
@@ -423,7 +451,7 @@ impl Decoder {
             c.layers.resize(self.layers.len(), None);
         }
         let total = start + t;
-        let mask = self.mask(t, start, x.device())?;
+        let mask = self.mask(t, start, at.prefix, x.device())?;
         let mut out = DecoderOutput::default();
         let mut x = x.clone();
         for (l, layer) in self.layers.iter().enumerate() {
@@ -462,7 +490,7 @@ impl Decoder {
                 .reshape((b, t, h * hd))?;
             let resid_mid = (&x + layer.o_proj.forward(&ctx)?)?;
             let mlp_in = layer.post_norm.forward(&resid_mid)?;
-            let act = Activation::Silu.apply(&layer.gate_proj.forward(&mlp_in)?)?;
+            let act = self.mlp_act.apply(&layer.gate_proj.forward(&mlp_in)?)?;
             let mlp = layer
                 .down_proj
                 .forward(&(act * layer.up_proj.forward(&mlp_in)?)?)?;
@@ -497,9 +525,16 @@ impl Decoder {
         Ok(out)
     }
 
-    /// Additive causal (and sliding-window) mask `[T, start+T]`, or `None` when
-    /// every key is visible to every query.
-    fn mask(&self, t: usize, start: usize, device: &Device) -> Result<Option<Tensor>> {
+    /// Additive causal (and sliding-window) mask `[T, start+T]`, the first
+    /// `prefix` positions seeing each other both ways, or `None` when every
+    /// key is visible to every query.
+    fn mask(
+        &self,
+        t: usize,
+        start: usize,
+        prefix: usize,
+        device: &Device,
+    ) -> Result<Option<Tensor>> {
         let total = start + t;
         let window = self.cfg.sliding_window.unwrap_or(usize::MAX);
         if t == 1 && total <= window {
@@ -509,7 +544,7 @@ impl Decoder {
             .flat_map(|i| {
                 let qpos = start + i;
                 (0..total).map(move |j| {
-                    if j <= qpos && qpos - j < window {
+                    if (j < prefix && qpos < prefix) || (j <= qpos && qpos - j < window) {
                         0.0
                     } else {
                         f32::NEG_INFINITY

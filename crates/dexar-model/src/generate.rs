@@ -177,7 +177,7 @@ pub fn generate_traced(
     let mut cache = KvCache::default();
     let prefill_start = Instant::now();
     let input = model.sequence_input(&prompt.input_ids, &prompt.image_spans, image_features)?;
-    let whole = model.whole_sequence(&input, &prompt.image_spans, image_features);
+    let whole = model.whole_sequence(&input, &prompt.image_spans, image_features, p0);
     let mut out = decoder.forward_at(&input.embeds, &whole, Some(&mut cache), &capture)?;
     tracing::debug!(
         prompt_tokens = p0,

@@ -1,5 +1,5 @@
 //! dexar-model: vision-language models in candle (LLaVA-1.5 / BakLLaVA,
-//! Qwen2-VL, Qwen2.5-VL, Qwen3-VL), instrumented for exact, streaming DEX-AR
+//! Qwen2-VL, Qwen2.5-VL, Qwen3-VL, PaliGemma), instrumented for exact, streaming DEX-AR
 //! (see `shared/DEXAR.md`).
 //!
 //! What it is for: naming a model ([`ModelSpec`]: the bundled one, a
@@ -39,6 +39,7 @@ pub use generate::{
     generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep,
 };
 pub use llava::{LlavaModel, WeightLayout};
+pub use models::paligemma::{PaliGemmaConfig, PaliGemmaModel};
 pub use models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
 pub use models::smolvlm::{SmolFamily, SmolImageProcessor, SmolVlmConfig, SmolVlmModel};
 pub use models::{ImageFeatures, VlModel};

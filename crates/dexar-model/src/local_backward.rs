@@ -16,11 +16,22 @@
 //!   image positions already include the addition, as cached.
 //! - A tied LM head is `W_lm = W_embed`: the row used by the logit lens is the
 //!   same whichever tensor holds it.
+//! - Gemma's `(1 + w)` RMSNorm gains are kept as `1 + w` (see
+//!   `RmsNorm::load_one_plus`), so the norm backward is the same formula; its
+//!   scaled embeddings act before layer 0; its tanh-GELU MLP is differentiated
+//!   with [`crate::nn::Activation::derivative`].
+//! - PaliGemma's prefix-LM mask (image and prompt attend to each other both
+//!   ways, the answer causally) only decides which keys each row may see.
+//!   The query q is always the last position of the sequence so far (an
+//!   answer position, or the prompt's last one for the first token), so every
+//!   key `0..=q` is visible to it either way; and `A^{l,i}[q, :]` reaches
+//!   `h^l_q` only through q's own context vector whatever the other rows see.
+//!   The cached keys and values of the prompt were computed with the
+//!   bidirectional mask, as a full forward computes them.
 
 use candle_core::{DType, IndexOp, Result, Tensor};
 
 use crate::decoder::{Decoder, LayerProbe};
-use crate::nn::sigmoid;
 
 /// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model dtype: `[M]` f32.
 fn vec_mat(v: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -73,12 +84,11 @@ impl Decoder {
         let x = rms_norm_forward(&r, &layer.post_norm.weight, layer.post_norm.eps)?;
         let a = vec_mat(&x, &layer.gate_proj.weight.t()?)?;
         let b = vec_mat(&x, &layer.up_proj.weight.t()?)?;
-        let sig = sigmoid(&a)?;
-        let silu = (&a * &sig)?;
-        let dsilu = (&sig * ((&a * sig.affine(-1.0, 1.0)?)? + 1.0)?)?;
+        let act = self.mlp_act.apply(&a)?;
+        let dact = self.mlp_act.derivative(&a)?;
         let dm = vec_mat(&u, &layer.down_proj.weight)?;
-        let da = ((&dm * &b)? * dsilu)?;
-        let db = (&dm * silu)?;
+        let da = ((&dm * &b)? * dact)?;
+        let db = (&dm * act)?;
         let dx = (vec_mat(&da, &layer.gate_proj.weight)? + vec_mat(&db, &layer.up_proj.weight)?)?;
         let dr = (&u + rms_norm_vjp(&r, &layer.post_norm.weight, layer.post_norm.eps, &dx)?)?;
         // ∂o/∂c = W_o^T ∂o/∂r, split per head

@@ -21,10 +21,12 @@ pub struct NaiveStep {
 }
 
 /// Explains the next token after `ids` (the whole sequence so far, image
-/// tokens included); `token` `None` takes the argmax.
+/// tokens included, its first `prompt_len` the prompt); `token` `None` takes
+/// the argmax.
 pub fn naive_step(
     model: &VlModel,
     ids: &[u32],
+    prompt_len: usize,
     image_spans: &[(usize, usize)],
     image_features: &ImageFeatures,
     layers: Range<usize>,
@@ -39,7 +41,7 @@ pub fn naive_step(
     let input = model.sequence_input(ids, image_spans, image_features)?;
     let out = decoder.forward_at(
         &input.embeds,
-        &model.whole_sequence(&input, image_spans, image_features),
+        &model.whole_sequence(&input, image_spans, image_features, prompt_len),
         None,
         &Capture {
             full: true,

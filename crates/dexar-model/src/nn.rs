@@ -53,6 +53,15 @@ impl RmsNorm {
             eps,
         })
     }
+
+    /// Gemma's RMSNorm, `(1 + w) ⊙ x / sqrt(mean(x²) + eps)`: the checkpoint
+    /// stores `w`; the gain `1 + w` (computed in f32) is what is kept, so the
+    /// forward pass and the local backward need no variant of their own.
+    pub fn load_one_plus(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        let w = vb.get(dim, "weight")?;
+        let weight = (w.to_dtype(DType::F32)? + 1.0)?.to_dtype(w.dtype())?;
+        Ok(Self { weight, eps })
+    }
 }
 
 impl Module for RmsNorm {
@@ -128,6 +137,31 @@ impl Activation {
             Self::Silu => x.mul(&sigmoid(x)?),
         }
     }
+
+    /// The derivative `f'(x)`, elementwise (f32 vectors of the local backward).
+    pub fn derivative(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Silu => {
+                // σ(x) (1 + x (1 − σ(x)))
+                let sig = sigmoid(x)?;
+                sig.mul(&((x * sig.affine(-1.0, 1.0)?)? + 1.0)?)
+            }
+            Self::GeluTanh => {
+                // f = x/2 (1 + tanh u), u = √(2/π) (x + 0.044715 x³):
+                // f' = (1 + tanh u)/2 + x/2 (1 − tanh² u) √(2/π) (1 + 3 · 0.044715 x²)
+                let c = (2.0 / std::f64::consts::PI).sqrt();
+                let x2 = x.sqr()?;
+                let u = ((x * &x2)? * 0.044715 + x)? * c;
+                let th = u?.tanh()?;
+                let du = ((x2 * (3.0 * 0.044715))? + 1.0)? * c;
+                let sech2 = th.sqr()?.affine(-1.0, 1.0)?;
+                th.affine(0.5, 0.5)? + ((x * 0.5)? * sech2)?.mul(&du?)?
+            }
+            Self::Gelu | Self::QuickGelu => candle_core::bail!(
+                "the local backward has no derivative of {self:?} as a decoder MLP activation"
+            ),
+        }
+    }
 }
 
 /// Logistic sigmoid composed from differentiable primitives.
@@ -142,4 +176,32 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let max = xf.max_keepdim(D::Minus1)?.detach();
     let e = xf.broadcast_sub(&max)?.exp()?;
     e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?.to_dtype(dtype)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn activation_derivatives_match_finite_differences() {
+        let xs: Vec<f64> = (-40..=40).map(|i| i as f64 * 0.1).collect();
+        let t = |v: &[f64]| Tensor::new(v, &Device::Cpu).unwrap();
+        let h = 1e-5;
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let shifted = |d: f64| xs.iter().map(|x| x + d).collect::<Vec<_>>();
+            let up: Vec<f64> = act.apply(&t(&shifted(h))).unwrap().to_vec1().unwrap();
+            let down: Vec<f64> = act.apply(&t(&shifted(-h))).unwrap().to_vec1().unwrap();
+            let exact: Vec<f64> = act.derivative(&t(&xs)).unwrap().to_vec1().unwrap();
+            for (i, e) in exact.iter().enumerate() {
+                let numeric = (up[i] - down[i]) / (2.0 * h);
+                assert!(
+                    (e - numeric).abs() < 1e-6,
+                    "{act:?} at {}: {e} vs {numeric}",
+                    xs[i]
+                );
+            }
+        }
+        assert!(Activation::Gelu.derivative(&t(&xs)).is_err());
+    }
 }

@@ -125,9 +125,22 @@ impl TextTokenizer {
         image_token: u32,
         num_image_tokens: usize,
     ) -> Result<PreparedPrompt> {
+        self.prepare_with_marker_special(text, marker, image_token, num_image_tokens, true)
+    }
+
+    /// [`Self::prepare_with_marker`], the tokenizer's special tokens (BOS)
+    /// added only when `special`.
+    pub fn prepare_with_marker_special(
+        &self,
+        text: &str,
+        marker: &str,
+        image_token: u32,
+        num_image_tokens: usize,
+        special: bool,
+    ) -> Result<PreparedPrompt> {
         self.check_marker(text, marker, image_token)?;
         let expanded = text.replacen(marker, &marker.repeat(num_image_tokens), 1);
-        let input_ids = self.encode(&expanded, true)?;
+        let input_ids = self.encode(&expanded, special)?;
         let start = input_ids.iter().position(|&t| t == image_token);
         let count = input_ids.iter().filter(|&&t| t == image_token).count();
         match start {

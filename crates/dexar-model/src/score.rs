@@ -49,7 +49,7 @@ pub fn answer_logprobs(
     ids.extend_from_slice(&answer[..answer.len() - 1]);
     let model = &ckpt.model;
     let input = model.sequence_input(&ids, &prompt.image_spans, image_features)?;
-    let whole = model.whole_sequence(&input, &prompt.image_spans, image_features);
+    let whole = model.whole_sequence(&input, &prompt.image_spans, image_features, p0);
     let out = model
         .decoder()
         .forward_at(&input.embeds, &whole, None, &Capture::default())?;

@@ -1,4 +1,5 @@
-//! The CLIP ViT vision tower and LLaVA's multi-modal projector.
+//! The CLIP and SigLIP ViT vision towers (one transformer, two embeddings
+//! and norms) and LLaVA's multi-modal projector.
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
@@ -80,59 +81,119 @@ impl EncoderLayer {
     }
 }
 
-/// CLIP vision transformer (`vision_tower.vision_model.*`).
+/// A ViT vision tower (`vision_tower.vision_model.*`): CLIP's (a class
+/// token, a norm before the layers, no patch bias) or SigLIP's (no class
+/// token, a patch bias, a norm after the layers).
 #[derive(Debug, Clone)]
 pub struct VisionTower {
     cfg: VisionConfig,
-    class_embedding: Tensor,
+    class_embedding: Option<Tensor>,
     /// Patch embedding as a `[hidden, channels * patch * patch]` matrix
     /// (the checkpoint's conv kernel, flattened: a stride-p conv is a matmul on patches).
     patch_weight: Tensor,
+    patch_bias: Option<Tensor>,
     position_embedding: Tensor,
-    pre_norm: LayerNorm,
+    pre_norm: Option<LayerNorm>,
+    post_norm: Option<LayerNorm>,
     layers: Vec<EncoderLayer>,
 }
 
 impl VisionTower {
-    /// Loads the layers needed for hidden state `max_hidden_index` (0 = embeddings).
+    /// Loads a CLIP tower with the layers needed for hidden state
+    /// `max_hidden_index` (0 = embeddings).
     pub fn load(vb: VarBuilder, cfg: &VisionConfig, max_hidden_index: usize) -> Result<Self> {
         let d = cfg.hidden_size;
         let n = cfg.grid_side() * cfg.grid_side();
         let emb = vb.pp("embeddings");
-        let patch_weight = patch_matrix(&emb.pp("patch_embedding"), cfg)?;
-        let enc = vb.pp("encoder").pp("layers");
-        let layers = (0..max_hidden_index.min(cfg.num_hidden_layers))
-            .map(|i| EncoderLayer::load(enc.pp(i), cfg))
-            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            cfg: cfg.clone(),
-            class_embedding: emb.get(d, "class_embedding")?,
-            patch_weight,
+            class_embedding: Some(emb.get(d, "class_embedding")?),
+            patch_weight: patch_matrix(&emb.pp("patch_embedding"), cfg)?,
+            patch_bias: None,
             position_embedding: emb.pp("position_embedding").get((n + 1, d), "weight")?,
             // (sic) the checkpoint spells it "pre_layrnorm"
-            pre_norm: LayerNorm::load(vb.pp("pre_layrnorm"), d, cfg.layer_norm_eps)?,
-            layers,
+            pre_norm: Some(LayerNorm::load(
+                vb.pp("pre_layrnorm"),
+                d,
+                cfg.layer_norm_eps,
+            )?),
+            post_norm: None,
+            layers: Self::load_layers(&vb, cfg, max_hidden_index)?,
+            cfg: cfg.clone(),
         })
     }
 
-    /// Hidden states `[embeddings, after layer 1, ...]` up to `max_index`, each `[B, 1+N, D]`.
+    /// Loads a SigLIP tower (PaliGemma's, and SmolVLM's on whole tiles of
+    /// its `image_size`, where every patch is present and the position ids
+    /// are 0..N in order): every layer and the final norm
+    /// ([`Self::last_hidden_state`] is its output).
+    pub fn load_siglip(vb: VarBuilder, cfg: &VisionConfig) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let n = cfg.grid_side() * cfg.grid_side();
+        let emb = vb.pp("embeddings");
+        Ok(Self {
+            class_embedding: None,
+            patch_weight: patch_matrix(&emb.pp("patch_embedding"), cfg)?,
+            patch_bias: Some(emb.pp("patch_embedding").get(d, "bias")?),
+            position_embedding: emb.pp("position_embedding").get((n, d), "weight")?,
+            pre_norm: None,
+            post_norm: Some(LayerNorm::load(
+                vb.pp("post_layernorm"),
+                d,
+                cfg.layer_norm_eps,
+            )?),
+            layers: Self::load_layers(&vb, cfg, cfg.num_hidden_layers)?,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The first `count` encoder layers.
+    fn load_layers(vb: &VarBuilder, cfg: &VisionConfig, count: usize) -> Result<Vec<EncoderLayer>> {
+        let enc = vb.pp("encoder").pp("layers");
+        (0..count.min(cfg.num_hidden_layers))
+            .map(|i| EncoderLayer::load(enc.pp(i), cfg))
+            .collect()
+    }
+
+    /// Hidden states `[embeddings, after layer 1, ...]` up to `max_index`,
+    /// each `[B, 1+N, D]` (CLIP) or `[B, N, D]` (SigLIP).
     pub fn hidden_states(&self, pixels: &Tensor, max_index: usize) -> Result<Vec<Tensor>> {
         let b = pixels.dim(0)?;
-        let patch_emb = embed_patches(pixels, &self.patch_weight, self.cfg.patch_size)?;
+        let mut patch_emb = embed_patches(pixels, &self.patch_weight, self.cfg.patch_size)?;
+        if let Some(bias) = &self.patch_bias {
+            patch_emb = patch_emb.broadcast_add(bias)?;
+        }
         let d = self.cfg.hidden_size;
-        let cls = self
-            .class_embedding
-            .reshape((1, 1, d))?
-            .broadcast_as((b, 1, d))?;
-        let x = Tensor::cat(&[cls, patch_emb], 1)?
-            .broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
-        let mut x = self.pre_norm.forward(&x)?;
+        let x = match &self.class_embedding {
+            Some(c) => Tensor::cat(
+                &[c.reshape((1, 1, d))?.broadcast_as((b, 1, d))?, patch_emb],
+                1,
+            )?,
+            None => patch_emb,
+        };
+        let x = x.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
+        let mut x = match &self.pre_norm {
+            Some(norm) => norm.forward(&x)?,
+            None => x,
+        };
         let mut states = vec![x.clone()];
         for layer in self.layers.iter().take(max_index) {
             x = layer.forward(&x)?;
             states.push(x.clone());
         }
         Ok(states)
+    }
+
+    /// The output of every layer with the final norm (SigLIP's
+    /// `last_hidden_state`), `[B, N, D]`.
+    pub fn last_hidden_state(&self, pixels: &Tensor) -> Result<Tensor> {
+        let states = self.hidden_states(pixels, self.layers.len())?;
+        let last = states
+            .last()
+            .ok_or_else(|| candle_core::Error::Msg("the vision tower has no output".into()))?;
+        match &self.post_norm {
+            Some(norm) => norm.forward(last),
+            None => Ok(last.clone()),
+        }
     }
 }
 

@@ -50,6 +50,7 @@ fn compare_paths(ckpt: &Checkpoint, mode: Mode, max_tokens: usize, report: &mut 
         let naive = naive_step(
             &ckpt.model,
             &ids,
+            prompt.input_ids.len(),
             &prompt.image_spans,
             &feats,
             layers.clone(),
@@ -132,6 +133,7 @@ fn first_logits(dir: &Path) -> Vec<f32> {
     naive_step(
         &ckpt.model,
         &prompt.input_ids,
+        prompt.input_ids.len(),
         &prompt.image_spans,
         &feats,
         0..1,

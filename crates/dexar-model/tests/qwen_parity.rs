@@ -11,8 +11,7 @@ mod common;
 use common::{fixtures, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{Grid, LayerSelection};
 use dexar_model::{
-    load_image, naive_step, GenerationSettings, ImageFeatures, ImageProcessing, Mode, TracedStep,
-    Turn, VlModel,
+    load_image, GenerationSettings, ImageFeatures, ImageProcessing, Mode, TracedStep, Turn, VlModel,
 };
 use serde_json::Value;
 
@@ -313,25 +312,15 @@ fn incremental_matches_naive_for_every_family() {
         for image in IMAGES {
             let feats = reference_features(&fx, image);
             let (steps, _) = run(&fx, image, &Mode::Generate, &feats, 4);
-            let layers = 0..fx.ckpt.text_config().num_hidden_layers;
-            let mut ids = ids_of(&fx.json["runs"][image]["input_ids"]);
-            let span = pair(&fx.json["runs"][image]["image_span"]);
-            for step in &steps {
-                let tr = &step.trace;
-                let naive = naive_step(
-                    &fx.ckpt.model,
-                    &ids,
-                    &[span],
-                    &feats,
-                    layers.clone(),
-                    Some(tr.token_id),
-                )
-                .unwrap();
-                report.check("logits", rel_err(&step.logits, &naive.logits), 1e-4, name);
-                report.check("attention", rel_err(&tr.attn, &naive.attn), 1e-4, name);
-                report.check("gradients", rel_err(&tr.grads, &naive.grads), 1e-4, name);
-                ids.push(tr.token_id);
-            }
+            common::check_against_naive(
+                &fx.ckpt.model,
+                &steps,
+                &ids_of(&fx.json["runs"][image]["input_ids"]),
+                &[pair(&fx.json["runs"][image]["image_span"])],
+                &feats,
+                name,
+                &mut report,
+            );
         }
         report.print(&format!("incremental vs naive ({name})"));
     }

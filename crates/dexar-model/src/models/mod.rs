@@ -1,8 +1,9 @@
 //! The model families: what differs between them around the one decoder
 //! (vision tower, projector, how image tokens are placed and positioned).
 //! LLaVA lives in `crate::llava`; the Qwen-VL families in [`qwen_vl`];
-//! SmolVLM / Idefics3 in [`smolvlm`].
+//! SmolVLM / Idefics3 in [`smolvlm`]; PaliGemma in [`paligemma`].
 
+pub mod paligemma;
 pub mod qwen_vl;
 pub mod smolvlm;
 
@@ -12,6 +13,7 @@ use dexar_core::{Grid, ImageRegion};
 use crate::config::TextConfig;
 use crate::decoder::{ChunkInput, Decoder, Deepstack, RopePositions};
 use crate::llava::LlavaModel;
+use paligemma::PaliGemmaModel;
 use qwen_vl::QwenVlModel;
 use smolvlm::SmolVlmModel;
 
@@ -21,6 +23,7 @@ pub enum VlModel {
     Llava(LlavaModel),
     QwenVl(QwenVlModel),
     SmolVlm(SmolVlmModel),
+    PaliGemma(PaliGemmaModel),
 }
 
 /// Image tokens as the decoder receives them, with the grid they cover.
@@ -64,7 +67,10 @@ impl ImageFeatures {
 
     /// Rows and columns of the tiles of a split image (0 and 0 when it is not split).
     pub fn tiles(&self) -> (usize, usize) {
-        let tiles = self.layout.iter().filter(|r| r.kind == dexar_core::RegionKind::Tile);
+        let tiles = self
+            .layout
+            .iter()
+            .filter(|r| r.kind == dexar_core::RegionKind::Tile);
         let rows = tiles.clone().filter(|r| r.bbox[0] == 0.0).count();
         let cols = tiles.filter(|r| r.bbox[1] == 0.0).count();
         (rows, cols)
@@ -103,6 +109,7 @@ impl VlModel {
             Self::Llava(m) => &m.decoder,
             Self::QwenVl(m) => &m.decoder,
             Self::SmolVlm(m) => &m.decoder,
+            Self::PaliGemma(m) => &m.decoder,
         }
     }
 
@@ -115,6 +122,7 @@ impl VlModel {
             Self::Llava(m) => &m.device,
             Self::QwenVl(m) => &m.device,
             Self::SmolVlm(m) => &m.device,
+            Self::PaliGemma(m) => &m.device,
         }
     }
 
@@ -123,6 +131,7 @@ impl VlModel {
             Self::Llava(m) => m.dtype,
             Self::QwenVl(m) => m.dtype,
             Self::SmolVlm(m) => m.dtype,
+            Self::PaliGemma(m) => m.dtype,
         }
     }
 
@@ -165,17 +174,30 @@ impl VlModel {
                     rope_delta,
                 }
             }
+            // PaliGemma's rotary positions start at 1
+            Self::PaliGemma(_) => SequenceInput {
+                embeds,
+                rope: RopePositions::Sequential(1),
+                rope_delta: 1,
+            },
         })
     }
 
-    /// The chunk description of a whole sequence (from cache position 0).
+    /// The chunk description of a whole sequence (from cache position 0)
+    /// whose first `prompt_len` tokens are the prompt (PaliGemma's
+    /// bidirectional prefix; the tokens after it are answer tokens).
     pub fn whole_sequence<'a>(
         &self,
         input: &SequenceInput,
         image_spans: &[(usize, usize)],
         image: &'a ImageFeatures,
+        prompt_len: usize,
     ) -> ChunkInput<'a> {
         ChunkInput {
+            prefix: match self {
+                Self::PaliGemma(_) => prompt_len,
+                Self::Llava(_) | Self::QwenVl(_) | Self::SmolVlm(_) => 0,
+            },
             start: 0,
             rope: input.rope.clone(),
             deepstack: (!image.deepstack.is_empty()).then_some(Deepstack {
@@ -192,5 +214,6 @@ pub fn decode_step(pos: usize, rope_delta: i64) -> ChunkInput<'static> {
         start: pos,
         rope: RopePositions::Sequential((pos as i64 + rope_delta).max(0) as usize),
         deepstack: None,
+        prefix: 0,
     }
 }

@@ -4,8 +4,8 @@
 use candle_core::{Device, Tensor};
 use dexar_core::{builtin_strategy, HeadScores, TokenMap};
 use dexar_model::{
-    generate_traced, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
-    PreparedPrompt, TracedStep,
+    generate_traced, naive_step, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
+    PreparedPrompt, TracedStep, VlModel,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -156,7 +156,10 @@ pub fn cells(map: &TokenMap) -> Vec<f32> {
     if map.regions.is_empty() {
         return map.raw.clone();
     }
-    map.regions.iter().flat_map(|r| r.raw.iter().copied()).collect()
+    map.regions
+        .iter()
+        .flat_map(|r| r.raw.iter().copied())
+        .collect()
 }
 
 /// Checks traced steps against the fixture's PyTorch / NumPy values and
@@ -309,5 +312,38 @@ impl StepMaps {
             let want = fx.f32s(&key(tensor));
             report.check(name, max_abs(&got, grid_part(&want, grid_len)), 1e-4, what);
         }
+    }
+}
+
+/// Checks traced steps of an answer to the prompt `prompt_ids` against the
+/// naive full-recompute autograd path on the same tokens: logits, attention
+/// and gradients of every layer, 1e-4 relative.
+pub fn check_against_naive(
+    model: &VlModel,
+    steps: &[TracedStep],
+    prompt_ids: &[u32],
+    image_spans: &[(usize, usize)],
+    feats: &ImageFeatures,
+    what: &str,
+    report: &mut Report,
+) {
+    let layers = 0..model.text_config().num_hidden_layers;
+    let mut ids = prompt_ids.to_vec();
+    for step in steps {
+        let tr = &step.trace;
+        let naive = naive_step(
+            model,
+            &ids,
+            prompt_ids.len(),
+            image_spans,
+            feats,
+            layers.clone(),
+            Some(tr.token_id),
+        )
+        .unwrap();
+        report.check("logits", rel_err(&step.logits, &naive.logits), 1e-4, what);
+        report.check("attention", rel_err(&tr.attn, &naive.attn), 1e-4, what);
+        report.check("gradients", rel_err(&tr.grads, &naive.grads), 1e-4, what);
+        ids.push(tr.token_id);
     }
 }

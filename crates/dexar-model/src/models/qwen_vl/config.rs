@@ -266,6 +266,7 @@ impl QwenVlConfig {
                     section,
                     interleaved: qwen3,
                 }),
+                ..DecoderVariant::default()
             },
         };
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{
-    object_field, str_field, text_config, token_id, usize_field, vision_config_or, ParseError,
+    object_field, str_field, text_config, token_id, usize_field, vision_config_with, ParseError,
     TextConfig, VisionConfig,
 };
 
@@ -54,7 +54,8 @@ impl SmolVlmConfig {
     pub fn from_value(v: &Value, family: SmolFamily) -> Result<Self, ParseError> {
         let vc = object_field(v, "vision_config")?;
         let vt = str_field(vc, "model_type")?;
-        if let Some(vt) = vt.filter(|t| !matches!(t.as_str(), "smolvlm_vision" | "idefics3_vision")) {
+        if let Some(vt) = vt.filter(|t| !matches!(t.as_str(), "smolvlm_vision" | "idefics3_vision"))
+        {
             return Err(ParseError::Unsupported(format!("vision tower {vt}")));
         }
         // SmolVLMVisionConfig / Idefics3VisionConfig defaults
@@ -69,7 +70,7 @@ impl SmolVlmConfig {
             hidden_act: "gelu_pytorch_tanh".into(),
             layer_norm_eps: 1e-6,
         };
-        let vision = vision_config_or(vc, defaults)?;
+        let vision = vision_config_with(vc, defaults)?;
         let tc = object_field(v, "text_config")?;
         let text = text_config(tc)?;
         let scale_factor = usize_field(v, "scale_factor", 2)?;

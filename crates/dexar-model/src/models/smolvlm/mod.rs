@@ -12,58 +12,13 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 use dexar_core::{Grid, ImageRegion, RegionKind, WHOLE_IMAGE};
 
-use crate::config::VisionConfig;
 use crate::decoder::Decoder;
 use crate::models::ImageFeatures;
-use crate::nn::{LayerNorm, Linear};
+use crate::nn::Linear;
 use crate::preprocess::Pixels;
-use crate::vision::{embed_patches, patch_matrix, EncoderLayer};
+use crate::vision::VisionTower;
 pub use config::{SmolFamily, SmolVlmConfig};
 pub use processor::{SmolImageProcessor, SplitPlan};
-
-/// SigLIP's vision transformer as SmolVLM uses it, on whole tiles of the
-/// tower's `image_size` (every patch present, so the position ids are
-/// 0..N in order).
-#[derive(Debug, Clone)]
-pub struct SiglipTower {
-    cfg: VisionConfig,
-    patch_weight: Tensor,
-    patch_bias: Tensor,
-    position_embedding: Tensor,
-    layers: Vec<EncoderLayer>,
-    post_norm: LayerNorm,
-}
-
-impl SiglipTower {
-    pub fn load(vb: VarBuilder, cfg: &VisionConfig) -> candle_core::Result<Self> {
-        let d = cfg.hidden_size;
-        let n = cfg.grid_side() * cfg.grid_side();
-        let emb = vb.pp("embeddings");
-        let enc = vb.pp("encoder").pp("layers");
-        Ok(Self {
-            cfg: cfg.clone(),
-            patch_weight: patch_matrix(&emb.pp("patch_embedding"), cfg)?,
-            patch_bias: emb.pp("patch_embedding").get(d, "bias")?,
-            position_embedding: emb.pp("position_embedding").get((n, d), "weight")?,
-            layers: (0..cfg.num_hidden_layers)
-                .map(|i| EncoderLayer::load(enc.pp(i), cfg))
-                .collect::<candle_core::Result<_>>()?,
-            post_norm: LayerNorm::load(vb.pp("post_layernorm"), d, cfg.layer_norm_eps)?,
-        })
-    }
-
-    /// `[B, 3, S, S]` tiles (`S` the tower's image_size) to `[B, N, D]`.
-    pub fn forward(&self, tiles: &Tensor) -> candle_core::Result<Tensor> {
-        let x = embed_patches(tiles, &self.patch_weight, self.cfg.patch_size)?
-            .broadcast_add(&self.patch_bias)?
-            .broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
-        let mut x = x;
-        for layer in &self.layers {
-            x = layer.forward(&x)?;
-        }
-        self.post_norm.forward(&x)
-    }
-}
 
 /// The connector's pixel shuffle: `[B, N, D]` (N a square) to
 /// `[B, N / s^2, D * s^2]`, as transformers' `pixel_shuffle` orders it.
@@ -86,7 +41,8 @@ pub fn pixel_shuffle(x: &Tensor, s: usize) -> candle_core::Result<Tensor> {
 #[derive(Debug, Clone)]
 pub struct SmolVlmModel {
     pub config: SmolVlmConfig,
-    pub vision: SiglipTower,
+    /// SigLIP, on whole tiles of its `image_size`.
+    pub vision: VisionTower,
     pub projection: Linear,
     pub decoder: Decoder,
     pub device: Device,
@@ -108,7 +64,7 @@ impl SmolVlmModel {
         };
         let s = config.scale_factor;
         Ok(Self {
-            vision: SiglipTower::load(m.pp("vision_model"), &config.vision)?,
+            vision: VisionTower::load_siglip(m.pp("vision_model"), &config.vision)?,
             projection: Linear::load(
                 m.pp("connector").pp("modality_projection").pp("proj"),
                 config.vision.hidden_size * s * s,
@@ -124,7 +80,9 @@ impl SmolVlmModel {
 
     /// Image tokens of `[B, 3, S, S]` frames: `[B * tokens_per_tile, D]`.
     pub fn encode_frames(&self, frames: &Tensor) -> candle_core::Result<Tensor> {
-        let hidden = self.vision.forward(&frames.to_dtype(self.dtype)?)?;
+        let hidden = self
+            .vision
+            .last_hidden_state(&frames.to_dtype(self.dtype)?)?;
         let shuffled = pixel_shuffle(&hidden, self.config.scale_factor)?;
         let tokens = self.projection.forward(&shuffled)?;
         let (b, n, d) = tokens.dims3()?;
@@ -136,14 +94,21 @@ impl SmolVlmModel {
     pub fn encode_pixels(&self, pixels: &Pixels) -> crate::Result<ImageFeatures> {
         let t = self.config.vision.image_size;
         let frame = |p: &Pixels| -> candle_core::Result<Tensor> {
-            Tensor::from_slice(&p.data, (3, p.height as usize, p.width as usize), &self.device)
+            Tensor::from_slice(
+                &p.data,
+                (3, p.height as usize, p.width as usize),
+                &self.device,
+            )
         };
         let whole = frame(pixels)?;
         let (h, w) = (pixels.height as usize, pixels.width as usize);
         let mut frames = Vec::new();
         let (rows, cols) = match &pixels.global {
             Some(global) => {
-                if h % t != 0 || w % t != 0 || (global.height as usize, global.width as usize) != (t, t) {
+                if h % t != 0
+                    || w % t != 0
+                    || (global.height as usize, global.width as usize) != (t, t)
+                {
                     return Err(crate::ModelError::ImageContent(format!(
                         "{w}x{h} pixels do not split into tiles of {t}x{t} with a {t}x{t} global view; the image processor's max_image_size must be the vision tower's image_size"
                     )));
@@ -250,6 +215,10 @@ mod tests {
         assert_eq!(v[0], [0.0, 1.0, 4.0, 5.0]);
         assert_eq!(v[1], [2.0, 3.0, 6.0, 7.0]);
         assert_eq!(v[2], [8.0, 9.0, 12.0, 13.0]);
-        assert!(pixel_shuffle(&Tensor::zeros((1, 12, 1), DType::F32, &Device::Cpu).unwrap(), 2).is_err());
+        assert!(pixel_shuffle(
+            &Tensor::zeros((1, 12, 1), DType::F32, &Device::Cpu).unwrap(),
+            2
+        )
+        .is_err());
     }
 }
