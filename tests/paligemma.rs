@@ -2,8 +2,8 @@
 //! checkpoint: explain with a task prefix and a raw prompt, the REPL (an
 //! unknown task prefix is a message, the prompt comes back), a recorded
 //! session replayed without the model, eval on a data directory, bench, the
-//! TUI, and one-line exit-2 errors (unknown task prefix, a PaliGemma 2
-//! checkpoint).
+//! TUI, PaliGemma 2, and one-line exit-2 errors (unknown task prefix, a
+//! Gemma 3 text model, a wrong image token count).
 
 use dexar_tests::{arg as s, assert_user_error, dexar_at, run as dexar, run_with_input, text};
 use serde_json::Value;
@@ -93,7 +93,25 @@ fn explain_maps_the_siglip_grid_for_task_prefixes_and_raw_prompts() {
 }
 
 #[test]
-fn unknown_task_prefixes_and_paligemma_2_are_one_line_errors() {
+fn paligemma_2_explains_with_its_gemma_2_decoder() {
+    let out = tempfile::tempdir().unwrap();
+    let m = dexar_tests::fixtures().join("tiny-paligemma2");
+    ok(&explain(
+        &m,
+        &["--prompt", "answer en where is the circle?"],
+        out.path(),
+    ));
+    let doc = json(&out.path().join("explain.json"));
+    assert_eq!(doc["model"]["text_model_type"], "gemma2");
+    assert_eq!(doc["model"]["grid"], serde_json::json!([4, 4]));
+    assert_eq!(doc["tokens"].as_array().unwrap().len(), 3);
+    for map in doc["strategies"]["dexar"]["per_token"].as_array().unwrap() {
+        assert_eq!(map.as_array().unwrap().len(), 16);
+    }
+}
+
+#[test]
+fn unknown_task_prefixes_and_unsupported_configs_are_one_line_errors() {
     let out = tempfile::tempdir().unwrap();
     let o = explain(&model(), &["--prompt", "What is in the image?"], out.path());
     assert_user_error(&o, "unknown PaliGemma task prefix `What`");
@@ -109,14 +127,14 @@ fn unknown_task_prefixes_and_paligemma_2_are_one_line_errors() {
     let o = explain(&model(), &["--prompt", "answer en"], out.path());
     assert_user_error(&o, "answer {lang} {question}");
 
-    let gemma2 = dexar_tests::copy_checkpoint(&model(), |d| {
+    let gemma3 = dexar_tests::copy_checkpoint(&model(), |d| {
         let path = d.join("config.json");
         let mut v = json(&path);
-        v["text_config"]["model_type"] = "gemma2".into();
+        v["text_config"]["model_type"] = "gemma3".into();
         std::fs::write(&path, v.to_string()).unwrap();
     });
-    let o = explain(gemma2.path(), &["--prompt", "caption en"], out.path());
-    assert_user_error(&o, "PaliGemma 2");
+    let o = explain(gemma3.path(), &["--prompt", "caption en"], out.path());
+    assert_user_error(&o, "text model gemma3 (PaliGemma reads gemma or gemma2)");
     let hidden = dexar_tests::copy_checkpoint(&model(), |d| {
         let path = d.join("config.json");
         let mut v = json(&path);
