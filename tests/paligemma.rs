@@ -206,22 +206,10 @@ fn eval_and_bench_run_on_paligemma() {
     std::fs::write(&data, lines.join("\n")).unwrap();
     dexar_tests::eval_scores_every_item(&model(), dir.path());
 
-    let bench = dir.path().join("b.json");
-    let o = dexar(&[
-        "bench",
-        "--model",
-        s(&model()),
-        "--prompt",
-        "caption en",
-        "--tokens",
-        "2",
-        "--repeat",
-        "1",
-        "--json",
-        s(&bench),
-    ]);
-    ok(&o);
-    assert!(json(&bench)["speedup"].as_f64().unwrap() > 0.0);
+    let m = model();
+    let args = ["--model", s(&m), "--prompt", "caption en"];
+    let (_, doc) = dexar_tests::bench_quick(&args, dir.path());
+    assert!(doc["speedup"].as_f64().unwrap() > 0.0);
 }
 
 #[cfg(unix)]

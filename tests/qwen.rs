@@ -170,25 +170,11 @@ fn eval_and_bench_run_on_qwen_models() {
     dexar_toy::write_dataset(dir.path(), 2, 3).unwrap();
     dexar_tests::eval_scores_every_item(&fixture("tiny-qwen2-vl"), dir.path());
 
-    let bench = dir.path().join("b.json");
-    let o = dexar(&[
-        "bench",
-        "--synthetic",
-        "qwen2-vl:1x64",
-        "--max-pixels",
-        "50176",
-        "--tokens",
-        "2",
-        "--repeat",
-        "1",
-        "--json",
-        s(&bench),
-    ]);
-    ok(&o);
-    let out = String::from_utf8_lossy(&o.stdout);
+    let args = ["--synthetic", "qwen2-vl:1x64", "--max-pixels", "50176"];
+    let (out, doc) = dexar_tests::bench_quick(&args, dir.path());
     // --max-pixels 224x224: 8x8 merged tokens (without it, about 672x672 pixels and 576 tokens)
     assert!(out.contains("64 image tokens"), "{out}");
-    assert!(json(&bench)["speedup"].as_f64().unwrap() > 0.0);
+    assert!(doc["speedup"].as_f64().unwrap() > 0.0);
 }
 
 #[cfg(unix)]

@@ -91,6 +91,19 @@ pub fn run(args: &[&str]) -> std::process::Output {
     dexar().args(args).output().expect("dexar runs")
 }
 
+/// A two-token, one-repetition `dexar bench` with `args` (the model, the
+/// prompt, ...), its JSON report written under `dir`: stdout and the report.
+pub fn bench_quick(args: &[&str], dir: &Path) -> (String, serde_json::Value) {
+    let json = dir.join("bench.json");
+    let mut all = vec!["bench"];
+    all.extend(args);
+    all.extend(["--tokens", "2", "--repeat", "1", "--json", s(&json)]);
+    let o = run(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), doc)
+}
+
 /// `dexar eval` of `model` on the data directory `data` with DEX-AR: every
 /// item of its data.jsonl must be scored, none skipped.
 pub fn eval_scores_every_item(model: &Path, data: &Path) {

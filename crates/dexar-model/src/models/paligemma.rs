@@ -362,6 +362,7 @@ mod tests {
     #[test]
     fn a_paligemma_2_config_reads_with_gemma_2s_defaults() {
         let mut v = hub_config();
+        v["projection_dim"] = 2304.into();
         v["text_config"] = serde_json::json!({"model_type": "gemma2", "num_image_tokens": 256,
                                               "final_logit_softcapping": null});
         let t = PaliGemmaConfig::from_value(&v).unwrap().text;
