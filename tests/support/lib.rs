@@ -91,6 +91,36 @@ pub fn run(args: &[&str]) -> std::process::Output {
     dexar().args(args).output().expect("dexar runs")
 }
 
+/// `dexar explain` arguments that run the LeGrad example plugin `plugin` on
+/// every layer, without overlays.
+pub fn legrad_args(plugin: &Path) -> [&str; 7] {
+    [
+        "--plugin",
+        s(plugin),
+        "--strategy",
+        "legrad",
+        "--no-png",
+        "--layer-index",
+        "0",
+    ]
+}
+
+/// In an explain.json of [`legrad_args`], LeGrad's maps equal the unfiltered
+/// DEX-AR maps: its mean over heads and layers of ReLU(g) on the grid is the
+/// unfiltered sum divided by a constant, which normalisation removes.
+pub fn assert_legrad_is_unfiltered(doc: &serde_json::Value) {
+    let legrad = doc["strategies"]["legrad"]["per_token"].as_array().unwrap();
+    let unfiltered = doc["strategies"]["dexar-unfiltered"]["per_token"]
+        .as_array()
+        .unwrap();
+    assert_eq!(legrad.len(), unfiltered.len());
+    for (a, b) in legrad.iter().zip(unfiltered) {
+        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
+}
+
 /// A two-token, one-repetition `dexar bench` with `args` (the model, the
 /// prompt, ...), its JSON report written under `dir`: stdout and the report.
 pub fn bench_quick(args: &[&str], dir: &Path) -> (String, serde_json::Value) {
