@@ -306,15 +306,7 @@ fn explain_runs_a_plugin_strategy() {
     let plugins = tempfile::tempdir().unwrap();
     let plugin = dexar_tests::build_plugin("legrad", "legrad", plugins.path());
     let out = tempfile::tempdir().unwrap();
-    let args = [
-        "--plugin",
-        s(&plugin),
-        "--strategy",
-        "legrad",
-        "--no-png",
-        "--layer-index",
-        "0",
-    ];
+    let args = dexar_tests::legrad_args(&plugin);
     let o = explain(&model(), &image(), &args, out.path());
     assert!(
         o.status.success(),
@@ -324,18 +316,7 @@ fn explain_runs_a_plugin_strategy() {
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("explain.json")).unwrap())
             .unwrap();
-    // LeGrad-style: the mean over heads and layers of ReLU(g) on the grid is the
-    // unfiltered DEX-AR sum divided by a constant, so their normalised maps agree.
-    let legrad = doc["strategies"]["legrad"]["per_token"].as_array().unwrap();
-    let unfiltered = doc["strategies"]["dexar-unfiltered"]["per_token"]
-        .as_array()
-        .unwrap();
-    assert_eq!(legrad.len(), unfiltered.len());
-    for (a, b) in legrad.iter().zip(unfiltered) {
-        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
-            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
-        }
-    }
+    dexar_tests::assert_legrad_is_unfiltered(&doc);
     let o = explain(
         &model(),
         &image(),

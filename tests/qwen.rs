@@ -100,27 +100,13 @@ fn raw_prompts_and_plugins_see_the_same_trace() {
 
     let plugins = tempfile::tempdir().unwrap();
     let plugin = dexar_tests::build_plugin("legrad", "legrad", plugins.path());
-    let args = [
-        "--plugin",
-        s(&plugin),
-        "--strategy",
-        "legrad",
-        "--no-png",
-        "--layer-index",
-        "0",
-    ];
-    ok(&explain(&model, &img, &args, out.path()));
-    let doc = json(&out.path().join("explain.json"));
-    // LeGrad's mean of ReLU(g) over the grid is the unfiltered DEX-AR sum up to a constant.
-    let legrad = doc["strategies"]["legrad"]["per_token"].as_array().unwrap();
-    let unfiltered = doc["strategies"]["dexar-unfiltered"]["per_token"]
-        .as_array()
-        .unwrap();
-    for (a, b) in legrad.iter().zip(unfiltered) {
-        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
-            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
-        }
-    }
+    ok(&explain(
+        &model,
+        &img,
+        &dexar_tests::legrad_args(&plugin),
+        out.path(),
+    ));
+    dexar_tests::assert_legrad_is_unfiltered(&json(&out.path().join("explain.json")));
 }
 
 #[test]
@@ -170,25 +156,11 @@ fn eval_and_bench_run_on_qwen_models() {
     dexar_toy::write_dataset(dir.path(), 2, 3).unwrap();
     dexar_tests::eval_scores_every_item(&fixture("tiny-qwen2-vl"), dir.path());
 
-    let bench = dir.path().join("b.json");
-    let o = dexar(&[
-        "bench",
-        "--synthetic",
-        "qwen2-vl:1x64",
-        "--max-pixels",
-        "50176",
-        "--tokens",
-        "2",
-        "--repeat",
-        "1",
-        "--json",
-        s(&bench),
-    ]);
-    ok(&o);
-    let out = String::from_utf8_lossy(&o.stdout);
+    let args = ["--synthetic", "qwen2-vl:1x64", "--max-pixels", "50176"];
+    let (out, doc) = dexar_tests::bench_quick(&args, dir.path());
     // --max-pixels 224x224: 8x8 merged tokens (without it, about 672x672 pixels and 576 tokens)
     assert!(out.contains("64 image tokens"), "{out}");
-    assert!(json(&bench)["speedup"].as_f64().unwrap() > 0.0);
+    assert!(doc["speedup"].as_f64().unwrap() > 0.0);
 }
 
 #[cfg(unix)]

@@ -91,6 +91,49 @@ pub fn run(args: &[&str]) -> std::process::Output {
     dexar().args(args).output().expect("dexar runs")
 }
 
+/// `dexar explain` arguments that run the LeGrad example plugin `plugin` on
+/// every layer, without overlays.
+pub fn legrad_args(plugin: &Path) -> [&str; 7] {
+    [
+        "--plugin",
+        s(plugin),
+        "--strategy",
+        "legrad",
+        "--no-png",
+        "--layer-index",
+        "0",
+    ]
+}
+
+/// In an explain.json of [`legrad_args`], LeGrad's maps equal the unfiltered
+/// DEX-AR maps: its mean over heads and layers of ReLU(g) on the grid is the
+/// unfiltered sum divided by a constant, which normalisation removes.
+pub fn assert_legrad_is_unfiltered(doc: &serde_json::Value) {
+    let legrad = doc["strategies"]["legrad"]["per_token"].as_array().unwrap();
+    let unfiltered = doc["strategies"]["dexar-unfiltered"]["per_token"]
+        .as_array()
+        .unwrap();
+    assert_eq!(legrad.len(), unfiltered.len());
+    for (a, b) in legrad.iter().zip(unfiltered) {
+        for (x, y) in a.as_array().unwrap().iter().zip(b.as_array().unwrap()) {
+            assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
+        }
+    }
+}
+
+/// A two-token, one-repetition `dexar bench` with `args` (the model, the
+/// prompt, ...), its JSON report written under `dir`: stdout and the report.
+pub fn bench_quick(args: &[&str], dir: &Path) -> (String, serde_json::Value) {
+    let json = dir.join("bench.json");
+    let mut all = vec!["bench"];
+    all.extend(args);
+    all.extend(["--tokens", "2", "--repeat", "1", "--json", s(&json)]);
+    let o = run(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let doc = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (String::from_utf8_lossy(&o.stdout).into_owned(), doc)
+}
+
 /// `dexar eval` of `model` on the data directory `data` with DEX-AR: every
 /// item of its data.jsonl must be scored, none skipped.
 pub fn eval_scores_every_item(model: &Path, data: &Path) {

@@ -299,36 +299,53 @@ pub(crate) fn text_config(tc: &Value) -> std::result::Result<TextConfig, ParseEr
     Ok(text)
 }
 
-/// PaliGemma's `text_config` (a Gemma model), with GemmaConfig's defaults
-/// and those PaliGemmaConfig gives its text model (google/paligemma-3b's
-/// sizes). Gemma's MLP activation is `hidden_activation` on the Hub
-/// (`hidden_act` in transformers' own saves); transformers reads the legacy
-/// "gelu" as the tanh approximation, and so does dexar.
+/// PaliGemma's `text_config` (a Gemma or Gemma 2 model), with GemmaConfig's
+/// or Gemma2Config's defaults and those PaliGemmaConfig gives its text model
+/// (google/paligemma-3b's sizes). Gemma's MLP activation is
+/// `hidden_activation` on the Hub (`hidden_act` in transformers' own saves);
+/// transformers reads the legacy "gelu" as the tanh approximation, and so
+/// does dexar.
 pub(crate) fn gemma_text_config(tc: &Value) -> std::result::Result<TextConfig, ParseError> {
+    let at = |e: ParseError| e.within("text_config");
     let tt = str_field(tc, "model_type")
-        .map_err(|e| e.within("text_config"))?
+        .map_err(at)?
         .unwrap_or_else(|| "gemma".into());
-    match tt.as_str() {
-        "gemma" => {}
-        "gemma2" => {
-            return Err(ParseError::Unsupported(
-                "text model gemma2 (PaliGemma 2: Gemma 2's attention-logit and final-logit soft-capping, sliding-window layers and extra post-norms are not supported yet; PaliGemma 1 checkpoints with a gemma text model are)".into(),
-            ))
+    let gemma2 = match tt.as_str() {
+        "gemma" => false,
+        "gemma2" => true,
+        other => {
+            return Err(ParseError::Unsupported(format!(
+                "text model {other} (PaliGemma reads gemma or gemma2)"
+            )))
         }
-        other => return Err(ParseError::Unsupported(format!("text model {other}"))),
-    }
-    let defaults = TextDefaults {
-        hidden_size: 2048,
-        intermediate_size: 16384,
-        num_hidden_layers: 18,
-        num_attention_heads: 8,
-        num_key_value_heads: Some(1),
-        head_dim: Some(256),
-        vocab_size: 257152,
-        max_position_embeddings: 8192,
-        sliding_window: None,
-        tie_word_embeddings: true,
-        hidden_act: "gelu_pytorch_tanh",
+    };
+    let defaults = match gemma2 {
+        false => TextDefaults {
+            hidden_size: 2048,
+            intermediate_size: 16384,
+            num_hidden_layers: 18,
+            num_attention_heads: 8,
+            num_key_value_heads: Some(1),
+            head_dim: Some(256),
+            vocab_size: 257152,
+            max_position_embeddings: 8192,
+            sliding_window: None,
+            tie_word_embeddings: true,
+            hidden_act: "gelu_pytorch_tanh",
+        },
+        true => TextDefaults {
+            hidden_size: 2304,
+            intermediate_size: 9216,
+            num_hidden_layers: 26,
+            num_attention_heads: 8,
+            num_key_value_heads: Some(4),
+            head_dim: Some(256),
+            vocab_size: 257152,
+            max_position_embeddings: 8192,
+            sliding_window: Some(4096),
+            tie_word_embeddings: true,
+            hidden_act: "gelu_pytorch_tanh",
+        },
     };
     let act = match str_field(tc, "hidden_activation")? {
         Some(a) => Some(a),
@@ -347,6 +364,37 @@ pub(crate) fn gemma_text_config(tc: &Value) -> std::result::Result<TextConfig, P
     }
     text.variant.norm_one_plus = true;
     text.variant.embed_scale = true;
+    if gemma2 {
+        let cap = |key: &str, default: f64| -> std::result::Result<Option<f64>, ParseError> {
+            match tc.get(key) {
+                Some(Value::Null) => Ok(None),
+                _ => {
+                    let c = f64_field(tc, key, default).map_err(at)?;
+                    if !(c.is_finite() && c > 0.0) {
+                        return Err(ParseError::Field(format!(
+                            "text_config.{key} ({c}) must be a positive number or null"
+                        )));
+                    }
+                    Ok(Some(c))
+                }
+            }
+        };
+        text.variant.sandwich_norms = true;
+        text.variant.attn_softcap = cap("attn_logit_softcapping", 50.0)?;
+        text.variant.final_softcap = cap("final_logit_softcapping", 30.0)?;
+        text.variant.query_pre_attn_scalar = cap("query_pre_attn_scalar", 256.0)?;
+        // Half of Gemma 2's layers see only the last `sliding_window` keys.
+        // Within the window every layer sees every key, so dexar keeps the
+        // context within it (4096 tokens on the Hub's checkpoints) and the
+        // sliding layers need no mask of their own.
+        if let Some(w) = text.sliding_window.take() {
+            text.max_position_embeddings = text.max_position_embeddings.min(w);
+        }
+    } else if text.sliding_window.is_some() {
+        return Err(ParseError::Field(
+            "text_config.sliding_window: a gemma text model has none".into(),
+        ));
+    }
     Ok(text)
 }
 

@@ -35,6 +35,22 @@ pub struct DecoderVariant {
     /// features placed in the sequence are not).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub embed_scale: bool,
+    /// Gemma 2: RMSNorms on the attention output and on the MLP output,
+    /// before each joins the residual stream (`post_attention_layernorm`,
+    /// `post_feedforward_layernorm`; the MLP's input norm is then
+    /// `pre_feedforward_layernorm`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandwich_norms: bool,
+    /// Gemma 2: attention scores divided by `sqrt(query_pre_attn_scalar)`
+    /// rather than `sqrt(head_dim)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 2: scores soft-capped to `c · tanh(s / c)` before the mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attn_softcap: Option<f64>,
+    /// Gemma 2: logits soft-capped to `c · tanh(z / c)` (the logit lens too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_softcap: Option<f64>,
 }
 
 /// Multimodal RoPE: the `head_dim / 2` rotary frequencies are shared among
@@ -223,7 +239,11 @@ pub struct DecoderLayer {
     pub up_proj: Linear,
     pub down_proj: Linear,
     pub input_norm: RmsNorm,
+    /// The MLP's input norm.
     pub post_norm: RmsNorm,
+    /// Gemma 2's norms of the attention output and of the MLP output.
+    pub attn_out_norm: Option<RmsNorm>,
+    pub mlp_out_norm: Option<RmsNorm>,
     /// Per-head RMSNorm of queries and keys (Qwen3).
     pub q_norm: Option<RmsNorm>,
     pub k_norm: Option<RmsNorm>,
@@ -236,6 +256,9 @@ pub struct LayerProbe {
     pub attn: Tensor,
     /// Residual stream after attention, `r`, `[D]`.
     pub resid_mid: Tensor,
+    /// The output projection's result `W_o c` at q, `[D]` (what Gemma 2's
+    /// attention-output norm normalises).
+    pub attn_out: Tensor,
     /// Layer output `h^l_q`, `[D]`.
     pub output: Tensor,
     /// Values of every key position (cache included), `[H_kv, P, hd]`.
@@ -339,7 +362,18 @@ impl Decoder {
                     up_proj: Linear::load(m.pp("up_proj"), d, i, false)?,
                     down_proj: Linear::load(m.pp("down_proj"), i, d, false)?,
                     input_norm: norm(lv.pp("input_layernorm"), d)?,
-                    post_norm: norm(lv.pp("post_attention_layernorm"), d)?,
+                    post_norm: match var.sandwich_norms {
+                        true => norm(lv.pp("pre_feedforward_layernorm"), d)?,
+                        false => norm(lv.pp("post_attention_layernorm"), d)?,
+                    },
+                    attn_out_norm: match var.sandwich_norms {
+                        true => Some(norm(lv.pp("post_attention_layernorm"), d)?),
+                        false => None,
+                    },
+                    mlp_out_norm: match var.sandwich_norms {
+                        true => Some(norm(lv.pp("post_feedforward_layernorm"), d)?),
+                        false => None,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -379,12 +413,16 @@ impl Decoder {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let normed = self.norm.forward(hidden)?;
         let w = self.lm_head.t()?;
-        match normed.dims() {
+        let z = match normed.dims() {
             [b, t, _] => normed
                 .reshape((b * t, ()))?
                 .matmul(&w)?
-                .reshape((*b, *t, ())),
-            _ => normed.matmul(&w),
+                .reshape((*b, *t, ()))?,
+            _ => normed.matmul(&w)?,
+        };
+        match self.cfg.variant.final_softcap {
+            Some(c) => (z / c)?.tanh()? * c,
+            None => Ok(z),
         }
     }
 
@@ -476,7 +514,11 @@ impl Decoder {
                 c.layers[l] = Some((k.clone(), v.clone()));
             }
             let (k_rep, v_rep) = (repeat_kv(&k, h / kv)?, repeat_kv(&v, h / kv)?);
-            let mut scores = (q.matmul(&k_rep.t()?.contiguous()?)? / (hd as f64).sqrt())?;
+            let scale = cfg.variant.query_pre_attn_scalar.unwrap_or(hd as f64);
+            let mut scores = (q.matmul(&k_rep.t()?.contiguous()?)? / scale.sqrt())?;
+            if let Some(c) = cfg.variant.attn_softcap {
+                scores = ((scores / c)?.tanh()? * c)?;
+            }
             if let Some(m) = &mask {
                 scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
             }
@@ -488,12 +530,19 @@ impl Decoder {
                 .matmul(&v_rep)?
                 .transpose(1, 2)?
                 .reshape((b, t, h * hd))?;
-            let resid_mid = (&x + layer.o_proj.forward(&ctx)?)?;
+            let attn_out = layer.o_proj.forward(&ctx)?;
+            let resid_mid = match &layer.attn_out_norm {
+                Some(n) => (&x + n.forward(&attn_out)?)?,
+                None => (&x + &attn_out)?,
+            };
             let mlp_in = layer.post_norm.forward(&resid_mid)?;
             let act = self.mlp_act.apply(&layer.gate_proj.forward(&mlp_in)?)?;
-            let mlp = layer
+            let mut mlp = layer
                 .down_proj
                 .forward(&(act * layer.up_proj.forward(&mlp_in)?)?)?;
+            if let Some(n) = &layer.mlp_out_norm {
+                mlp = n.forward(&mlp)?;
+            }
             x = (&resid_mid + mlp)?;
             if capture.probes.contains(&l) {
                 out.probes.push((
@@ -501,6 +550,7 @@ impl Decoder {
                     LayerProbe {
                         attn: probs.i((0, .., t - 1, ..))?.to_dtype(DType::F32)?.detach(),
                         resid_mid: resid_mid.i((0, t - 1))?.detach(),
+                        attn_out: attn_out.i((0, t - 1))?.detach(),
                         output: x.i((0, t - 1))?.detach(),
                         values: v.i(0)?.detach(),
                     },

@@ -20,6 +20,12 @@
 //!   `RmsNorm::load_one_plus`), so the norm backward is the same formula; its
 //!   scaled embeddings act before layer 0; its tanh-GELU MLP is differentiated
 //!   with [`crate::nn::Activation::derivative`].
+//! - Gemma 2 (PaliGemma 2): the attention soft-capping and the query scale
+//!   act before the probabilities, like the rotary embedding; its norms of
+//!   the attention output and of the MLP output sit on the paths from `c_q`
+//!   to `r` and from `r` to `h^l_q`, and are differentiated there
+//!   (`attn_out`, the output projection at q, is kept by the probe); its
+//!   soft-capped logits scale the lens's gradient by `1 − tanh²(z / c)`.
 //! - PaliGemma's prefix-LM mask (image and prompt attend to each other both
 //!   ways, the answer causally) only decides which keys each row may see.
 //!   The query q is always the last position of the sequence so far (an
@@ -60,12 +66,18 @@ impl Decoder {
     /// at `h` (`[D]`): FinalNorm backward applied to row y of `W_lm`.
     pub fn lens_vjp(&self, h: &Tensor, token: u32) -> Result<Tensor> {
         let row = self.lm_head.i(token as usize)?.to_dtype(DType::F32)?;
-        rms_norm_vjp(
-            &h.to_dtype(DType::F32)?,
-            &self.norm.weight,
-            self.norm.eps,
-            &row,
-        )
+        let h = h.to_dtype(DType::F32)?;
+        // Gemma 2's soft-capped logit c · tanh(z / c): dz scaled by 1 − tanh²(z / c)
+        let row = match self.cfg.variant.final_softcap {
+            Some(c) => {
+                let z =
+                    (rms_norm_forward(&h, &self.norm.weight, self.norm.eps)? * &row)?.sum_all()?;
+                let th = (z / c)?.tanh()?;
+                row.broadcast_mul(&th.sqr()?.affine(-1.0, 1.0)?)?
+            }
+            None => row,
+        };
+        rms_norm_vjp(&h, &self.norm.weight, self.norm.eps, &row)
     }
 
     /// The query-row gradients `g^{l,t,i}[j]`, `[H, P]` f32, for layer `l` and token `y`.
@@ -86,12 +98,25 @@ impl Decoder {
         let b = vec_mat(&x, &layer.up_proj.weight.t()?)?;
         let act = self.mlp_act.apply(&a)?;
         let dact = self.mlp_act.derivative(&a)?;
-        let dm = vec_mat(&u, &layer.down_proj.weight)?;
+        // Gemma 2 normalises the MLP's output before adding it: back through that norm first
+        let u_mlp = match &layer.mlp_out_norm {
+            Some(n) => {
+                let m = vec_mat(&(&act * &b)?, &layer.down_proj.weight.t()?)?;
+                rms_norm_vjp(&m, &n.weight, n.eps, &u)?
+            }
+            None => u.clone(),
+        };
+        let dm = vec_mat(&u_mlp, &layer.down_proj.weight)?;
         let da = ((&dm * &b)? * dact)?;
         let db = (&dm * act)?;
         let dx = (vec_mat(&da, &layer.gate_proj.weight)? + vec_mat(&db, &layer.up_proj.weight)?)?;
         let dr = (&u + rms_norm_vjp(&r, &layer.post_norm.weight, layer.post_norm.eps, &dx)?)?;
-        // ∂o/∂c = W_o^T ∂o/∂r, split per head
+        // ∂o/∂c = W_o^T ∂o/∂r, split per head (Gemma 2: through its
+        // attention-output norm, at the output projection's value at q)
+        let dr = match &layer.attn_out_norm {
+            Some(n) => rms_norm_vjp(&probe.attn_out.to_dtype(DType::F32)?, &n.weight, n.eps, &dr)?,
+            None => dr,
+        };
         let dc = vec_mat(&dr, &layer.o_proj.weight)?.reshape((h, 1, hd))?;
         // g[i, j] = <∂o/∂c_i, v_{kv(i), j}>
         let values = probe.values.to_dtype(DType::F32)?;

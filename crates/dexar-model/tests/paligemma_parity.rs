@@ -1,5 +1,6 @@
-//! Parity with transformers / PyTorch autograd on a tiny random PaliGemma
-//! checkpoint (fixture made by tests/fixtures/paligemma_fixtures.py): prompt
+//! Parity with transformers / PyTorch autograd on tiny random PaliGemma and
+//! PaliGemma 2 checkpoints (fixtures made by
+//! tests/fixtures/paligemma_fixtures.py): prompt
 //! ids of task prefixes and a raw prompt as PaliGemmaProcessor builds them,
 //! SigLIP pixels and image features, the prefix-LM mask (the prompt's full
 //! layer-0 attention), greedy and teacher-forced traces and maps, and the
@@ -16,7 +17,7 @@ use dexar_model::{
     Pixels, TracedStep, VlModel,
 };
 
-const NAME: &str = "tiny-paligemma";
+const NAMES: [&str; 2] = ["tiny-paligemma", "tiny-paligemma2"];
 
 fn features_of(fx: &Fixture, pixels_key: &str) -> ImageFeatures {
     let side = fx.json["grid"][0].as_u64().unwrap() as u32 * 8;
@@ -31,7 +32,13 @@ fn features_of(fx: &Fixture, pixels_key: &str) -> ImageFeatures {
 
 #[test]
 fn prompts_match_the_paligemma_processor() {
-    let fx = Fixture::load(NAME);
+    for name in NAMES {
+        prompts_match_the_paligemma_processor_of(name);
+    }
+}
+
+fn prompts_match_the_paligemma_processor_of(name: &str) {
+    let fx = Fixture::load(name);
     let ckpt = &fx.ckpt;
     assert_eq!(ckpt.model_type(), "paligemma");
     let feats = features_of(&fx, "pixel_values.square");
@@ -72,7 +79,13 @@ fn prompts_match_the_paligemma_processor() {
 
 #[test]
 fn pixels_and_image_features_match_siglip() {
-    let fx = Fixture::load(NAME);
+    for name in NAMES {
+        pixels_and_image_features_match_siglip_of(name);
+    }
+}
+
+fn pixels_and_image_features_match_siglip_of(name: &str) {
+    let fx = Fixture::load(name);
     let mut report = Report::default();
     let ImageProcessing::Clip(processor) = &fx.ckpt.processor else {
         panic!("not a resize processor")
@@ -96,12 +109,18 @@ fn pixels_and_image_features_match_siglip() {
         let got: Vec<f32> = feats.tokens.flatten_all().unwrap().to_vec1().unwrap();
         report.check("image features rel err", rel_err(&got, &want), 1e-4, what);
     }
-    report.print("paligemma vision");
+    report.print(&format!("{name} vision"));
 }
 
 #[test]
 fn the_prompt_is_a_bidirectional_prefix() {
-    let fx = Fixture::load(NAME);
+    for name in NAMES {
+        the_prompt_is_a_bidirectional_prefix_of(name);
+    }
+}
+
+fn the_prompt_is_a_bidirectional_prefix_of(name: &str) {
+    let fx = Fixture::load(name);
     let mut report = Report::default();
     let model = &fx.ckpt.model;
     assert!(matches!(model, VlModel::PaliGemma(_)));
@@ -138,7 +157,7 @@ fn the_prompt_is_a_bidirectional_prefix() {
     // the first image token sees the last prompt token: not a causal mask
     let p = ids.len();
     assert!(got[p - 1] > 0.0, "row 0 attends to position {}", p - 1);
-    report.print("paligemma prefix");
+    report.print(&format!("{name} prefix"));
 }
 
 fn run(fx: &Fixture, mode: &Mode, feats: &ImageFeatures, max_tokens: usize) -> Vec<TracedStep> {
@@ -156,8 +175,8 @@ fn run(fx: &Fixture, mode: &Mode, feats: &ImageFeatures, max_tokens: usize) -> V
     steps
 }
 
-fn check_traces(mode_key: &str) {
-    let fx = Fixture::load(NAME);
+fn check_traces(name: &str, mode_key: &str) {
+    let fx = Fixture::load(name);
     let mut report = Report::default();
     let num_layers = fx.ckpt.text_config().num_hidden_layers;
     let lim2_start = LayerSelection::new(-2).layers(num_layers).start;
@@ -187,23 +206,41 @@ fn check_traces(mode_key: &str) {
             &mut report,
         );
     }
-    maps.check_sentences(&fx, &|k: &str| format!("{mode_key}.{k}"), NAME, &mut report);
-    report.print(&format!("paligemma {mode_key}"));
+    maps.check_sentences(&fx, &|k: &str| format!("{mode_key}.{k}"), name, &mut report);
+    report.print(&format!("{name} {mode_key}"));
 }
 
 #[test]
 fn greedy_generation_matches_pytorch_autograd() {
-    check_traces("gen");
+    for name in NAMES {
+        greedy_generation_matches_pytorch_autograd_of(name);
+    }
+}
+
+fn greedy_generation_matches_pytorch_autograd_of(name: &str) {
+    check_traces(name, "gen");
 }
 
 #[test]
 fn teacher_forced_explanation_matches_pytorch_autograd() {
-    check_traces("tf");
+    for name in NAMES {
+        teacher_forced_explanation_matches_pytorch_autograd_of(name);
+    }
+}
+
+fn teacher_forced_explanation_matches_pytorch_autograd_of(name: &str) {
+    check_traces(name, "tf");
 }
 
 #[test]
 fn incremental_matches_naive() {
-    let fx = Fixture::load(NAME);
+    for name in NAMES {
+        incremental_matches_naive_of(name);
+    }
+}
+
+fn incremental_matches_naive_of(name: &str) {
+    let fx = Fixture::load(name);
     let mut report = Report::default();
     let feats = features_of(&fx, "pixel_values.square");
     let steps = run(&fx, &Mode::Generate, &feats, 4);
@@ -214,7 +251,7 @@ fn incremental_matches_naive() {
         &fx.ids("input_ids"),
         &[span],
         &feats,
-        NAME,
+        name,
         &mut report,
     );
     // The naive path with a causal mask over the prompt differs: the prefix matters.
@@ -230,5 +267,5 @@ fn incremental_matches_naive() {
     )
     .unwrap();
     assert!(rel_err(&steps[0].logits, &causal.logits) > 1e-3);
-    report.print("incremental vs naive (paligemma)");
+    report.print(&format!("incremental vs naive ({name})"));
 }

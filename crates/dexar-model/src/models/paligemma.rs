@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::{
-    f64_field, gemma_text_config, object_field, str_field, token_id, usize_field,
-    vision_config_with, ParseError, TextConfig, VisionConfig,
+    gemma_text_config, object_field, str_field, token_id, usize_field, vision_config_with,
+    ParseError, TextConfig, VisionConfig,
 };
 use crate::decoder::Decoder;
 use crate::models::ImageFeatures;
@@ -85,14 +85,6 @@ impl PaliGemmaConfig {
         if vc.get("vision_use_head").and_then(Value::as_bool) == Some(true) {
             return Err(ParseError::Field(
                 "vision_config.vision_use_head must be false: PaliGemma uses every patch, not a pooled head".into(),
-            ));
-        }
-        // transformers' (unused) softcapping fields of Gemma 2 would change the logits
-        if f64_field(tc, "final_logit_softcapping", 0.0)? != 0.0
-            || f64_field(tc, "attn_logit_softcapping", 0.0)? != 0.0
-        {
-            return Err(ParseError::Field(
-                "text_config: logit soft-capping (Gemma 2, PaliGemma 2) is not supported".into(),
             ));
         }
         let image_token_index = match token_id(v, tc, "image_token_index")? {
@@ -351,9 +343,9 @@ mod tests {
             edit(&mut v);
             PaliGemmaConfig::from_value(&v).unwrap_err().to_string()
         };
-        let e = refused(&|v| v["text_config"]["model_type"] = "gemma2".into());
+        let e = refused(&|v| v["text_config"]["model_type"] = "gemma3".into());
         assert!(
-            e.contains("PaliGemma 2") && e.contains("soft-capping"),
+            e.contains("text model gemma3") && e.contains("gemma or gemma2"),
             "{e}"
         );
         let e = refused(&|v| v["text_config"]["hidden_activation"] = "silu".into());
@@ -364,8 +356,28 @@ mod tests {
         assert!(e.contains("num_image_tokens (64)"), "{e}");
         let e = refused(&|v| v["vision_config"]["model_type"] = "clip_vision_model".into());
         assert!(e.contains("vision tower clip_vision_model"), "{e}");
-        let e = refused(&|v| v["text_config"]["final_logit_softcapping"] = 30.0.into());
-        assert!(e.contains("soft-capping"), "{e}");
+        let e = refused(&|v| v["text_config"]["sliding_window"] = 128.into());
+        assert!(e.contains("sliding_window"), "{e}");
+    }
+
+    #[test]
+    fn a_paligemma_2_config_reads_with_gemma_2s_defaults() {
+        let mut v = hub_config();
+        v["projection_dim"] = 2304.into();
+        v["text_config"] = serde_json::json!({"model_type": "gemma2", "num_image_tokens": 256,
+                                              "final_logit_softcapping": null});
+        let t = PaliGemmaConfig::from_value(&v).unwrap().text;
+        assert_eq!(
+            (t.hidden_size, t.num_hidden_layers, t.num_key_value_heads),
+            (2304, 26, 4)
+        );
+        let var = &t.variant;
+        assert!(var.sandwich_norms && var.norm_one_plus && var.embed_scale);
+        assert_eq!(var.attn_softcap, Some(50.0));
+        assert_eq!(var.final_softcap, None);
+        assert_eq!(var.query_pre_attn_scalar, Some(256.0));
+        // the context stays within the sliding window
+        assert_eq!((t.sliding_window, t.max_position_embeddings), (None, 4096));
     }
 
     #[test]
