@@ -93,9 +93,16 @@ fn explain_writes_the_regions_the_composed_map_and_the_global_view() {
     ok(&explain(&["--region", "tiles"], out.path()));
     assert!(files(&dir).iter().all(|f| !f.contains("global")));
     ok(&explain(&["--region", "global"], out.path()));
-    assert!(files(&dir).iter().all(|f| f.contains("global")), "{:?}", files(&dir));
+    assert!(
+        files(&dir).iter().all(|f| f.contains("global")),
+        "{:?}",
+        files(&dir)
+    );
     let o = explain(&["--region", "tile"], out.path());
-    assert_user_error(&o, "--region: unknown region view `tile`; use global, tiles, all");
+    assert_user_error(
+        &o,
+        "--region: unknown region view `tile`; use global, tiles, all",
+    );
 }
 
 #[test]
@@ -125,14 +132,21 @@ fn plugins_of_abi_1_1_see_the_regions_and_abi_1_0_is_refused_in_one_line() {
     for (field, len) in pairs {
         let pick = |name: &str| {
             let st = &doc["strategies"][name];
-            let maps = if field == "global" { &st["global"]["per_token"] } else { &st["per_token"] };
+            let maps = if field == "global" {
+                &st["global"]["per_token"]
+            } else {
+                &st["per_token"]
+            };
             maps.as_array().unwrap().clone()
         };
         for (a, b) in pick("legrad").iter().zip(pick("dexar-unfiltered")) {
             let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
             assert_eq!(a.len(), len);
             for (x, y) in a.iter().zip(b) {
-                assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5, "{field}");
+                assert!(
+                    (x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5,
+                    "{field}"
+                );
             }
         }
     }
@@ -141,7 +155,10 @@ fn plugins_of_abi_1_1_see_the_regions_and_abi_1_0_is_refused_in_one_line() {
     let err = text(&o.stderr);
     let warning: Vec<&str> = err.lines().filter(|l| l.contains("c-image-mass")).collect();
     assert_eq!(warning.len(), 1, "{err}");
-    assert!(warning[0].contains("ABI 1.0") && warning[0].contains("ABI 1.1"), "{err}");
+    assert!(
+        warning[0].contains("ABI 1.0") && warning[0].contains("ABI 1.1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -157,13 +174,25 @@ fn the_repl_switches_region_views_and_records_a_session_that_replays() {
     ok(&o);
     let out = text(&o.stdout);
     assert!(out.contains("· tiles | global view"), "{out}");
-    assert!(out.contains("region global: /show draws the global view's map"), "{out}");
+    assert!(
+        out.contains("region global: /show draws the global view's map"),
+        "{out}"
+    );
     assert!(out.contains("· global view"), "{out}");
-    assert!(out.contains("whole answer (tokens 0-2, weighted by token weight) · tiles"), "{out}");
-    assert!(out.contains("region tiles: /show draws the tiles' maps composed"), "{out}");
+    assert!(
+        out.contains("whole answer (tokens 0-2, weighted by token weight) · tiles"),
+        "{out}"
+    );
+    assert!(
+        out.contains("region tiles: /show draws the tiles' maps composed"),
+        "{out}"
+    );
     // A mistake is a message, and the REPL goes on (to the end of the input).
     let all = format!("{out}{}", text(&o.stderr));
-    assert!(all.contains("/region: unknown region view `left`; use global, tiles, all"), "{all}");
+    assert!(
+        all.contains("/region: unknown region view `left`; use global, tiles, all"),
+        "{all}"
+    );
 
     let replay = tempfile::tempdir().unwrap();
     ok(&dexar(&[
@@ -176,7 +205,10 @@ fn the_repl_switches_region_views_and_records_a_session_that_replays() {
     let doc = json(&replay.path().join("explain.json"));
     assert_eq!(doc["regions"].as_array().unwrap().len(), 5);
     assert_eq!(doc["model"]["grid"], serde_json::json!([8, 8]));
-    assert_eq!(doc["strategies"]["dexar"]["global"]["grid"], serde_json::json!([4, 4]));
+    assert_eq!(
+        doc["strategies"]["dexar"]["global"]["grid"],
+        serde_json::json!([4, 4])
+    );
 }
 
 #[test]
@@ -218,7 +250,11 @@ fn eval_and_bench_run_on_smolvlm() {
     ]);
     ok(&o);
     // 4 tiles and the global view, 16 tokens each
-    assert!(text(&o.stdout).contains("80 image tokens"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("80 image tokens"),
+        "{}",
+        text(&o.stdout)
+    );
     assert!(json(&bench)["speedup"].as_f64().unwrap() > 0.0);
 }
 
@@ -242,5 +278,8 @@ fn tiles_that_do_not_fit_the_model_are_one_line_errors() {
         "--out",
         s(out.path()),
     ]);
-    assert_user_error(&o, "max_image_size.longest_edge 24 must be the vision tower's image_size 32");
+    assert_user_error(
+        &o,
+        "max_image_size.longest_edge 24 must be the vision tower's image_size 32",
+    );
 }

@@ -79,7 +79,10 @@ impl TokenMap {
                 }
             })
             .collect();
-        let tiles: Vec<&RegionMap> = parts.iter().filter(|r| r.kind == RegionKind::Tile).collect();
+        let tiles: Vec<&RegionMap> = parts
+            .iter()
+            .filter(|r| r.kind == RegionKind::Tile)
+            .collect();
         let (grid, raw) = if tiles.is_empty() {
             parts
                 .first()

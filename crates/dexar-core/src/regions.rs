@@ -67,7 +67,11 @@ impl ImageRegion {
     /// A well-formed box: finite, inside [0, 1], non-empty.
     pub fn bbox_ok(&self) -> bool {
         let [x0, y0, x1, y1] = self.bbox;
-        self.bbox.iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v)) && x0 < x1 && y0 < y1
+        self.bbox
+            .iter()
+            .all(|v| v.is_finite() && (0.0..=1.0).contains(v))
+            && x0 < x1
+            && y0 < y1
     }
 }
 
@@ -145,7 +149,10 @@ pub fn composed_grid<'a>(tiles: impl IntoIterator<Item = (&'a Grid, &'a [f32; 4]
 /// region's, or the tiles' composed grid (the first region's when there are
 /// no tiles).
 pub fn map_grid(regions: &[ImageRegion]) -> Grid {
-    let tiles: Vec<&ImageRegion> = regions.iter().filter(|r| r.kind == RegionKind::Tile).collect();
+    let tiles: Vec<&ImageRegion> = regions
+        .iter()
+        .filter(|r| r.kind == RegionKind::Tile)
+        .collect();
     match (regions, tiles.is_empty()) {
         ([only], _) => only.grid,
         (_, false) => composed_grid(tiles.iter().map(|r| (&r.grid, &r.bbox))),
@@ -174,10 +181,7 @@ pub fn compose_tiles(tiles: &[&RegionMap]) -> (Grid, Vec<f32>) {
                 let [x0, y0, x1, y1] = t.bbox;
                 let col = (((u - x0) / (x1 - x0)) * t.grid.width as f32) as usize;
                 let row = (((v - y0) / (y1 - y0)) * t.grid.height as f32) as usize;
-                let (row, col) = (
-                    row.min(t.grid.height - 1),
-                    col.min(t.grid.width - 1),
-                );
+                let (row, col) = (row.min(t.grid.height - 1), col.min(t.grid.width - 1));
                 out[cy * grid.width + cx] = t.raw[row * t.grid.width + col];
             }
         }
@@ -236,7 +240,10 @@ mod tests {
             let v: RegionView = name.parse().unwrap();
             assert_eq!(v.as_str(), name);
         }
-        assert!("tile".parse::<RegionView>().unwrap_err().contains("global, tiles, all"));
+        assert!("tile"
+            .parse::<RegionView>()
+            .unwrap_err()
+            .contains("global, tiles, all"));
         assert_eq!(RegionView::All.next().next().next(), RegionView::All);
     }
 

@@ -200,10 +200,7 @@ impl Strategy for RawAttentionStrategy {
             .into_iter()
             .map(|v| v / count)
             .collect();
-        check_finite(
-            self.name(),
-            TokenMap::from_cells(&trace.regions, raw, 1.0),
-        )
+        check_finite(self.name(), TokenMap::from_cells(&trace.regions, raw, 1.0))
     }
 }
 
@@ -225,10 +222,7 @@ impl Strategy for GradXAttnStrategy {
         let raw = sum_over_heads(trace, |s, i, j| {
             relu(trace.grad_row(s, i)[j] * trace.attn_row(s, i)[j])
         });
-        check_finite(
-            self.name(),
-            TokenMap::from_cells(&trace.regions, raw, 1.0),
-        )
+        check_finite(self.name(), TokenMap::from_cells(&trace.regions, raw, 1.0))
     }
 }
 

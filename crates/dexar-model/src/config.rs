@@ -421,7 +421,10 @@ pub(crate) fn read_config_json(path: &Path) -> Result<Value> {
     })
 }
 
-pub(crate) fn object_field<'a>(v: &'a Value, key: &str) -> std::result::Result<&'a Value, ParseError> {
+pub(crate) fn object_field<'a>(
+    v: &'a Value,
+    key: &str,
+) -> std::result::Result<&'a Value, ParseError> {
     static EMPTY: Value = Value::Null;
     match v.get(key) {
         None | Some(Value::Null) => Ok(&EMPTY),
@@ -446,7 +449,11 @@ fn bool_field(v: &Value, key: &str, default: bool) -> std::result::Result<bool, 
     }
 }
 
-pub(crate) fn usize_field(v: &Value, key: &str, default: usize) -> std::result::Result<usize, ParseError> {
+pub(crate) fn usize_field(
+    v: &Value,
+    key: &str,
+    default: usize,
+) -> std::result::Result<usize, ParseError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(x) => x
@@ -467,7 +474,11 @@ fn f64_field(v: &Value, key: &str, default: f64) -> std::result::Result<f64, Par
 
 /// A token id at the top level or in `text_config`: an integer (or a list,
 /// whose first is taken, as `eos_token_id` may be).
-pub(crate) fn token_id(v: &Value, tc: &Value, key: &str) -> std::result::Result<Option<u32>, ParseError> {
+pub(crate) fn token_id(
+    v: &Value,
+    tc: &Value,
+    key: &str,
+) -> std::result::Result<Option<u32>, ParseError> {
     let Some(x) = v.get(key).or_else(|| tc.get(key)) else {
         return Ok(None);
     };

@@ -273,7 +273,12 @@ impl Pixels {
         let mut data = self.data.clone();
         for &cell in cells {
             let (gy, gx) = (cell / grid.width, cell % grid.width);
-            fill_box(&mut data, (h, w), (gy * patch, (gy + 1) * patch), (gx * patch, (gx + 1) * patch));
+            fill_box(
+                &mut data,
+                (h, w),
+                (gy * patch, (gy + 1) * patch),
+                (gx * patch, (gx + 1) * patch),
+            );
         }
         let global = self.global.as_ref().map(|g| {
             let (gh, gw) = (g.height as usize, g.width as usize);

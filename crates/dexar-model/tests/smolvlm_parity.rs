@@ -12,7 +12,9 @@ mod common;
 
 use candle_core::{Device, Tensor};
 use common::{cells, fixtures, max_abs, mean_abs, rel_err, Fixture, Report, StepMaps};
-use dexar_core::{builtin_strategy, minmax, Grid, LayerSelection, RegionKind, TokenMap};
+use dexar_core::{
+    builtin_strategy, minmax, Grid, ImageRegion, LayerSelection, RegionKind, TokenMap,
+};
 use dexar_model::{
     load_image, naive_step, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
     ModelError, TracedStep, Turn, VlModel,
@@ -52,7 +54,7 @@ fn own_features(fx: &Fixture, image: &str) -> ImageFeatures {
 }
 
 /// The fixture's regions of a run: spans, grids, boxes, kinds.
-fn fixture_regions(v: &Value) -> Vec<((usize, usize), Grid, [f32; 4], RegionKind)> {
+fn fixture_regions(v: &Value) -> Vec<ImageRegion> {
     v.as_array()
         .unwrap()
         .iter()
@@ -66,7 +68,12 @@ fn fixture_regions(v: &Value) -> Vec<((usize, usize), Grid, [f32; 4], RegionKind
             } else {
                 RegionKind::Global
             };
-            (span, grid, bbox, kind)
+            ImageRegion {
+                kind,
+                span,
+                grid,
+                bbox,
+            }
         })
         .collect()
 }
@@ -105,22 +112,27 @@ fn prompts_match_the_chat_template_and_the_image_splitting() {
         let feats = own_features(&fx, image);
         let (rows, cols) = (usize_of(&run["rows"]), usize_of(&run["cols"]));
         assert_eq!(feats.tiles(), (rows, cols), "{image}: tiles");
-        assert_eq!(feats.grid, Grid::new(4 * rows, 4 * cols), "{image}: composed grid");
+        assert_eq!(
+            feats.grid,
+            Grid::new(4 * rows, 4 * cols),
+            "{image}: composed grid"
+        );
         let p = ckpt.prepare_chat(&[], question, &feats).unwrap();
         assert_eq!(p.input_ids, ids_of(&run["input_ids"]), "{image}: ids");
         let want = fixture_regions(&run["regions"]);
         let got = feats.regions(&p.image_spans);
-        assert_eq!(got.len(), want.len(), "{image}: regions");
-        for (g, (span, grid, bbox, kind)) in got.iter().zip(&want) {
-            assert_eq!((g.span, g.grid, g.bbox, g.kind), (*span, *grid, *bbox, *kind), "{image}");
-        }
-        assert_eq!(p.image_span, want[0].0);
+        assert_eq!(got, want, "{image}: regions");
+        assert_eq!(p.image_span, want[0].span);
         let raw = fx.json["raw_prompt"].as_str().unwrap();
         let r = ckpt.prepare_prompt(raw, &feats).unwrap();
-        assert_eq!(r.input_ids, ids_of(&run["raw_prompt_input_ids"]), "{image}: raw ids");
+        assert_eq!(
+            r.input_ids,
+            ids_of(&run["raw_prompt_input_ids"]),
+            "{image}: raw ids"
+        );
         let raw_spans: Vec<(usize, usize)> = fixture_regions(&run["raw_prompt_regions"])
             .iter()
-            .map(|r| r.0)
+            .map(|r| r.span)
             .collect();
         assert_eq!(r.image_spans, raw_spans, "{image}: raw regions");
     }
@@ -168,14 +180,34 @@ fn pixel_values_match_the_smolvlm_image_processor() {
                     .unwrap()
                     .to_vec1()
                     .unwrap();
-                let w: Vec<f32> = want.get(r * cols + c).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let w: Vec<f32> = want
+                    .get(r * cols + c)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
                 common::check_pixels(&mut report, &got, &w, resized, image);
             }
         }
         // The global view is always resampled (Lanczos; PIL's and image's differ slightly).
-        let global = pixels.global.as_ref().expect("a split image has a global view");
-        let w: Vec<f32> = want.get(rows * cols).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-        report.check("global view pixel mean abs err", mean_abs(&global.data, &w), 0.02, image);
+        let global = pixels
+            .global
+            .as_ref()
+            .expect("a split image has a global view");
+        let w: Vec<f32> = want
+            .get(rows * cols)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        report.check(
+            "global view pixel mean abs err",
+            mean_abs(&global.data, &w),
+            0.02,
+            image,
+        );
     }
     report.print("smolvlm pixels");
 }
@@ -220,7 +252,10 @@ fn run(
     let prompt = ckpt
         .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
         .unwrap();
-    assert_eq!(prompt.input_ids, ids_of(&fx.json["runs"][image]["input_ids"]));
+    assert_eq!(
+        prompt.input_ids,
+        ids_of(&fx.json["runs"][image]["input_ids"])
+    );
     let settings = GenerationSettings {
         max_tokens,
         layers: 0..ckpt.text_config().num_hidden_layers,
@@ -230,7 +265,13 @@ fn run(
 }
 
 /// The composed and global maps of one step and each region's, against the fixture.
-fn check_regions(fx: &Fixture, key: &dyn Fn(&str) -> String, m: &TokenMap, what: &str, report: &mut Report) {
+fn check_regions(
+    fx: &Fixture,
+    key: &dyn Fn(&str) -> String,
+    m: &TokenMap,
+    what: &str,
+    report: &mut Report,
+) {
     let want = fx.f32s(&key("dexar"));
     let mut at = 0;
     for (k, r) in m.regions.iter().enumerate() {
@@ -244,9 +285,19 @@ fn check_regions(fx: &Fixture, key: &dyn Fn(&str) -> String, m: &TokenMap, what:
         at += n;
     }
     assert_eq!(at, want.len(), "{what}: every cell in a region");
-    report.check("composed map abs err", max_abs(&m.raw, &fx.f32s(&key("dexar_composed"))), 1e-4, what);
+    report.check(
+        "composed map abs err",
+        max_abs(&m.raw, &fx.f32s(&key("dexar_composed"))),
+        1e-4,
+        what,
+    );
     let (_, global) = m.global().unwrap();
-    report.check("global view map abs err", max_abs(global, &fx.f32s(&key("dexar_global"))), 1e-4, what);
+    report.check(
+        "global view map abs err",
+        max_abs(global, &fx.f32s(&key("dexar_global"))),
+        1e-4,
+        what,
+    );
 }
 
 fn check_traces(mode_key: &str) {
@@ -269,12 +320,15 @@ fn check_traces(mode_key: &str) {
         let mut maps = StepMaps::default();
         for (t, step) in steps.iter().enumerate() {
             let spans: Vec<(usize, usize)> = step.trace.regions.iter().map(|r| r.span).collect();
-            assert_eq!(spans, regions.iter().map(|r| r.0).collect::<Vec<_>>());
+            assert_eq!(spans, regions.iter().map(|r| r.span).collect::<Vec<_>>());
             let key = |k: &str| format!("{image}.{mode_key}.{t}.{k}");
             let what = format!("{image} {mode_key} step {t}");
             maps.check_step(&fx, &key, step, lim2_start, &what, &mut report);
             check_regions(&fx, &key, maps.dexar.last().unwrap(), &what, &mut report);
-            assert_eq!(cells(maps.dexar.last().unwrap()).len(), step.trace.num_cells());
+            assert_eq!(
+                cells(maps.dexar.last().unwrap()).len(),
+                step.trace.num_cells()
+            );
         }
         let sentence_key = |k: &str| format!("{image}.{mode_key}.{k}");
         maps.check_sentences(&fx, &sentence_key, image, &mut report);
@@ -286,7 +340,10 @@ fn check_traces(mode_key: &str) {
             image,
         );
         // The built-in sentence map is the composed one.
-        let sentence = builtin_strategy("dexar", 1).unwrap().sentence_map(&maps.dexar).unwrap();
+        let sentence = builtin_strategy("dexar", 1)
+            .unwrap()
+            .sentence_map(&maps.dexar)
+            .unwrap();
         assert_eq!(sentence.len(), feats.grid.len());
     }
     report.print(&format!("smolvlm {mode_key}"));
@@ -314,8 +371,15 @@ fn incremental_matches_naive() {
         let spans: Vec<(usize, usize)> = steps[0].trace.regions.iter().map(|r| r.span).collect();
         for step in &steps {
             let tr = &step.trace;
-            let naive = naive_step(&fx.ckpt.model, &ids, &spans, &feats, layers.clone(), Some(tr.token_id))
-                .unwrap();
+            let naive = naive_step(
+                &fx.ckpt.model,
+                &ids,
+                &spans,
+                &feats,
+                layers.clone(),
+                Some(tr.token_id),
+            )
+            .unwrap();
             report.check("logits", rel_err(&step.logits, &naive.logits), 1e-4, image);
             report.check("attention", rel_err(&tr.attn, &naive.attn), 1e-4, image);
             report.check("gradients", rel_err(&tr.grads, &naive.grads), 1e-4, image);
@@ -350,14 +414,24 @@ fn tiles_that_do_not_fit_the_vision_tower_are_refused() {
     let e = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap_err();
     assert!(matches!(e, ModelError::BadFile { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(msg.contains("max_image_size.longest_edge 24") && msg.contains("image_size 32"), "{msg}");
+    assert!(
+        msg.contains("max_image_size.longest_edge 24") && msg.contains("image_size 32"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'));
     // An image_seq_len the tiles do not make.
     let dir = edited_checkpoint("processor_config.json", |v| v["image_seq_len"] = 64.into());
-    let msg = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap_err().to_string();
-    assert!(msg.contains("image_seq_len 64") && msg.contains("16 tokens"), "{msg}");
+    let msg = Checkpoint::load(dir.path(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("image_seq_len 64") && msg.contains("16 tokens"),
+        "{msg}"
+    );
     // A scale factor that does not divide the tower's 8 patches a side.
     let dir = edited_checkpoint("config.json", |v| v["scale_factor"] = 3.into());
-    let msg = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap_err().to_string();
+    let msg = Checkpoint::load(dir.path(), &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("scale_factor (3)"), "{msg}");
 }

@@ -154,7 +154,10 @@ mod tests {
         let img = photo(16, 4);
         let grid = Grid::new(2, 2);
         let alone = overlay_beside(&img, &MAP, grid, None, Colormap::Inferno, 1.0).unwrap();
-        assert_eq!(alone, overlay(&img, &MAP, grid, Colormap::Inferno, 1.0).unwrap());
+        assert_eq!(
+            alone,
+            overlay(&img, &MAP, grid, Colormap::Inferno, 1.0).unwrap()
+        );
         let global = [1.0];
         let both = overlay_beside(
             &img,

@@ -224,10 +224,11 @@ pub fn token_record_as(
     }
     let kinds: Vec<u8> = trace.kinds.iter().map(|&k| kind_byte(k)).collect();
     blobs.add_bytes("kinds", &kinds, vec![kinds.len()], Encoding::Deflate);
-    let first = trace.regions.first().copied().unwrap_or(ImageRegion::whole(
-        (0, 0),
-        Grid::new(0, 0),
-    ));
+    let first = trace
+        .regions
+        .first()
+        .copied()
+        .unwrap_or(ImageRegion::whole((0, 0), Grid::new(0, 0)));
     let record = Record::Token(TokenRecord {
         turn,
         step: trace.step,
@@ -372,13 +373,20 @@ pub(crate) mod tests {
     fn regions_are_stored_only_for_split_images() {
         let one = sample_trace(0, 2, 2);
         let (record, _) = token_record(1, &one, TraceDtype::F32);
-        assert!(!record.to_json().as_object().unwrap().contains_key("regions"));
+        assert!(!record
+            .to_json()
+            .as_object()
+            .unwrap()
+            .contains_key("regions"));
         let split = split_trace(1);
         let (record, _) = token_record(1, &split, TraceDtype::F32);
         let json = record.to_json();
         assert_eq!(json["image_span"], serde_json::json!([2, 6]));
         assert_eq!(json["regions"][1]["kind"], "tile");
-        assert_eq!(json["regions"][1]["bbox"], serde_json::json!([0.5, 0.0, 1.0, 1.0]));
+        assert_eq!(
+            json["regions"][1]["bbox"],
+            serde_json::json!([0.5, 0.0, 1.0, 1.0])
+        );
         assert_eq!(json["regions"][2]["kind"], "global");
         assert_eq!(round_trip(&split, TraceDtype::F32), split);
     }

@@ -64,7 +64,10 @@ impl ImageFeatures {
 
     /// Rows and columns of the tiles of a split image (0 and 0 when it is not split).
     pub fn tiles(&self) -> (usize, usize) {
-        let tiles = self.layout.iter().filter(|r| r.kind == dexar_core::RegionKind::Tile);
+        let tiles = self
+            .layout
+            .iter()
+            .filter(|r| r.kind == dexar_core::RegionKind::Tile);
         let rows = tiles.clone().filter(|r| r.bbox[0] == 0.0).count();
         let cols = tiles.filter(|r| r.bbox[1] == 0.0).count();
         (rows, cols)

@@ -156,7 +156,10 @@ pub fn cells(map: &TokenMap) -> Vec<f32> {
     if map.regions.is_empty() {
         return map.raw.clone();
     }
-    map.regions.iter().flat_map(|r| r.raw.iter().copied()).collect()
+    map.regions
+        .iter()
+        .flat_map(|r| r.raw.iter().copied())
+        .collect()
 }
 
 /// Checks traced steps against the fixture's PyTorch / NumPy values and

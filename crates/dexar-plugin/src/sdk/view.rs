@@ -226,7 +226,8 @@ impl<'a> TraceView<'a> {
     /// All positions outside every region (prompt text and generated tokens).
     pub fn text_positions(&self) -> impl Iterator<Item = usize> + 'a {
         let regions = self.regions;
-        (0..self.num_positions()).filter(move |&j| !regions.iter().any(|r| j >= r.start && j < r.end))
+        (0..self.num_positions())
+            .filter(move |&j| !regions.iter().any(|r| j >= r.start && j < r.end))
     }
 
     /// `(height, width)` of the first region's patch grid.

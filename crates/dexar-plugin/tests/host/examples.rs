@@ -104,7 +104,12 @@ fn check_example(
     expected: fn(&StepTrace) -> (Vec<f32>, f32),
     sentence: fn(&[TokenMap]) -> Vec<f32>,
 ) {
-    check_example_on(name, expected, sentence, &[11, 12, 13, 14].map(|seed| fixture_trace(seed, seed % 2 == 0)));
+    check_example_on(
+        name,
+        expected,
+        sentence,
+        &[11, 12, 13, 14].map(|seed| fixture_trace(seed, seed % 2 == 0)),
+    );
 }
 
 /// [`check_example`] on the given traces.
@@ -131,8 +136,15 @@ fn check_example_on(
         assert_close(&map.raw, &want.raw, &format!("{name} map (seed {seed})"));
         assert_eq!(map.regions.len(), want.regions.len());
         for (k, (got, want)) in map.regions.iter().zip(&want.regions).enumerate() {
-            assert_eq!((got.kind, got.grid, got.bbox), (want.kind, want.grid, want.bbox));
-            assert_close(&got.raw, &want.raw, &format!("{name} region {k} (seed {seed})"));
+            assert_eq!(
+                (got.kind, got.grid, got.bbox),
+                (want.kind, want.grid, want.bbox)
+            );
+            assert_close(
+                &got.raw,
+                &want.raw,
+                &format!("{name} region {k} (seed {seed})"),
+            );
         }
         assert_close(&[map.weight], &[want_weight], &format!("{name} weight"));
         assert!(
@@ -170,8 +182,18 @@ fn dexar_top3_matches_its_formula() {
 fn rust_examples_explain_images_of_several_regions() {
     let traces = [41, 42, 43].map(multi_region_trace);
     check_example_on("legrad", expected_legrad, weighted_sentence_map, &traces);
-    check_example_on("entropy-filter", expected_entropy_filter, weighted_sentence_map, &traces);
-    check_example_on("dexar-top3", expected_dexar_top3, weighted_sentence_map, &traces);
+    check_example_on(
+        "entropy-filter",
+        expected_entropy_filter,
+        weighted_sentence_map,
+        &traces,
+    );
+    check_example_on(
+        "dexar-top3",
+        expected_dexar_top3,
+        weighted_sentence_map,
+        &traces,
+    );
     // dexar-top3 is DEX-AR at k = 3, regions included.
     let dir = private_dir();
     let file = install(&example_artifact("dexar-top3"), dir.path(), "top3.so");
@@ -184,10 +206,17 @@ fn rust_examples_explain_images_of_several_regions() {
         topk: 3,
     };
     for trace in &traces {
-        let (a, b) = (plugin.token_map(trace).unwrap(), builtin.token_map(trace).unwrap());
+        let (a, b) = (
+            plugin.token_map(trace).unwrap(),
+            builtin.token_map(trace).unwrap(),
+        );
         assert_eq!(a.grid, dexar_core::Grid::new(4, 4));
         assert_close(&a.raw, &b.raw, "dexar-top3 vs built-in composed map");
-        assert_close(&a.regions[4].raw, &b.regions[4].raw, "dexar-top3 vs built-in global map");
+        assert_close(
+            &a.regions[4].raw,
+            &b.regions[4].raw,
+            "dexar-top3 vs built-in global map",
+        );
     }
 }
 
@@ -209,7 +238,10 @@ fn abi_1_0_plugins_are_refused_images_of_several_regions() {
         &expected_c_image_mass(&single).0,
         "ABI 1.0 plugin on one region",
     );
-    let err = plugin.token_map(&multi_region_trace(52)).unwrap_err().to_string();
+    let err = plugin
+        .token_map(&multi_region_trace(52))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("c-image-mass"), "{err}");
     assert!(err.contains("ABI 1.0") && err.contains("ABI 1.1"), "{err}");
     assert!(err.contains("5"), "names the region count: {err}");

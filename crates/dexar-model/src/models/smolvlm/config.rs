@@ -54,7 +54,8 @@ impl SmolVlmConfig {
     pub fn from_value(v: &Value, family: SmolFamily) -> Result<Self, ParseError> {
         let vc = object_field(v, "vision_config")?;
         let vt = str_field(vc, "model_type")?;
-        if let Some(vt) = vt.filter(|t| !matches!(t.as_str(), "smolvlm_vision" | "idefics3_vision")) {
+        if let Some(vt) = vt.filter(|t| !matches!(t.as_str(), "smolvlm_vision" | "idefics3_vision"))
+        {
             return Err(ParseError::Unsupported(format!("vision tower {vt}")));
         }
         // SmolVLMVisionConfig / Idefics3VisionConfig defaults

@@ -136,14 +136,21 @@ impl SmolVlmModel {
     pub fn encode_pixels(&self, pixels: &Pixels) -> crate::Result<ImageFeatures> {
         let t = self.config.vision.image_size;
         let frame = |p: &Pixels| -> candle_core::Result<Tensor> {
-            Tensor::from_slice(&p.data, (3, p.height as usize, p.width as usize), &self.device)
+            Tensor::from_slice(
+                &p.data,
+                (3, p.height as usize, p.width as usize),
+                &self.device,
+            )
         };
         let whole = frame(pixels)?;
         let (h, w) = (pixels.height as usize, pixels.width as usize);
         let mut frames = Vec::new();
         let (rows, cols) = match &pixels.global {
             Some(global) => {
-                if h % t != 0 || w % t != 0 || (global.height as usize, global.width as usize) != (t, t) {
+                if h % t != 0
+                    || w % t != 0
+                    || (global.height as usize, global.width as usize) != (t, t)
+                {
                     return Err(crate::ModelError::ImageContent(format!(
                         "{w}x{h} pixels do not split into tiles of {t}x{t} with a {t}x{t} global view; the image processor's max_image_size must be the vision tower's image_size"
                     )));
@@ -250,6 +257,10 @@ mod tests {
         assert_eq!(v[0], [0.0, 1.0, 4.0, 5.0]);
         assert_eq!(v[1], [2.0, 3.0, 6.0, 7.0]);
         assert_eq!(v[2], [8.0, 9.0, 12.0, 13.0]);
-        assert!(pixel_shuffle(&Tensor::zeros((1, 12, 1), DType::F32, &Device::Cpu).unwrap(), 2).is_err());
+        assert!(pixel_shuffle(
+            &Tensor::zeros((1, 12, 1), DType::F32, &Device::Cpu).unwrap(),
+            2
+        )
+        .is_err());
     }
 }

@@ -107,7 +107,10 @@ impl SmolImageProcessor {
         }
         (height, width) = whole_tiles(height, width, t);
         let (rows, cols) = if height > t || width > t {
-            (((height - t) / t + 1) as usize, ((width - t) / t + 1) as usize)
+            (
+                ((height - t) / t + 1) as usize,
+                ((width - t) / t + 1) as usize,
+            )
         } else {
             (0, 0)
         };
@@ -145,7 +148,10 @@ impl SmolImageProcessor {
         let view = self.model_view(image);
         let plan = self.plan(image.width(), image.height());
         let rescale = self.base.do_rescale.then_some(self.base.rescale_factor);
-        let mean_std = self.base.do_normalize.then_some((self.base.mean, self.base.std));
+        let mean_std = self
+            .base
+            .do_normalize
+            .then_some((self.base.mean, self.base.std));
         let mut pixels = Pixels::from_rgb(&view, rescale, mean_std);
         if plan.rows > 0 {
             let global = self.resized(&view, self.tile, self.tile);
@@ -161,7 +167,10 @@ pub fn tiles_of(pixels: &Pixels, tile: u32) -> (usize, usize) {
     if pixels.global.is_none() || tile == 0 {
         return (0, 0);
     }
-    ((pixels.height / tile) as usize, (pixels.width / tile) as usize)
+    (
+        (pixels.height / tile) as usize,
+        (pixels.width / tile) as usize,
+    )
 }
 
 /// transformers' `_resize_output_size_rescale_to_max_len` (min_len 1): the
@@ -270,17 +279,26 @@ mod tests {
         let p = processor(2048, 512);
         assert_eq!(rescale_to_max_len(480, 640, 2048), (1536, 2048));
         let plan = p.plan(640, 480);
-        assert_eq!((plan.width, plan.height, plan.rows, plan.cols), (2048, 1536, 3, 4));
+        assert_eq!(
+            (plan.width, plan.height, plan.rows, plan.cols),
+            (2048, 1536, 3, 4)
+        );
         // odd sides round up to even; a tall picture keeps its columns
         assert_eq!(rescale_to_max_len(64, 23, 64), (64, 24));
         let p = processor(64, 32);
         let plan = p.plan(24, 64);
-        assert_eq!((plan.width, plan.height, plan.rows, plan.cols), (32, 64, 2, 1));
+        assert_eq!(
+            (plan.width, plan.height, plan.rows, plan.cols),
+            (32, 64, 2, 1)
+        );
         let plan = p.plan(64, 64);
         assert_eq!((plan.rows, plan.cols), (2, 2));
         // at most one tile: the global view alone
         let plan = processor(32, 32).plan(100, 60);
-        assert_eq!((plan.width, plan.height, plan.rows, plan.cols), (32, 32, 0, 0));
+        assert_eq!(
+            (plan.width, plan.height, plan.rows, plan.cols),
+            (32, 32, 0, 0)
+        );
         assert_eq!(scale_below_upper_bound(10, 9000, 4096), (4, 4096));
     }
 
