@@ -166,28 +166,7 @@ fn the_repl_keeps_a_multi_turn_conversation_in_the_chat_template() {
 
 #[test]
 fn eval_and_bench_run_on_qwen_models() {
-    let dir = tempfile::tempdir().unwrap();
-    dexar_toy::write_dataset(dir.path(), 2, 3).unwrap();
-    let report = dir.path().join("r.json");
-    let model = fixture("tiny-qwen2-vl");
-    ok(&dexar(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(dir.path()),
-        "--strategy",
-        "dexar",
-        "--out",
-        s(&report),
-    ]));
-    let doc = json(&report);
-    let lines = std::fs::read_to_string(dir.path().join("data.jsonl"))
-        .unwrap()
-        .lines()
-        .count();
-    assert_eq!(doc["data"]["items"], lines as u64);
-    assert_eq!(doc["data"]["skipped"], 0);
+    let dir = dexar_tests::eval_on_toy_data(&fixture("tiny-qwen2-vl"));
 
     let bench = dir.path().join("b.json");
     let o = dexar(&[

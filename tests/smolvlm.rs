@@ -213,27 +213,7 @@ fn the_repl_switches_region_views_and_records_a_session_that_replays() {
 
 #[test]
 fn eval_and_bench_run_on_smolvlm() {
-    let dir = tempfile::tempdir().unwrap();
-    dexar_toy::write_dataset(dir.path(), 2, 3).unwrap();
-    let report = dir.path().join("r.json");
-    ok(&dexar(&[
-        "eval",
-        "--model",
-        s(&model()),
-        "--data",
-        s(dir.path()),
-        "--strategy",
-        "dexar",
-        "--out",
-        s(&report),
-    ]));
-    let doc = json(&report);
-    let lines = std::fs::read_to_string(dir.path().join("data.jsonl"))
-        .unwrap()
-        .lines()
-        .count();
-    assert_eq!(doc["data"]["items"], lines as u64);
-    assert_eq!(doc["data"]["skipped"], 0);
+    let dir = dexar_tests::eval_on_toy_data(&model());
     let bench = dir.path().join("b.json");
     let o = dexar(&[
         "bench",

@@ -8,24 +8,13 @@
 
 mod common;
 
-use common::{fixtures, rel_err, Fixture, Report, StepMaps};
+use common::{fixtures, ids_of, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{Grid, LayerSelection};
-use dexar_model::{
-    load_image, naive_step, GenerationSettings, ImageFeatures, ImageProcessing, Mode, TracedStep,
-    Turn, VlModel,
-};
+use dexar_model::{load_image, naive_step, ImageFeatures, ImageProcessing, Mode, Turn, VlModel};
 use serde_json::Value;
 
 const FAMILIES: [&str; 3] = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"];
 const IMAGES: [&str; 2] = ["qwen-valid", "wide"];
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn pair(v: &Value) -> (usize, usize) {
     (
@@ -231,29 +220,6 @@ fn mrope_positions_and_vision_towers_match_transformers() {
     }
 }
 
-fn run(
-    fx: &Fixture,
-    image: &str,
-    mode: &Mode,
-    feats: &ImageFeatures,
-    max_tokens: usize,
-) -> (Vec<TracedStep>, Vec<u32>) {
-    let ckpt = &fx.ckpt;
-    let prompt = ckpt
-        .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
-        .unwrap();
-    assert_eq!(
-        prompt.input_ids,
-        ids_of(&fx.json["runs"][image]["input_ids"])
-    );
-    let settings = GenerationSettings {
-        max_tokens,
-        layers: 0..ckpt.text_config().num_hidden_layers,
-        ..Default::default()
-    };
-    common::traced(ckpt, &prompt, feats, &settings, mode)
-}
-
 fn check_traces(mode_key: &str) {
     for name in FAMILIES {
         let mut report = Report::default();
@@ -269,7 +235,7 @@ fn check_traces(mode_key: &str) {
                 (Mode::TeacherForced(t.clone()), t)
             };
             let feats = reference_features(&fx, image);
-            let (steps, tokens) = run(&fx, image, &mode, &feats, want.len());
+            let (steps, tokens) = common::run_question(&fx, image, &mode, &feats, want.len());
             assert_eq!(tokens, want, "{name} {image} {mode_key}: tokens");
             let mut maps = StepMaps::default();
             for (t, step) in steps.iter().enumerate() {
@@ -312,7 +278,7 @@ fn incremental_matches_naive_for_every_family() {
         let fx = Fixture::load(name);
         for image in IMAGES {
             let feats = reference_features(&fx, image);
-            let (steps, _) = run(&fx, image, &Mode::Generate, &feats, 4);
+            let (steps, _) = common::run_question(&fx, image, &Mode::Generate, &feats, 4);
             let layers = 0..fx.ckpt.text_config().num_hidden_layers;
             let mut ids = ids_of(&fx.json["runs"][image]["input_ids"]);
             let span = pair(&fx.json["runs"][image]["image_span"]);

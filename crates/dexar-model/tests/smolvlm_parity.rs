@@ -11,26 +11,17 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{cells, fixtures, max_abs, mean_abs, rel_err, Fixture, Report, StepMaps};
+use common::{cells, fixtures, ids_of, max_abs, mean_abs, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{
     builtin_strategy, minmax, Grid, ImageRegion, LayerSelection, RegionKind, TokenMap,
 };
 use dexar_model::{
-    load_image, naive_step, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
-    ModelError, TracedStep, Turn, VlModel,
+    load_image, naive_step, Checkpoint, ImageFeatures, LoadOptions, Mode, ModelError, Turn, VlModel,
 };
 use serde_json::Value;
 
 const NAME: &str = "tiny-smolvlm";
 const IMAGES: [&str; 2] = ["smol-square", "smol-tall"];
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn usize_of(v: &Value) -> usize {
     v.as_u64().unwrap() as usize
@@ -241,29 +232,6 @@ fn vision_tower_and_connector_match_transformers() {
     report.print("smolvlm vision");
 }
 
-fn run(
-    fx: &Fixture,
-    image: &str,
-    mode: &Mode,
-    feats: &ImageFeatures,
-    max_tokens: usize,
-) -> (Vec<TracedStep>, Vec<u32>) {
-    let ckpt = &fx.ckpt;
-    let prompt = ckpt
-        .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
-        .unwrap();
-    assert_eq!(
-        prompt.input_ids,
-        ids_of(&fx.json["runs"][image]["input_ids"])
-    );
-    let settings = GenerationSettings {
-        max_tokens,
-        layers: 0..ckpt.text_config().num_hidden_layers,
-        ..Default::default()
-    };
-    common::traced(ckpt, &prompt, feats, &settings, mode)
-}
-
 /// The composed and global maps of one step and each region's, against the fixture.
 fn check_regions(
     fx: &Fixture,
@@ -314,7 +282,7 @@ fn check_traces(mode_key: &str) {
             (Mode::TeacherForced(t.clone()), t)
         };
         let feats = reference_features(&fx, image);
-        let (steps, tokens) = run(&fx, image, &mode, &feats, want.len());
+        let (steps, tokens) = common::run_question(&fx, image, &mode, &feats, want.len());
         assert_eq!(tokens, want, "{image} {mode_key}: tokens");
         let regions = fixture_regions(&runinfo["regions"]);
         let mut maps = StepMaps::default();
@@ -365,7 +333,7 @@ fn incremental_matches_naive() {
     let fx = Fixture::load(NAME);
     for image in IMAGES {
         let feats = reference_features(&fx, image);
-        let (steps, _) = run(&fx, image, &Mode::Generate, &feats, 4);
+        let (steps, _) = common::run_question(&fx, image, &Mode::Generate, &feats, 4);
         let layers = 0..fx.ckpt.text_config().num_hidden_layers;
         let mut ids = ids_of(&fx.json["runs"][image]["input_ids"]);
         let spans: Vec<(usize, usize)> = steps[0].trace.regions.iter().map(|r| r.span).collect();

@@ -131,6 +131,41 @@ pub fn traced(
     (steps, gen.tokens)
 }
 
+/// Token ids of a JSON array.
+pub fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The fixture's question about `image` in the chat template (its ids as
+/// the fixture's run records them), answered or explained with every layer
+/// traced.
+pub fn run_question(
+    fx: &Fixture,
+    image: &str,
+    mode: &Mode,
+    feats: &ImageFeatures,
+    max_tokens: usize,
+) -> (Vec<TracedStep>, Vec<u32>) {
+    let ckpt = &fx.ckpt;
+    let prompt = ckpt
+        .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
+        .unwrap();
+    assert_eq!(
+        prompt.input_ids,
+        ids_of(&fx.json["runs"][image]["input_ids"])
+    );
+    let settings = GenerationSettings {
+        max_tokens,
+        layers: 0..ckpt.text_config().num_hidden_layers,
+        ..Default::default()
+    };
+    traced(ckpt, &prompt, feats, &settings, mode)
+}
+
 /// Pixel values against the reference: to 1e-5 when the image needed no
 /// resizing, else in the mean (resamplers differ), 0.02.
 pub fn check_pixels(report: &mut Report, got: &[f32], want: &[f32], resized: bool, what: &str) {
