@@ -10,7 +10,7 @@ mod common;
 
 use common::{fixtures, ids_of, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{Grid, LayerSelection};
-use dexar_model::{load_image, naive_step, ImageFeatures, ImageProcessing, Mode, Turn, VlModel};
+use dexar_model::{load_image, naive_step, ImageFeatures, ImageProcessing, Mode, VlModel};
 use serde_json::Value;
 
 const FAMILIES: [&str; 3] = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"];
@@ -49,28 +49,8 @@ fn prompts_match_transformers_chat_templates_and_processors() {
     for name in FAMILIES {
         let fx = Fixture::load(name);
         let ckpt = &fx.ckpt;
-        let question = fx.json["question"].as_str().unwrap();
-        let rendered = ckpt.template.render(&[], question).unwrap();
-        assert_eq!(
-            rendered,
-            fx.json["prompt_text"].as_str().unwrap(),
-            "{name}: template"
-        );
+        let (question, turns) = common::check_templates(&fx, name);
         let multi = &fx.json["multi_turn"];
-        let turns: Vec<Turn> = multi["earlier"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| Turn {
-                user: p[0].as_str().unwrap().into(),
-                assistant: p[1].as_str().unwrap().into(),
-            })
-            .collect();
-        assert_eq!(
-            ckpt.template.render(&turns, question).unwrap(),
-            multi["text"].as_str().unwrap(),
-            "{name}: multi-turn template"
-        );
         let valid = own_features(&fx, "qwen-valid");
         let p = ckpt.prepare_chat(&turns, question, &valid).unwrap();
         assert_eq!(

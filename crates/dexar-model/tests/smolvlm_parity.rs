@@ -16,7 +16,7 @@ use dexar_core::{
     builtin_strategy, minmax, Grid, ImageRegion, LayerSelection, RegionKind, TokenMap,
 };
 use dexar_model::{
-    load_image, naive_step, Checkpoint, ImageFeatures, LoadOptions, Mode, ModelError, Turn, VlModel,
+    load_image, naive_step, Checkpoint, ImageFeatures, LoadOptions, Mode, ModelError, VlModel,
 };
 use serde_json::Value;
 
@@ -74,27 +74,8 @@ fn prompts_match_the_chat_template_and_the_image_splitting() {
     let fx = Fixture::load(NAME);
     let ckpt = &fx.ckpt;
     assert_eq!(ckpt.model_type(), "smolvlm");
-    let question = fx.json["question"].as_str().unwrap();
-    assert_eq!(
-        ckpt.template.render(&[], question).unwrap(),
-        fx.json["prompt_text"].as_str().unwrap(),
-        "template"
-    );
+    let (question, turns) = common::check_templates(&fx, NAME);
     let multi = &fx.json["multi_turn"];
-    let turns: Vec<Turn> = multi["earlier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| Turn {
-            user: p[0].as_str().unwrap().into(),
-            assistant: p[1].as_str().unwrap().into(),
-        })
-        .collect();
-    assert_eq!(
-        ckpt.template.render(&turns, question).unwrap(),
-        multi["text"].as_str().unwrap(),
-        "multi-turn template"
-    );
     let square = own_features(&fx, "smol-square");
     let p = ckpt.prepare_chat(&turns, question, &square).unwrap();
     assert_eq!(p.input_ids, ids_of(&multi["input_ids"]), "multi-turn ids");

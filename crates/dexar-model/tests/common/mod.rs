@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use dexar_core::{builtin_strategy, HeadScores, TokenMap};
 use dexar_model::{
     generate_traced, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
-    PreparedPrompt, TracedStep,
+    PreparedPrompt, TracedStep, Turn,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -129,6 +129,33 @@ pub fn traced(
     })
     .unwrap();
     (steps, gen.tokens)
+}
+
+/// The checkpoint's chat template renders the fixture's question, alone and
+/// after the earlier turns, as transformers did; returns both.
+pub fn check_templates<'a>(fx: &'a Fixture, name: &str) -> (&'a str, Vec<Turn>) {
+    let question = fx.json["question"].as_str().unwrap();
+    assert_eq!(
+        fx.ckpt.template.render(&[], question).unwrap(),
+        fx.json["prompt_text"].as_str().unwrap(),
+        "{name}: template"
+    );
+    let multi = &fx.json["multi_turn"];
+    let turns: Vec<Turn> = multi["earlier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Turn {
+            user: p[0].as_str().unwrap().into(),
+            assistant: p[1].as_str().unwrap().into(),
+        })
+        .collect();
+    assert_eq!(
+        fx.ckpt.template.render(&turns, question).unwrap(),
+        multi["text"].as_str().unwrap(),
+        "{name}: multi-turn template"
+    );
+    (question, turns)
 }
 
 /// Token ids of a JSON array.
