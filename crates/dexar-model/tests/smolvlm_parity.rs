@@ -384,3 +384,35 @@ fn tiles_that_do_not_fit_the_vision_tower_are_refused() {
         .to_string();
     assert!(msg.contains("scale_factor (3)"), "{msg}");
 }
+
+#[test]
+fn an_idefics3_checkpoint_loads_as_the_same_architecture() {
+    // SmolVLM-256M/500M were published as Idefics3ForConditionalGeneration:
+    // the same weights, processor and prompt under another model_type.
+    let dir = edited_checkpoint("config.json", |v| {
+        v["model_type"] = "idefics3".into();
+        v["architectures"] = serde_json::json!(["Idefics3ForConditionalGeneration"]);
+        v["vision_config"]["model_type"] = "idefics3_vision".into();
+    });
+    let ckpt = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(ckpt.model_type(), "idefics3");
+    let fx = Fixture::load(NAME);
+    let img = load_image(&fixtures().join("images/smol-square.png")).unwrap();
+    let question = fx.json["question"].as_str().unwrap();
+    let p = ckpt
+        .prepare_chat(&[], question, &ckpt.encode_image(&img).unwrap())
+        .unwrap();
+    assert_eq!(
+        p.input_ids,
+        ids_of(&fx.json["runs"]["smol-square"]["input_ids"])
+    );
+    // Another vision tower is named as such.
+    let dir = edited_checkpoint("config.json", |v| {
+        v["vision_config"]["model_type"] = "clip_vision_model".into();
+    });
+    let e = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("vision tower clip_vision_model"),
+        "{e}"
+    );
+}
