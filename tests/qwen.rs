@@ -152,9 +152,7 @@ fn the_repl_keeps_a_multi_turn_conversation_in_the_chat_template() {
 
 #[test]
 fn eval_and_bench_run_on_qwen_models() {
-    let dir = tempfile::tempdir().unwrap();
-    dexar_toy::write_dataset(dir.path(), 2, 3).unwrap();
-    dexar_tests::eval_scores_every_item(&fixture("tiny-qwen2-vl"), dir.path());
+    let dir = dexar_tests::eval_on_toy_data(&fixture("tiny-qwen2-vl"));
 
     let args = ["--synthetic", "qwen2-vl:1x64", "--max-pixels", "50176"];
     let (out, doc) = dexar_tests::bench_quick(&args, dir.path());

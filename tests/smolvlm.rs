@@ -114,22 +114,17 @@ fn plugins_of_abi_1_1_see_the_regions_and_abi_1_0_is_refused_in_one_line() {
     let args = [
         "--plugin",
         s(&legrad),
-        "--plugin",
-        s(&c),
         "--strategy",
         "legrad",
-        "--strategy",
-        "c-image-mass",
         "--no-png",
         "--layer-index",
         "0",
     ];
-    let o = explain(&args, out.path());
-    ok(&o);
+    ok(&explain(&args, out.path()));
     let doc = json(&out.path().join("explain.json"));
-    // LeGrad's mean of ReLU(g) is the unfiltered DEX-AR sum up to a constant, region by region.
-    let pairs = [("per_token", 64), ("global", 16)];
-    for (field, len) in pairs {
+    // LeGrad's mean of ReLU(g) is the unfiltered DEX-AR sum up to a
+    // constant, on the composed map and on the global view's.
+    for (field, len) in [("per_token", 64), ("global", 16)] {
         let pick = |name: &str| {
             let st = &doc["strategies"][name];
             let maps = if field == "global" {
@@ -150,15 +145,34 @@ fn plugins_of_abi_1_1_see_the_regions_and_abi_1_0_is_refused_in_one_line() {
             }
         }
     }
-    // The C example is ABI 1.0: skipped with a warning naming both versions.
-    assert!(doc["strategies"].get("c-image-mass").is_none());
-    let err = text(&o.stderr);
-    let warning: Vec<&str> = err.lines().filter(|l| l.contains("c-image-mass")).collect();
-    assert_eq!(warning.len(), 1, "{err}");
-    assert!(
-        warning[0].contains("ABI 1.0") && warning[0].contains("ABI 1.1"),
-        "{err}"
+    // The C example is ABI 1.0: refused up front, naming both versions.
+    let o = explain(
+        &["--plugin", s(&c), "--strategy", "c-image-mass"],
+        out.path(),
     );
+    assert_user_error(
+        &o,
+        "--strategy c-image-mass: plugin ABI 1.0 sees one image region, but this image has 5",
+    );
+    assert!(text(&o.stderr).contains("rebuild the plugin against ABI 1.1"));
+    // In the REPL it is a message where the map would be, and the REPL goes on.
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = dexar_tests::dexar_at(home.path());
+    cmd.args(["--model", s(&model()), "--image", s(&square())])
+        .args(["--graphics", "ascii", "--size", "24x8"])
+        .args(["--max-tokens", "2", "--no-record"]);
+    let script = format!(
+        "/plugin load {}\n/strategy use c-image-mass\nWhat is in the image?\n/show 0\n/strategy use dexar\n/show 0\n",
+        s(&c)
+    );
+    let o = dexar_tests::run_with_input(&mut cmd, script.as_bytes());
+    ok(&o);
+    let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(
+        all.contains("plugin ABI 1.0 sees one image region"),
+        "{all}"
+    );
+    assert!(all.contains("dexar · token 0"), "{all}");
 }
 
 #[test]
@@ -213,27 +227,7 @@ fn the_repl_switches_region_views_and_records_a_session_that_replays() {
 
 #[test]
 fn eval_and_bench_run_on_smolvlm() {
-    let dir = tempfile::tempdir().unwrap();
-    dexar_toy::write_dataset(dir.path(), 2, 3).unwrap();
-    let report = dir.path().join("r.json");
-    ok(&dexar(&[
-        "eval",
-        "--model",
-        s(&model()),
-        "--data",
-        s(dir.path()),
-        "--strategy",
-        "dexar",
-        "--out",
-        s(&report),
-    ]));
-    let doc = json(&report);
-    let lines = std::fs::read_to_string(dir.path().join("data.jsonl"))
-        .unwrap()
-        .lines()
-        .count();
-    assert_eq!(doc["data"]["items"], lines as u64);
-    assert_eq!(doc["data"]["skipped"], 0);
+    let dir = dexar_tests::eval_on_toy_data(&model());
     let bench = dir.path().join("b.json");
     let o = dexar(&[
         "bench",

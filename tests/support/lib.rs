@@ -242,6 +242,36 @@ pub fn build_plugin(package: &str, lib: &str, dir: &Path) -> PathBuf {
     copy
 }
 
+/// `dexar eval` of `model` on a toy data set of two scenes written to a new
+/// directory (returned): every item scored, none skipped.
+pub fn eval_on_toy_data(model: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    dexar_toy::write_dataset(dir.path(), 2, 3).expect("toy data set");
+    let report = dir.path().join("r.json");
+    let o = run(&[
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(dir.path()),
+        "--strategy",
+        "dexar",
+        "--out",
+        s(&report),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("eval report"))
+            .expect("JSON report");
+    let lines = std::fs::read_to_string(dir.path().join("data.jsonl"))
+        .expect("data.jsonl")
+        .lines()
+        .count();
+    assert_eq!(doc["data"]["items"], lines as u64);
+    assert_eq!(doc["data"]["skipped"], 0);
+    dir
+}
+
 /// Asserts exit code 2 and a single `error:` line on stderr mentioning `needle`.
 pub fn assert_user_error(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);

@@ -119,8 +119,8 @@ pub struct Output {
     pub colormap: Colormap,
     pub region: RegionView,
     pub topk: usize,
-    /// Keeps the plugins' libraries loaded while their strategies run.
-    pub _plugins: PluginRegistry,
+    /// The plugins (their libraries stay loaded while their strategies run).
+    pub plugins: PluginRegistry,
     pub strategies: Vec<Arc<dyn Strategy>>,
 }
 
@@ -148,9 +148,27 @@ impl OutputArgs {
             colormap,
             region,
             topk,
-            _plugins: registry,
+            plugins: registry,
             strategies,
         })
+    }
+}
+
+impl Output {
+    /// Refuses, as a usage error, a plugin that cannot see an image of
+    /// `regions` regions (an ABI 1.0 plugin on SmolVLM's tiles): a wrong
+    /// choice of strategy for this image, known before anything is computed.
+    pub fn check_regions(&self, regions: usize) -> CliResult<()> {
+        for s in &self.strategies {
+            if let Some(why) = self
+                .plugins
+                .get(s.name())
+                .and_then(|p| p.cannot_see(regions))
+            {
+                return Err(CliError::usage(format!("--strategy {}: {why}", s.name())));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -187,6 +205,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         None => LoadedImage::bundled_default(ckpt)?,
     };
     let features = image.features()?;
+    output.check_regions(features.layout.len().max(1))?;
     let prompt = match (&args.prompt, &args.raw_prompt) {
         (Some(p), _) => {
             if p.trim().is_empty() {
@@ -300,6 +319,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
 /// standard output.
 pub fn write_explanation(e: &Explained, output: &Output, args: &OutputArgs) -> CliResult<()> {
     let (steps, topk, colormap) = (e.traces, output.topk, output.colormap);
+    output.check_regions(steps.first().map_or(1, |st| st.regions.len()))?;
     // Strategies over the traces.
     let mut outputs: BTreeMap<String, StrategyOutput> = BTreeMap::new();
     let mut computed: Vec<StrategyMaps> = Vec::new();

@@ -8,23 +8,13 @@
 
 mod common;
 
-use common::{fixtures, rel_err, Fixture, Report, StepMaps};
+use common::{fixtures, ids_of, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{Grid, LayerSelection};
-use dexar_model::{
-    load_image, GenerationSettings, ImageFeatures, ImageProcessing, Mode, TracedStep, Turn, VlModel,
-};
+use dexar_model::{load_image, ImageFeatures, ImageProcessing, Mode, VlModel};
 use serde_json::Value;
 
 const FAMILIES: [&str; 3] = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"];
 const IMAGES: [&str; 2] = ["qwen-valid", "wide"];
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn pair(v: &Value) -> (usize, usize) {
     (
@@ -59,28 +49,8 @@ fn prompts_match_transformers_chat_templates_and_processors() {
     for name in FAMILIES {
         let fx = Fixture::load(name);
         let ckpt = &fx.ckpt;
-        let question = fx.json["question"].as_str().unwrap();
-        let rendered = ckpt.template.render(&[], question).unwrap();
-        assert_eq!(
-            rendered,
-            fx.json["prompt_text"].as_str().unwrap(),
-            "{name}: template"
-        );
+        let (question, turns) = common::check_templates(&fx, name);
         let multi = &fx.json["multi_turn"];
-        let turns: Vec<Turn> = multi["earlier"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| Turn {
-                user: p[0].as_str().unwrap().into(),
-                assistant: p[1].as_str().unwrap().into(),
-            })
-            .collect();
-        assert_eq!(
-            ckpt.template.render(&turns, question).unwrap(),
-            multi["text"].as_str().unwrap(),
-            "{name}: multi-turn template"
-        );
         let valid = own_features(&fx, "qwen-valid");
         let p = ckpt.prepare_chat(&turns, question, &valid).unwrap();
         assert_eq!(
@@ -230,29 +200,6 @@ fn mrope_positions_and_vision_towers_match_transformers() {
     }
 }
 
-fn run(
-    fx: &Fixture,
-    image: &str,
-    mode: &Mode,
-    feats: &ImageFeatures,
-    max_tokens: usize,
-) -> (Vec<TracedStep>, Vec<u32>) {
-    let ckpt = &fx.ckpt;
-    let prompt = ckpt
-        .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
-        .unwrap();
-    assert_eq!(
-        prompt.input_ids,
-        ids_of(&fx.json["runs"][image]["input_ids"])
-    );
-    let settings = GenerationSettings {
-        max_tokens,
-        layers: 0..ckpt.text_config().num_hidden_layers,
-        ..Default::default()
-    };
-    common::traced(ckpt, &prompt, feats, &settings, mode)
-}
-
 fn check_traces(mode_key: &str) {
     for name in FAMILIES {
         let mut report = Report::default();
@@ -268,7 +215,7 @@ fn check_traces(mode_key: &str) {
                 (Mode::TeacherForced(t.clone()), t)
             };
             let feats = reference_features(&fx, image);
-            let (steps, tokens) = run(&fx, image, &mode, &feats, want.len());
+            let (steps, tokens) = common::run_question(&fx, image, &mode, &feats, want.len());
             assert_eq!(tokens, want, "{name} {image} {mode_key}: tokens");
             let mut maps = StepMaps::default();
             for (t, step) in steps.iter().enumerate() {
@@ -311,7 +258,7 @@ fn incremental_matches_naive_for_every_family() {
         let fx = Fixture::load(name);
         for image in IMAGES {
             let feats = reference_features(&fx, image);
-            let (steps, _) = run(&fx, image, &Mode::Generate, &feats, 4);
+            let (steps, _) = common::run_question(&fx, image, &Mode::Generate, &feats, 4);
             common::check_against_naive(
                 &fx.ckpt.model,
                 &steps,

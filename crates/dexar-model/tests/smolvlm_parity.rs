@@ -11,24 +11,15 @@
 mod common;
 
 use candle_core::{Device, Tensor};
-use common::{cells, fixtures, max_abs, mean_abs, rel_err, Fixture, Report, StepMaps};
-use dexar_core::{builtin_strategy, minmax, Grid, LayerSelection, RegionKind, TokenMap};
-use dexar_model::{
-    load_image, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode, ModelError,
-    TracedStep, Turn, VlModel,
+use common::{cells, fixtures, ids_of, max_abs, mean_abs, rel_err, Fixture, Report, StepMaps};
+use dexar_core::{
+    builtin_strategy, minmax, Grid, ImageRegion, LayerSelection, RegionKind, TokenMap,
 };
+use dexar_model::{load_image, Checkpoint, ImageFeatures, LoadOptions, Mode, ModelError, VlModel};
 use serde_json::Value;
 
 const NAME: &str = "tiny-smolvlm";
 const IMAGES: [&str; 2] = ["smol-square", "smol-tall"];
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn usize_of(v: &Value) -> usize {
     v.as_u64().unwrap() as usize
@@ -52,7 +43,7 @@ fn own_features(fx: &Fixture, image: &str) -> ImageFeatures {
 }
 
 /// The fixture's regions of a run: spans, grids, boxes, kinds.
-fn fixture_regions(v: &Value) -> Vec<((usize, usize), Grid, [f32; 4], RegionKind)> {
+fn fixture_regions(v: &Value) -> Vec<ImageRegion> {
     v.as_array()
         .unwrap()
         .iter()
@@ -66,7 +57,12 @@ fn fixture_regions(v: &Value) -> Vec<((usize, usize), Grid, [f32; 4], RegionKind
             } else {
                 RegionKind::Global
             };
-            (span, grid, bbox, kind)
+            ImageRegion {
+                kind,
+                span,
+                grid,
+                bbox,
+            }
         })
         .collect()
 }
@@ -76,27 +72,8 @@ fn prompts_match_the_chat_template_and_the_image_splitting() {
     let fx = Fixture::load(NAME);
     let ckpt = &fx.ckpt;
     assert_eq!(ckpt.model_type(), "smolvlm");
-    let question = fx.json["question"].as_str().unwrap();
-    assert_eq!(
-        ckpt.template.render(&[], question).unwrap(),
-        fx.json["prompt_text"].as_str().unwrap(),
-        "template"
-    );
+    let (question, turns) = common::check_templates(&fx, NAME);
     let multi = &fx.json["multi_turn"];
-    let turns: Vec<Turn> = multi["earlier"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| Turn {
-            user: p[0].as_str().unwrap().into(),
-            assistant: p[1].as_str().unwrap().into(),
-        })
-        .collect();
-    assert_eq!(
-        ckpt.template.render(&turns, question).unwrap(),
-        multi["text"].as_str().unwrap(),
-        "multi-turn template"
-    );
     let square = own_features(&fx, "smol-square");
     let p = ckpt.prepare_chat(&turns, question, &square).unwrap();
     assert_eq!(p.input_ids, ids_of(&multi["input_ids"]), "multi-turn ids");
@@ -114,15 +91,8 @@ fn prompts_match_the_chat_template_and_the_image_splitting() {
         assert_eq!(p.input_ids, ids_of(&run["input_ids"]), "{image}: ids");
         let want = fixture_regions(&run["regions"]);
         let got = feats.regions(&p.image_spans);
-        assert_eq!(got.len(), want.len(), "{image}: regions");
-        for (g, (span, grid, bbox, kind)) in got.iter().zip(&want) {
-            assert_eq!(
-                (g.span, g.grid, g.bbox, g.kind),
-                (*span, *grid, *bbox, *kind),
-                "{image}"
-            );
-        }
-        assert_eq!(p.image_span, want[0].0);
+        assert_eq!(got, want, "{image}: regions");
+        assert_eq!(p.image_span, want[0].span);
         let raw = fx.json["raw_prompt"].as_str().unwrap();
         let r = ckpt.prepare_prompt(raw, &feats).unwrap();
         assert_eq!(
@@ -132,7 +102,7 @@ fn prompts_match_the_chat_template_and_the_image_splitting() {
         );
         let raw_spans: Vec<(usize, usize)> = fixture_regions(&run["raw_prompt_regions"])
             .iter()
-            .map(|r| r.0)
+            .map(|r| r.span)
             .collect();
         assert_eq!(r.image_spans, raw_spans, "{image}: raw regions");
     }
@@ -241,29 +211,6 @@ fn vision_tower_and_connector_match_transformers() {
     report.print("smolvlm vision");
 }
 
-fn run(
-    fx: &Fixture,
-    image: &str,
-    mode: &Mode,
-    feats: &ImageFeatures,
-    max_tokens: usize,
-) -> (Vec<TracedStep>, Vec<u32>) {
-    let ckpt = &fx.ckpt;
-    let prompt = ckpt
-        .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
-        .unwrap();
-    assert_eq!(
-        prompt.input_ids,
-        ids_of(&fx.json["runs"][image]["input_ids"])
-    );
-    let settings = GenerationSettings {
-        max_tokens,
-        layers: 0..ckpt.text_config().num_hidden_layers,
-        ..Default::default()
-    };
-    common::traced(ckpt, &prompt, feats, &settings, mode)
-}
-
 /// The composed and global maps of one step and each region's, against the fixture.
 fn check_regions(
     fx: &Fixture,
@@ -314,13 +261,13 @@ fn check_traces(mode_key: &str) {
             (Mode::TeacherForced(t.clone()), t)
         };
         let feats = reference_features(&fx, image);
-        let (steps, tokens) = run(&fx, image, &mode, &feats, want.len());
+        let (steps, tokens) = common::run_question(&fx, image, &mode, &feats, want.len());
         assert_eq!(tokens, want, "{image} {mode_key}: tokens");
         let regions = fixture_regions(&runinfo["regions"]);
         let mut maps = StepMaps::default();
         for (t, step) in steps.iter().enumerate() {
             let spans: Vec<(usize, usize)> = step.trace.regions.iter().map(|r| r.span).collect();
-            assert_eq!(spans, regions.iter().map(|r| r.0).collect::<Vec<_>>());
+            assert_eq!(spans, regions.iter().map(|r| r.span).collect::<Vec<_>>());
             let key = |k: &str| format!("{image}.{mode_key}.{t}.{k}");
             let what = format!("{image} {mode_key} step {t}");
             maps.check_step(&fx, &key, step, lim2_start, &what, &mut report);
@@ -365,7 +312,7 @@ fn incremental_matches_naive() {
     let fx = Fixture::load(NAME);
     for image in IMAGES {
         let feats = reference_features(&fx, image);
-        let (steps, _) = run(&fx, image, &Mode::Generate, &feats, 4);
+        let (steps, _) = common::run_question(&fx, image, &Mode::Generate, &feats, 4);
         let spans: Vec<(usize, usize)> = steps[0].trace.regions.iter().map(|r| r.span).collect();
         common::check_against_naive(
             &fx.ckpt.model,
@@ -425,4 +372,36 @@ fn tiles_that_do_not_fit_the_vision_tower_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(msg.contains("scale_factor (3)"), "{msg}");
+}
+
+#[test]
+fn an_idefics3_checkpoint_loads_as_the_same_architecture() {
+    // SmolVLM-256M/500M were published as Idefics3ForConditionalGeneration:
+    // the same weights, processor and prompt under another model_type.
+    let dir = edited_checkpoint("config.json", |v| {
+        v["model_type"] = "idefics3".into();
+        v["architectures"] = serde_json::json!(["Idefics3ForConditionalGeneration"]);
+        v["vision_config"]["model_type"] = "idefics3_vision".into();
+    });
+    let ckpt = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap();
+    assert_eq!(ckpt.model_type(), "idefics3");
+    let fx = Fixture::load(NAME);
+    let img = load_image(&fixtures().join("images/smol-square.png")).unwrap();
+    let question = fx.json["question"].as_str().unwrap();
+    let p = ckpt
+        .prepare_chat(&[], question, &ckpt.encode_image(&img).unwrap())
+        .unwrap();
+    assert_eq!(
+        p.input_ids,
+        ids_of(&fx.json["runs"]["smol-square"]["input_ids"])
+    );
+    // Another vision tower is named as such.
+    let dir = edited_checkpoint("config.json", |v| {
+        v["vision_config"]["model_type"] = "clip_vision_model".into();
+    });
+    let e = Checkpoint::load(dir.path(), &LoadOptions::default()).unwrap_err();
+    assert!(
+        e.to_string().contains("vision tower clip_vision_model"),
+        "{e}"
+    );
 }

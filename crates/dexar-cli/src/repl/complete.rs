@@ -124,6 +124,7 @@ pub fn suggestions(line: &str, pos: usize, names: &Names) -> Vec<Suggestion> {
         }
         ("/strategy", 2, Some("use")) | ("/compare", 1 | 2, _) => word(strategies()),
         ("/compare", 3, _) | ("/show", _, _) => word(plain(&["all", "--raw"])),
+        ("/region", 1, _) => word(plain(&dexar_core::RegionView::NAMES)),
         ("/help", 1, _) => word(
             COMMANDS
                 .iter()
@@ -380,6 +381,7 @@ mod tests {
         assert_eq!(values("/plugin re"), ["reload"]);
         assert_eq!(values("/plugin unload "), ["legrad"]);
         assert_eq!(values("/show 3 --"), ["--raw"]);
+        assert_eq!(values("/region t"), ["tiles"]);
         assert_eq!(values("/help qu"), ["quit"]);
         assert!(values("what is").is_empty());
         let s = &suggestions("/strategy use de", 16, &names())[0];

@@ -208,6 +208,21 @@ impl VlModel {
     }
 }
 
+/// The weights of a top-level `lm_head`: none when it is tied to the
+/// embeddings, an error when it is not tied but missing.
+pub(crate) fn lm_head<'a>(
+    vb: &candle_nn::VarBuilder<'a>,
+    tied: bool,
+) -> candle_core::Result<Option<candle_nn::VarBuilder<'a>>> {
+    if tied {
+        Ok(None)
+    } else if vb.contains_tensor("lm_head.weight") {
+        Ok(Some(vb.pp("lm_head")))
+    } else {
+        candle_core::bail!("missing tensor lm_head.weight (and tie_word_embeddings is false)")
+    }
+}
+
 /// The chunk of one generated token at cache position `pos`.
 pub fn decode_step(pos: usize, rope_delta: i64) -> ChunkInput<'static> {
     ChunkInput {

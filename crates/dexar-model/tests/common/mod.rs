@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use dexar_core::{builtin_strategy, HeadScores, TokenMap};
 use dexar_model::{
     generate_traced, naive_step, Checkpoint, GenerationSettings, ImageFeatures, LoadOptions, Mode,
-    PreparedPrompt, TracedStep, VlModel,
+    PreparedPrompt, TracedStep, Turn, VlModel,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -129,6 +129,68 @@ pub fn traced(
     })
     .unwrap();
     (steps, gen.tokens)
+}
+
+/// The checkpoint's chat template renders the fixture's question, alone and
+/// after the earlier turns, as transformers did; returns both.
+pub fn check_templates<'a>(fx: &'a Fixture, name: &str) -> (&'a str, Vec<Turn>) {
+    let question = fx.json["question"].as_str().unwrap();
+    assert_eq!(
+        fx.ckpt.template.render(&[], question).unwrap(),
+        fx.json["prompt_text"].as_str().unwrap(),
+        "{name}: template"
+    );
+    let multi = &fx.json["multi_turn"];
+    let turns: Vec<Turn> = multi["earlier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| Turn {
+            user: p[0].as_str().unwrap().into(),
+            assistant: p[1].as_str().unwrap().into(),
+        })
+        .collect();
+    assert_eq!(
+        fx.ckpt.template.render(&turns, question).unwrap(),
+        multi["text"].as_str().unwrap(),
+        "{name}: multi-turn template"
+    );
+    (question, turns)
+}
+
+/// Token ids of a JSON array.
+pub fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// The fixture's question about `image` in the chat template (its ids as
+/// the fixture's run records them), answered or explained with every layer
+/// traced.
+pub fn run_question(
+    fx: &Fixture,
+    image: &str,
+    mode: &Mode,
+    feats: &ImageFeatures,
+    max_tokens: usize,
+) -> (Vec<TracedStep>, Vec<u32>) {
+    let ckpt = &fx.ckpt;
+    let prompt = ckpt
+        .prepare_chat(&[], fx.json["question"].as_str().unwrap(), feats)
+        .unwrap();
+    assert_eq!(
+        prompt.input_ids,
+        ids_of(&fx.json["runs"][image]["input_ids"])
+    );
+    let settings = GenerationSettings {
+        max_tokens,
+        layers: 0..ckpt.text_config().num_hidden_layers,
+        ..Default::default()
+    };
+    traced(ckpt, &prompt, feats, &settings, mode)
 }
 
 /// Pixel values against the reference: to 1e-5 when the image needed no

@@ -212,6 +212,19 @@ impl LoadedPlugin {
         self.abi_minor >= 1
     }
 
+    /// Why it cannot explain an image of `regions` regions, if it cannot: an
+    /// ABI 1.0 plugin sees one region, and its map would cover that one only.
+    pub fn cannot_see(&self, regions: usize) -> Option<String> {
+        (regions > 1 && !self.sees_regions()).then(|| {
+            format!(
+                "plugin ABI {} sees one image region, but this image has {regions} (tiles and a global view); \
+                 rebuild the plugin against ABI {DEXAR_PLUGIN_ABI_VERSION}.{DEXAR_PLUGIN_ABI_MINOR} \
+                 (export dexar_plugin_abi_minor, or rebuild with the dexar-plugin SDK) to explain it",
+                self.abi()
+            )
+        })
+    }
+
     /// The file it was loaded from (absolute; `reload` reads it again).
     pub fn path(&self) -> &Path {
         &self.path
@@ -284,14 +297,8 @@ impl Strategy for LoadedPlugin {
     fn token_map(&self, trace: &StepTrace) -> Result<TokenMap, StrategyError> {
         // Validation is what makes the view's pointers and shapes truthful.
         trace.validate()?;
-        if trace.is_multi_region() && !self.sees_regions() {
-            return Err(self.failed(format!(
-                "plugin ABI {} sees one image region, but this image has {} (tiles and a global view); \
-                 rebuild the plugin against ABI {DEXAR_PLUGIN_ABI_VERSION}.{DEXAR_PLUGIN_ABI_MINOR} \
-                 (export dexar_plugin_abi_minor, or rebuild with the dexar-plugin SDK) to explain it",
-                self.abi(),
-                trace.regions.len()
-            )));
+        if let Some(why) = self.cannot_see(trace.regions.len()) {
+            return Err(self.failed(why));
         }
         let regions: Vec<DexarRegion> = trace
             .regions

@@ -37,13 +37,7 @@ impl QwenVlModel {
         } else {
             ("model", "visual")
         };
-        let head_vb = if config.text.tie_word_embeddings {
-            None
-        } else if vb.contains_tensor("lm_head.weight") {
-            Some(vb.pp("lm_head"))
-        } else {
-            candle_core::bail!("missing tensor lm_head.weight (and tie_word_embeddings is false)")
-        };
+        let head_vb = super::lm_head(&vb, config.text.tie_word_embeddings)?;
         Ok(Self {
             vision: QwenVisionTower::load(vb.pp(visual), &config.vision, config.family)?,
             decoder: Decoder::load(vb.pp(lm), head_vb, &config.text)?,

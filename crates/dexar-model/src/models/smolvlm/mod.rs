@@ -55,13 +55,7 @@ impl SmolVlmModel {
     /// `lm_head`), which Idefics3 and SmolVLM checkpoints share.
     pub fn load(vb: VarBuilder, config: &SmolVlmConfig) -> candle_core::Result<Self> {
         let m = vb.pp("model");
-        let head_vb = if config.text.tie_word_embeddings {
-            None
-        } else if vb.contains_tensor("lm_head.weight") {
-            Some(vb.pp("lm_head"))
-        } else {
-            candle_core::bail!("missing tensor lm_head.weight (and tie_word_embeddings is false)")
-        };
+        let head_vb = super::lm_head(&vb, config.text.tie_word_embeddings)?;
         let s = config.scale_factor;
         Ok(Self {
             vision: VisionTower::load_siglip(m.pp("vision_model"), &config.vision)?,
