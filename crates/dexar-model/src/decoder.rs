@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use std::ops::Range;
 
 use crate::config::TextConfig;
+use crate::inference;
 use crate::nn::{softmax_last, Activation, Linear, RmsNorm};
 
 /// What distinguishes the decoders of the families dexar supports. None of
@@ -227,6 +228,9 @@ pub struct LayerProbe {
     pub output: Tensor,
     /// Values of every key position (cache included), `[H_kv, P, hd]`.
     pub values: Tensor,
+    /// The MLP's gate and up projections at q, `[I]` each, as the forward
+    /// computed them (the local backward needs both; `None`: recomputed).
+    pub mlp_gate_up: Option<(Tensor, Tensor)>,
 }
 
 /// Which internals a forward pass should hand back.
@@ -242,15 +246,94 @@ pub struct Capture {
     /// Return every layer's output `[B, T, D]` (implied by `full`), still
     /// connected to the graph: for losses on intermediate layers in training.
     pub layer_outputs: bool,
+    /// No gradient will be taken through this pass (decoding, prefill):
+    /// candle's fused kernels (which have no backward), products split
+    /// across threads and a cache extended in place may be used.
+    pub no_grad: bool,
 }
 
 /// Key/value cache, `[B, H_kv, T, hd]` per layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct KvCache {
     pub layers: Vec<Option<(Tensor, Tensor)>>,
+    /// No-grad passes: per layer, key and value buffers `[B, H_kv, capacity, hd]`
+    /// whose first `len` positions `layers` views, so that a step writes its
+    /// keys in place instead of copying the whole cache.
+    buffers: Vec<Option<KvBuffer>>,
+}
+
+#[derive(Debug)]
+struct KvBuffer {
+    keys: Tensor,
+    values: Tensor,
+    len: usize,
+}
+
+/// Buffers grow by this many positions at a time.
+const KV_GROWTH: usize = 256;
+
+/// A clone holds the same keys and values but no buffer: two caches must
+/// not write into one buffer.
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        Self::from_layers(self.layers.clone())
+    }
 }
 
 impl KvCache {
+    /// A cache holding these keys and values.
+    pub fn from_layers(layers: Vec<Option<(Tensor, Tensor)>>) -> Self {
+        Self {
+            layers,
+            buffers: Vec::new(),
+        }
+    }
+
+    /// Layer `l`'s keys and values with `k`, `v` (`[B, H_kv, T, hd]`)
+    /// appended: concatenated (differentiable), or written in place into
+    /// the layer's buffer when `in_place`.
+    fn append(&mut self, l: usize, k: Tensor, v: Tensor, in_place: bool) -> Result<(Tensor, Tensor)> {
+        self.buffers.resize_with(self.layers.len(), || None);
+        let prev = self.layers[l].as_ref();
+        let (k, v) = if !in_place {
+            self.buffers[l] = None;
+            match prev {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v),
+            }
+        } else {
+            let len = prev.map_or(Ok(0), |(pk, _)| pk.dim(2))?;
+            let (b, kv, t, hd) = k.dims4()?;
+            let total = len + t;
+            let fits = self.buffers[l].as_ref().is_some_and(|buf| {
+                buf.len == len
+                    && buf.keys.dims4().is_ok_and(|(bb, hh, cap, dd)| {
+                        (bb, hh, dd) == (b, kv, hd) && cap >= total
+                    })
+                    && buf.keys.dtype() == k.dtype()
+            });
+            if !fits {
+                let cap = (total + KV_GROWTH).next_multiple_of(KV_GROWTH);
+                let keys = Tensor::zeros((b, kv, cap, hd), k.dtype(), k.device())?;
+                let values = Tensor::zeros((b, kv, cap, hd), v.dtype(), v.device())?;
+                if let Some((pk, pv)) = prev {
+                    keys.slice_set(&pk.contiguous()?, 2, 0)?;
+                    values.slice_set(&pv.contiguous()?, 2, 0)?;
+                }
+                self.buffers[l] = Some(KvBuffer { keys, values, len });
+            }
+            let Some(buf) = self.buffers[l].as_mut() else {
+                candle_core::bail!("key/value buffer of layer {l} missing");
+            };
+            buf.keys.slice_set(&k.contiguous()?, 2, len)?;
+            buf.values.slice_set(&v.contiguous()?, 2, len)?;
+            buf.len = total;
+            (buf.keys.narrow(2, 0, total)?, buf.values.narrow(2, 0, total)?)
+        };
+        self.layers[l] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
     /// How many positions the cache holds.
     pub fn cached_positions(&self) -> usize {
         self.layers
@@ -408,6 +491,26 @@ impl Decoder {
             candle_core::bail!("rotary positions do not match the chunk of {t} tokens");
         }
         let (cos, sin) = self.rope.cos_sin(&at.rope, t)?;
+        let fast = capture.no_grad && !capture.full;
+        let (cos_half, sin_half) = match fast {
+            true => (
+                inference::half_table(&cos)?,
+                inference::half_table(&sin)?,
+            ),
+            false => (cos.clone(), sin.clone()),
+        };
+        let norm = |n: &RmsNorm, x: &Tensor| match fast {
+            true => inference::rms_norm(n, x),
+            false => n.forward(x),
+        };
+        let linear = |lin: &Linear, x: &Tensor| match fast {
+            true => inference::linear(lin, x),
+            false => lin.forward(x),
+        };
+        let rope = |x: &Tensor| match fast {
+            true => inference::rope(x, &cos_half, &sin_half),
+            false => Rope::apply(x, &cos, &sin),
+        };
         let cfg = &self.cfg;
         let (h, kv, hd) = (
             cfg.num_attention_heads,
@@ -422,32 +525,35 @@ impl Decoder {
         let mut out = DecoderOutput::default();
         let mut x = x.clone();
         for (l, layer) in self.layers.iter().enumerate() {
-            let normed = layer.input_norm.forward(&x)?;
+            let normed = norm(&layer.input_norm, &x)?;
             let split = |y: Tensor, heads: usize| {
                 y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
             };
-            let mut q = split(layer.q_proj.forward(&normed)?, h)?;
-            let mut k = split(layer.k_proj.forward(&normed)?, kv)?;
+            let mut q = split(linear(&layer.q_proj, &normed)?, h)?;
+            let mut k = split(linear(&layer.k_proj, &normed)?, kv)?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = qn.forward(&q)?;
-                k = kn.forward(&k)?;
+                q = norm(qn, &q)?;
+                k = norm(kn, &k)?;
             }
-            let q = Rope::apply(&q, &cos, &sin)?;
-            let mut k = Rope::apply(&k, &cos, &sin)?;
-            let mut v = split(layer.v_proj.forward(&normed)?, kv)?;
+            let q = rope(&q)?;
+            let mut k = rope(&k)?;
+            let mut v = split(linear(&layer.v_proj, &normed)?, kv)?;
             if let Some(c) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = &c.layers[l] {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                c.layers[l] = Some((k.clone(), v.clone()));
+                (k, v) = c.append(l, k, v, fast)?;
             }
             let (k_rep, v_rep) = (repeat_kv(&k, h / kv)?, repeat_kv(&v, h / kv)?);
-            let mut scores = (q.matmul(&k_rep.t()?.contiguous()?)? / (hd as f64).sqrt())?;
+            let k_t = match fast {
+                true => k_rep.t()?,
+                false => k_rep.t()?.contiguous()?,
+            };
+            let mut scores = (q.matmul(&k_t)? / (hd as f64).sqrt())?;
             if let Some(m) = &mask {
                 scores = scores.broadcast_add(&m.to_dtype(scores.dtype())?)?;
             }
-            let mut probs = softmax_last(&scores)?;
+            let mut probs = match fast {
+                true => inference::softmax_last(&scores)?,
+                false => softmax_last(&scores)?,
+            };
             if capture.full {
                 probs = Var::from_tensor(&probs.detach())?.as_tensor().clone();
             }
@@ -455,14 +561,20 @@ impl Decoder {
                 .matmul(&v_rep)?
                 .transpose(1, 2)?
                 .reshape((b, t, h * hd))?;
-            let resid_mid = (&x + layer.o_proj.forward(&ctx)?)?;
-            let mlp_in = layer.post_norm.forward(&resid_mid)?;
-            let act = Activation::Silu.apply(&layer.gate_proj.forward(&mlp_in)?)?;
-            let mlp = layer
-                .down_proj
-                .forward(&(act * layer.up_proj.forward(&mlp_in)?)?)?;
+            let resid_mid = (&x + linear(&layer.o_proj, &ctx)?)?;
+            let mlp_in = norm(&layer.post_norm, &resid_mid)?;
+            let gate = linear(&layer.gate_proj, &mlp_in)?;
+            let up = linear(&layer.up_proj, &mlp_in)?;
+            let act = match fast {
+                true => inference::silu_mul(&gate, &up)?,
+                false => (Activation::Silu.apply(&gate)? * &up)?,
+            };
+            let mlp = linear(&layer.down_proj, &act)?;
             x = (&resid_mid + mlp)?;
             if capture.probes.contains(&l) {
+                let at_query = |y: &Tensor| -> Result<Tensor> {
+                    Ok(y.i((0, t - 1))?.to_dtype(DType::F32)?.detach())
+                };
                 out.probes.push((
                     l,
                     LayerProbe {
@@ -470,6 +582,7 @@ impl Decoder {
                         resid_mid: resid_mid.i((0, t - 1))?.detach(),
                         output: x.i((0, t - 1))?.detach(),
                         values: v.i(0)?.detach(),
+                        mlp_gate_up: Some((at_query(&gate)?, at_query(&up)?)),
                     },
                 ));
             }

@@ -18,6 +18,7 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod generate;
+pub mod inference;
 pub mod llava;
 mod local_backward;
 pub mod models;
@@ -36,7 +37,8 @@ pub use checkpoint::{Checkpoint, ImageMarker, ImageProcessing, MemoryCheckpoint}
 pub use config::{FeatureSelect, LlavaConfig, ParseError, TextConfig, VisionConfig};
 pub use error::{ModelError, Result};
 pub use generate::{
-    generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep,
+    generate_traced, sample_token, Generation, GenerationSettings, GenerationTimes, Mode, StopReason,
+    TracedStep,
 };
 pub use llava::{LlavaModel, WeightLayout};
 pub use models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};
@@ -48,7 +50,8 @@ pub use prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 pub use score::{answer_logprobs, masked_answer_logprobs};
 pub use spec::{HubEnv, ModelSource, ModelSpec};
 pub use synthetic::{
-    synthetic_checkpoint, synthetic_checkpoint_with_heads, SyntheticFamily, SyntheticSpec,
+    synthetic_checkpoint, synthetic_checkpoint_with_heads, synthetic_model, SyntheticCheckpoint,
+    SyntheticFamily, SyntheticSpec,
 };
 
 /// Loads an image file and turns it into image tokens.

@@ -20,13 +20,14 @@
 use candle_core::{DType, IndexOp, Result, Tensor};
 
 use crate::decoder::{Decoder, LayerProbe};
+use crate::inference::row_times;
 use crate::nn::sigmoid;
 
-/// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model dtype: `[M]` f32.
+/// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model
+/// dtype: `[M]` f32. Nothing here is differentiated by autograd: the product
+/// is split across threads.
 fn vec_mat(v: &Tensor, w: &Tensor) -> Result<Tensor> {
-    v.to_dtype(w.dtype())?
-        .unsqueeze(0)?
-        .matmul(w)?
+    row_times(&v.to_dtype(w.dtype())?.unsqueeze(0)?, w)?
         .squeeze(0)?
         .to_dtype(DType::F32)
 }
@@ -70,9 +71,17 @@ impl Decoder {
         let u = self.lens_vjp(&probe.output, token)?;
         // ∂o/∂r = u + (∂ MLP(PostNorm(r)) / ∂r)^T u
         let r = probe.resid_mid.to_dtype(DType::F32)?;
-        let x = rms_norm_forward(&r, &layer.post_norm.weight, layer.post_norm.eps)?;
-        let a = vec_mat(&x, &layer.gate_proj.weight.t()?)?;
-        let b = vec_mat(&x, &layer.up_proj.weight.t()?)?;
+        // a, b: the MLP's gate and up projections at q, kept from the forward pass.
+        let (a, b) = match &probe.mlp_gate_up {
+            Some((a, b)) => (a.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?),
+            None => {
+                let x = rms_norm_forward(&r, &layer.post_norm.weight, layer.post_norm.eps)?;
+                (
+                    vec_mat(&x, &layer.gate_proj.weight.t()?)?,
+                    vec_mat(&x, &layer.up_proj.weight.t()?)?,
+                )
+            }
+        };
         let sig = sigmoid(&a)?;
         let silu = (&a * &sig)?;
         let dsilu = (&sig * ((&a * sig.affine(-1.0, 1.0)?)? + 1.0)?)?;
@@ -87,10 +96,13 @@ impl Decoder {
         let values = probe.values.to_dtype(DType::F32)?;
         let p = values.dim(1)?;
         let n_rep = h / kv;
-        let values = values
-            .unsqueeze(1)?
-            .broadcast_as((kv, n_rep, p, hd))?
-            .reshape((h, p, hd))?;
+        let values = match n_rep {
+            1 => values,
+            _ => values
+                .unsqueeze(1)?
+                .broadcast_as((kv, n_rep, p, hd))?
+                .reshape((h, p, hd))?,
+        };
         dc.matmul(&values.t()?)?.squeeze(1)
     }
 }
