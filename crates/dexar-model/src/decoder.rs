@@ -503,10 +503,6 @@ impl Decoder {
             true => inference::rms_norm(n, x),
             false => n.forward(x),
         };
-        let linear = |lin: &Linear, x: &Tensor| match fast {
-            true => inference::linear(lin, x),
-            false => lin.forward(x),
-        };
         let rope = |x: &Tensor| match fast {
             true => inference::rope(x, &cos_half, &sin_half),
             false => Rope::apply(x, &cos, &sin),
@@ -529,15 +525,15 @@ impl Decoder {
             let split = |y: Tensor, heads: usize| {
                 y.reshape((b, t, heads, hd))?.transpose(1, 2)?.contiguous()
             };
-            let mut q = split(linear(&layer.q_proj, &normed)?, h)?;
-            let mut k = split(linear(&layer.k_proj, &normed)?, kv)?;
+            let mut q = split(layer.q_proj.forward(&normed)?, h)?;
+            let mut k = split(layer.k_proj.forward(&normed)?, kv)?;
             if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
                 q = norm(qn, &q)?;
                 k = norm(kn, &k)?;
             }
             let q = rope(&q)?;
             let mut k = rope(&k)?;
-            let mut v = split(linear(&layer.v_proj, &normed)?, kv)?;
+            let mut v = split(layer.v_proj.forward(&normed)?, kv)?;
             if let Some(c) = cache.as_deref_mut() {
                 (k, v) = c.append(l, k, v, fast)?;
             }
@@ -561,15 +557,15 @@ impl Decoder {
                 .matmul(&v_rep)?
                 .transpose(1, 2)?
                 .reshape((b, t, h * hd))?;
-            let resid_mid = (&x + linear(&layer.o_proj, &ctx)?)?;
+            let resid_mid = (&x + layer.o_proj.forward(&ctx)?)?;
             let mlp_in = norm(&layer.post_norm, &resid_mid)?;
-            let gate = linear(&layer.gate_proj, &mlp_in)?;
-            let up = linear(&layer.up_proj, &mlp_in)?;
+            let gate = layer.gate_proj.forward(&mlp_in)?;
+            let up = layer.up_proj.forward(&mlp_in)?;
             let act = match fast {
                 true => inference::silu_mul(&gate, &up)?,
                 false => (Activation::Silu.apply(&gate)? * &up)?,
             };
-            let mlp = linear(&layer.down_proj, &act)?;
+            let mlp = layer.down_proj.forward(&act)?;
             x = (&resid_mid + mlp)?;
             if capture.probes.contains(&l) {
                 let at_query = |y: &Tensor| -> Result<Tensor> {

@@ -1,62 +1,16 @@
 //! Kernels for passes that no gradient is ever taken through (prefill, plain
-//! and traced decoding, the local backward's products): candle's fused
-//! operations, which have no backward, and matrix-vector products split
-//! across threads (gemm runs a single-row product on one core). The
-//! differentiated paths (the naive reference, training) keep the composed
-//! operations of [`crate::nn`]. Each function computes what its composed
-//! counterpart does, in f32 where that one does.
+//! and traced decoding): candle's fused operations, which have no backward.
+//! The differentiated paths (the naive reference, training) keep the
+//! composed operations of [`crate::nn`]. Each function computes what its
+//! composed counterpart does, in f32 where that one does.
 
-use candle_core::{DType, Module, Result, Tensor, D};
-use rayon::prelude::*;
+use candle_core::{DType, Result, Tensor, D};
 
-use crate::nn::{Linear, RmsNorm};
-
-/// Below this many output columns per thread a split costs more than it saves.
-const MIN_COLUMNS_PER_THREAD: usize = 256;
+use crate::nn::RmsNorm;
 
 /// How many threads candle's CPU kernels use (RAYON_NUM_THREADS, else one per core).
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
-}
-
-/// `x · w` for `x` `[1, K]` and `w` `[K, N]` (any strides), the columns of
-/// `w` shared among candle's threads on the CPU.
-pub fn row_times(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let n = w.dim(1)?;
-    let threads = threads()
-        .min(n / MIN_COLUMNS_PER_THREAD)
-        .max(1);
-    if threads == 1 || !x.device().is_cpu() || x.dim(0)? != 1 {
-        return x.matmul(w);
-    }
-    let chunk = n.div_ceil(threads);
-    let parts = (0..threads)
-        .into_par_iter()
-        .map(|i| {
-            let start = i * chunk;
-            x.matmul(&w.narrow(1, start, chunk.min(n - start))?)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&parts, 1)
-}
-
-/// [`Linear::forward`], a single row (one decoding step) split across threads.
-pub fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let rows: usize = dims[..dims.len() - 1].iter().product();
-    if rows != 1 {
-        return layer.forward(x);
-    }
-    let y = row_times(&x.reshape((1, ()))?, &layer.weight.t()?)?;
-    let y = match &layer.bias {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
-    let mut out = dims;
-    if let Some(last) = out.last_mut() {
-        *last = y.dim(1)?;
-    }
-    y.reshape(out)
 }
 
 /// [`RmsNorm::forward`] with candle's fused kernel, computed in f32.
@@ -100,7 +54,7 @@ pub fn half_table(table: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Module};
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
@@ -113,24 +67,6 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
-    }
-
-    #[test]
-    fn split_products_equal_the_plain_ones() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1.0, (1, 300), &dev).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (1000, 300), &dev).unwrap();
-        let layer = Linear {
-            weight: w.clone(),
-            bias: Some(Tensor::randn(0f32, 1.0, 1000, &dev).unwrap()),
-        };
-        let x3 = x.unsqueeze(0).unwrap();
-        assert!(max_diff(&linear(&layer, &x3).unwrap(), &layer.forward(&x3).unwrap()) < 1e-4);
-        // Columns of a transposed (non-contiguous) matrix as in the local backward.
-        let wt = w.t().unwrap();
-        let v = Tensor::randn(0f32, 1.0, (1, 1000), &dev).unwrap();
-        assert!(max_diff(&row_times(&v, &w).unwrap(), &v.matmul(&w).unwrap()) < 1e-3);
-        assert!(max_diff(&row_times(&x, &wt).unwrap(), &x.matmul(&wt).unwrap()) < 1e-4);
     }
 
     #[test]

@@ -20,14 +20,13 @@
 use candle_core::{DType, IndexOp, Result, Tensor};
 
 use crate::decoder::{Decoder, LayerProbe};
-use crate::inference::row_times;
 use crate::nn::sigmoid;
 
-/// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model
-/// dtype: `[M]` f32. Nothing here is differentiated by autograd: the product
-/// is split across threads.
+/// `v · W` for a row vector `v` (`[K]`, f32) and `W` `[K, M]` in the model dtype: `[M]` f32.
 fn vec_mat(v: &Tensor, w: &Tensor) -> Result<Tensor> {
-    row_times(&v.to_dtype(w.dtype())?.unsqueeze(0)?, w)?
+    v.to_dtype(w.dtype())?
+        .unsqueeze(0)?
+        .matmul(w)?
         .squeeze(0)?
         .to_dtype(DType::F32)
 }
