@@ -35,8 +35,8 @@ pub struct BenchArgs {
     /// Repetitions; the fastest of each stage is reported.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub repeat: usize,
-    /// Threads of the CPU kernels (candle's matrix products and dexar's own
-    /// parallel loops); default: one per core.
+    /// Threads of candle's CPU kernels (matrix products, element-wise
+    /// operations); default: one per core.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// Also time the naive reference path (a full forward and one autograd
@@ -263,7 +263,7 @@ pub fn run(args: &BenchArgs) -> CliResult<()> {
     let plain = best.plain / n;
     let traced = best.traced / n;
     let naive = args.naive.then_some(best.naive / n);
-    let threads = dexar_model::inference::threads();
+    let threads = dexar_model::cpu_threads();
     let rss = peak_rss_bytes();
     let trace_per_token = trace_bytes / work.answer.len();
     // The file first: a closed stdout must not lose it.

@@ -18,7 +18,6 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod generate;
-pub mod inference;
 pub mod llava;
 mod local_backward;
 pub mod models;
@@ -57,6 +56,11 @@ pub use synthetic::{
 /// Loads an image file and turns it into image tokens.
 pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<ImageFeatures> {
     ckpt.encode_image(&load_image(path)?)
+}
+
+/// How many threads candle's CPU kernels use (RAYON_NUM_THREADS, else one per core).
+pub fn cpu_threads() -> usize {
+    candle_core::utils::get_num_threads()
 }
 
 /// Milliseconds since `start`, rounded to 0.01 ms, for debug logs.

@@ -28,6 +28,53 @@ use crate::records::{EndRecord, TurnRecord, TurnSettings};
 use crate::selection::Selection;
 use crate::shown::Shown;
 
+/// Which decoder layers an answer traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceLayers {
+    /// Every layer for models of at most [`TraceLayers::AUTO_ALL_MAX`]
+    /// layer-heads (layers x heads), the maps' layers for larger ones.
+    #[default]
+    Auto,
+    /// The layers the maps use: cheaper, but maps of other layers need the
+    /// answer traced again.
+    Range,
+    /// Every layer: `/layers` changes the maps without tracing again.
+    All,
+}
+
+impl TraceLayers {
+    /// Up to this many layer-heads, `auto` traces every layer. Each traced
+    /// layer-head costs 8 bytes per position per token (gradients and
+    /// probabilities in f32) and one local backward per layer: a 8x1024
+    /// model (128 layer-heads) traces all its layers for about 0.6 MB per
+    /// token at 600 positions; LLaVA-1.5-7B (32 x 32 = 1024) would need
+    /// about 5 MB per token and 1.75x the time of a plain step instead of
+    /// about 1.2x for its last ten layers (docs/bench.md).
+    pub const AUTO_ALL_MAX: usize = 256;
+
+    /// Whether every layer of a model of `layers` x `heads` is traced.
+    pub fn traces_all(self, layers: usize, heads: usize) -> bool {
+        match self {
+            Self::All => true,
+            Self::Range => false,
+            Self::Auto => layers * heads <= Self::AUTO_ALL_MAX,
+        }
+    }
+}
+
+impl std::str::FromStr for TraceLayers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "range" => Ok(Self::Range),
+            "all" => Ok(Self::All),
+            other => Err(format!("`{other}`: expected auto, range or all")),
+        }
+    }
+}
+
 /// Decoding and explanation settings a user changes while exploring.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -35,10 +82,12 @@ pub struct Settings {
     pub temperature: f64,
     pub top_p: f64,
     pub seed: u64,
-    /// The layers the maps use (every layer is traced).
+    /// The layers the maps use (among the traced ones, see `trace_layers`).
     pub layers: LayerSelection,
     /// k of DEX-AR's top-k head scores.
     pub topk: usize,
+    /// Which layers answers trace.
+    pub trace_layers: TraceLayers,
 }
 
 impl Default for Settings {
@@ -50,6 +99,7 @@ impl Default for Settings {
             seed: 0,
             layers: LayerSelection::default(),
             topk: 1,
+            trace_layers: TraceLayers::default(),
         }
     }
 }
@@ -199,6 +249,24 @@ impl AppState {
         self.settings.layers.layers(self.num_layers())
     }
 
+    /// The layers the next answer traces: every layer, or the maps' layers
+    /// (see [`TraceLayers`]).
+    pub fn layers_to_trace(&self) -> Range<usize> {
+        let n = self.num_layers();
+        match self.settings.trace_layers.traces_all(n, self.identity.num_heads) {
+            true => LayerSelection::all().layers(n),
+            false => self.layers(),
+        }
+    }
+
+    /// When the last answer's traces lack some of the layers the maps use:
+    /// the layers it traced.
+    pub fn untraced_layers_note(&self) -> Option<Range<usize>> {
+        let [start, end] = self.answer.as_ref()?.turn.settings.traced_layers;
+        let want = self.layers();
+        (want.start < start || want.end > end).then_some(start..end)
+    }
+
     /// A trace restricted to the layers the maps use.
     pub fn restricted(&self, trace: &StepTrace) -> StepTrace {
         self.settings.layers.restrict(trace, self.num_layers())
@@ -259,8 +327,9 @@ impl AppState {
 
     /// Prepares `question` for answering (or, with `target`, for explaining
     /// that answer to the last question): the conversation so far in the
-    /// model's chat template, tokenised with the image expanded. Every layer
-    /// is traced; the layer selection picks among them afterwards.
+    /// model's chat template, tokenised with the image expanded. The layers
+    /// of [`AppState::layers_to_trace`] are traced; the layer selection
+    /// picks among them afterwards.
     pub fn prepare_ask(&self, question: &str, target: Option<&str>) -> Result<Ask, StateError> {
         if question.contains(dexar_model::IMAGE_MARKER) {
             return Err(StateError::ImageInPrompt);
@@ -289,7 +358,7 @@ impl AppState {
                 temperature: s.temperature,
                 top_p: s.top_p,
                 seed: s.seed,
-                layers: LayerSelection::all().layers(self.num_layers()),
+                layers: self.layers_to_trace(),
             },
         })
     }

@@ -24,6 +24,7 @@ fn repl() -> Repl {
         seed: 0,
         layers: LayerSelection::new(0),
         topk: 1,
+        trace_layers: Default::default(),
     };
     let state = AppState::new(model, image, settings, Default::default());
     let display = Display::new(
