@@ -582,6 +582,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn traced_layers_follow_the_setting() {
+        assert_eq!("range".parse(), Ok(TraceLayers::Range));
+        assert!("some".parse::<TraceLayers>().unwrap_err().contains("auto, range or all"));
+        // 32 x 32 layer-heads (LLaVA-1.5-7B) trace the maps' range under auto.
+        assert!(!TraceLayers::Auto.traces_all(32, 32));
+        assert!(TraceLayers::Auto.traces_all(8, 16));
+        let mut s = state();
+        s.settings.layers = LayerSelection::new(-1);
+        // The bundled model (3 layers x 4 heads): auto traces every layer.
+        assert_eq!(s.layers_to_trace(), 0..3);
+        s.settings.trace_layers = TraceLayers::Range;
+        assert_eq!(s.layers_to_trace(), 2..3);
+        answer(&mut s, "describe the image", None);
+        let steps = &s.answer.as_ref().unwrap().steps;
+        assert!(steps.iter().all(|t| t.layers == [2]));
+        assert_eq!(s.untraced_layers_note(), None);
+        s.settings.layers = LayerSelection::new(0);
+        assert_eq!(s.untraced_layers_note(), Some(2..3));
+        // The maps use the traced layers among those asked for.
+        assert!(s.shown("dexar", &Selection::Token(0)).is_ok());
+        s.settings.trace_layers = TraceLayers::All;
+        answer(&mut s, "describe the image", None);
+        assert_eq!(s.untraced_layers_note(), None);
+    }
+
+    #[test]
     fn maps_follow_the_layers_and_strategy_without_regenerating() {
         let mut s = state();
         assert!(matches!(
