@@ -6,7 +6,9 @@ Writes (once) a synthetic LLaVA checkpoint with `dexar bench --synthetic S
 --model DIR --repeat 1` (its own process) and one transformers run (this
 process: LlavaForConditionalGeneration, eager attention, torch's intra-op
 threads set to --threads). Interleaving spreads a varying load on the machine
-over both. Each stage reports its fastest round, and the ratios dexar/torch.
+over both. Each stage reports its fastest round; the ratios (dexar/torch, and
+dexar's traced/plain) are the medians of the ratios within each round, which
+a load that drifts between rounds disturbs less than a ratio of bests.
 
 transformers' stages, defined as dexar's (docs/bench.md):
 - prefill_ms: the whole prompt with the image (vision tower, projector,
@@ -26,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,9 +138,13 @@ def main():
 
     best = lambda key: min(d[key] for d in dexar_runs)
     dexar = {k: best(k) for k in ("load_ms", "prefill_ms", "plain_ms_per_token", "traced_ms_per_token")}
-    dexar["traced_over_plain"] = dexar["traced_ms_per_token"] / dexar["plain_ms_per_token"]
+    dexar["traced_over_plain"] = statistics.median(d["traced_over_plain"] for d in dexar_runs)
     dexar["peak_rss_bytes"] = max(d.get("peak_rss_bytes") or 0 for d in dexar_runs)
     dexar["trace_bytes_per_token"] = dexar_runs[-1]["trace_bytes_per_token"]
+    def per_round(key, torch_index):
+        """The median over the rounds of dexar's `key` over torch's stage."""
+        return statistics.median(d[key] / t[torch_index] for d, t in zip(dexar_runs, torch_runs))
+
     torch_best = {
         "load_ms": torch_load_ms,
         "prefill_ms": min(r[0] for r in torch_runs),
@@ -158,20 +165,21 @@ def main():
         "dexar": dexar,
         "torch": torch_best,
         "dexar_over_torch": {
-            "prefill": dexar["prefill_ms"] / torch_best["prefill_ms"],
-            "plain_decoding": dexar["plain_ms_per_token"] / torch_best["plain_ms_per_token"],
-            "traced_decoding": dexar["traced_ms_per_token"] / torch_best["plain_ms_per_token"],
+            "prefill": per_round("prefill_ms", 0),
+            "plain_decoding": per_round("plain_ms_per_token", 1),
+            "traced_decoding": per_round("traced_ms_per_token", 1),
         },
     }
     print(f"\n{ckpt}: {result['prompt_tokens']}-token prompt, {args.tokens} tokens, {args.dtype}, "
           f"{args.threads} threads, best of {args.rounds} interleaved rounds")
-    print(f"{'':24}{'dexar':>12}{'torch':>12}{'dexar/torch':>13}")
-    for name, key, unit in (("prefill", "prefill_ms", "ms"), ("plain decoding", "plain_ms_per_token", "ms/token")):
-        d, t = dexar[key], torch_best[key]
-        print(f"{name + ' (' + unit + ')':24}{d:>12.2f}{t:>12.2f}{d / t:>13.2f}")
-    print(f"{'traced decoding (ms/token)':24}{dexar['traced_ms_per_token']:>12.2f}{'':>12}"
-          f"{result['dexar_over_torch']['traced_decoding']:>13.2f}")
-    print(f"traced/plain (dexar): {dexar['traced_over_plain']:.2f}")
+    ratios = result["dexar_over_torch"]
+    print(f"{'best round':28}{'dexar':>10}{'torch':>10}{'dexar/torch (median of rounds)':>32}")
+    for name, key, ratio in (("prefill (ms)", "prefill_ms", "prefill"),
+                             ("plain decoding (ms/token)", "plain_ms_per_token", "plain_decoding")):
+        print(f"{name:28}{dexar[key]:>10.2f}{torch_best[key]:>10.2f}{ratios[ratio]:>32.2f}")
+    print(f"{'traced decoding (ms/token)':28}{dexar['traced_ms_per_token']:>10.2f}{'':>10}"
+          f"{ratios['traced_decoding']:>32.2f}")
+    print(f"traced/plain (dexar, median of rounds): {dexar['traced_over_plain']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -96,7 +96,11 @@ struct Workload<'a> {
 impl Workload<'_> {
     /// Teacher-forced decoding of the answer with `layers` traced (none:
     /// plain decoding); (prefill ms, steps ms, trace bytes of all steps).
-    fn decode(&self, features: &ImageFeatures, layers: Range<usize>) -> CliResult<(f64, f64, usize)> {
+    fn decode(
+        &self,
+        features: &ImageFeatures,
+        layers: Range<usize>,
+    ) -> CliResult<(f64, f64, usize)> {
         let settings = GenerationSettings {
             max_tokens: self.answer.len(),
             layers,

@@ -290,7 +290,13 @@ impl KvCache {
     /// Layer `l`'s keys and values with `k`, `v` (`[B, H_kv, T, hd]`)
     /// appended: concatenated (differentiable), or written in place into
     /// the layer's buffer when `in_place`.
-    fn append(&mut self, l: usize, k: Tensor, v: Tensor, in_place: bool) -> Result<(Tensor, Tensor)> {
+    fn append(
+        &mut self,
+        l: usize,
+        k: Tensor,
+        v: Tensor,
+        in_place: bool,
+    ) -> Result<(Tensor, Tensor)> {
         self.buffers.resize_with(self.layers.len(), || None);
         let prev = self.layers[l].as_ref();
         let (k, v) = if !in_place {
@@ -305,9 +311,10 @@ impl KvCache {
             let total = len + t;
             let fits = self.buffers[l].as_ref().is_some_and(|buf| {
                 buf.len == len
-                    && buf.keys.dims4().is_ok_and(|(bb, hh, cap, dd)| {
-                        (bb, hh, dd) == (b, kv, hd) && cap >= total
-                    })
+                    && buf
+                        .keys
+                        .dims4()
+                        .is_ok_and(|(bb, hh, cap, dd)| (bb, hh, dd) == (b, kv, hd) && cap >= total)
                     && buf.keys.dtype() == k.dtype()
             });
             if !fits {
@@ -326,7 +333,10 @@ impl KvCache {
             buf.keys.slice_set(&k.contiguous()?, 2, len)?;
             buf.values.slice_set(&v.contiguous()?, 2, len)?;
             buf.len = total;
-            (buf.keys.narrow(2, 0, total)?, buf.values.narrow(2, 0, total)?)
+            (
+                buf.keys.narrow(2, 0, total)?,
+                buf.values.narrow(2, 0, total)?,
+            )
         };
         self.layers[l] = Some((k.clone(), v.clone()));
         Ok((k, v))

@@ -36,8 +36,8 @@ pub use checkpoint::{Checkpoint, ImageMarker, ImageProcessing, MemoryCheckpoint}
 pub use config::{FeatureSelect, LlavaConfig, ParseError, TextConfig, VisionConfig};
 pub use error::{ModelError, Result};
 pub use generate::{
-    generate_traced, sample_token, Generation, GenerationSettings, GenerationTimes, Mode, StopReason,
-    TracedStep,
+    generate_traced, sample_token, Generation, GenerationSettings, GenerationTimes, Mode,
+    StopReason, TracedStep,
 };
 pub use llava::{LlavaModel, WeightLayout};
 pub use models::qwen_vl::{QwenFamily, QwenImageProcessor, QwenVlConfig, QwenVlModel};

@@ -253,7 +253,11 @@ impl AppState {
     /// (see [`TraceLayers`]).
     pub fn layers_to_trace(&self) -> Range<usize> {
         let n = self.num_layers();
-        match self.settings.trace_layers.traces_all(n, self.identity.num_heads) {
+        match self
+            .settings
+            .trace_layers
+            .traces_all(n, self.identity.num_heads)
+        {
             true => LayerSelection::all().layers(n),
             false => self.layers(),
         }
@@ -584,7 +588,10 @@ pub(crate) mod tests {
     #[test]
     fn traced_layers_follow_the_setting() {
         assert_eq!("range".parse(), Ok(TraceLayers::Range));
-        assert!("some".parse::<TraceLayers>().unwrap_err().contains("auto, range or all"));
+        assert!("some"
+            .parse::<TraceLayers>()
+            .unwrap_err()
+            .contains("auto, range or all"));
         // 32 x 32 layer-heads (LLaVA-1.5-7B) trace the maps' range under auto.
         assert!(!TraceLayers::Auto.traces_all(32, 32));
         assert!(TraceLayers::Auto.traces_all(8, 16));
