@@ -10,6 +10,20 @@ fn bench(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `dexar bench ARGS --json FILE` (must succeed): its stdout and the JSON.
+fn bench_json(args: &[&str]) -> (String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let mut all = args.to_vec();
+    all.extend(["--json", json.to_str().unwrap()]);
+    let o = bench(&all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        read_json(&json),
+    )
+}
+
 fn read_json(path: &std::path::Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -24,9 +38,7 @@ fn ms(doc: &Value, key: &str) -> f64 {
 
 #[test]
 fn bench_reports_every_stage() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let o = bench(&[
+    let (stdout, doc) = bench_json(&[
         "--tokens",
         "3",
         "--repeat",
@@ -36,11 +48,7 @@ fn bench_reports_every_stage() {
         "--naive",
         "--layer-index",
         "1",
-        "--json",
-        json.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let stdout = String::from_utf8_lossy(&o.stdout);
     for stage in [
         "load:",
         "prefill:",
@@ -51,7 +59,6 @@ fn bench_reports_every_stage() {
     ] {
         assert!(stdout.contains(stage), "{stage}: {stdout}");
     }
-    let doc = read_json(&json);
     assert_eq!(doc["schema"], "dexar.bench/2");
     assert_eq!(doc["explained_tokens"], 3);
     assert_eq!(doc["threads"], 1);
@@ -74,19 +81,8 @@ fn bench_reports_every_stage() {
 
 #[test]
 fn bench_without_naive_leaves_it_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("bench.json");
-    let o = bench(&[
-        "--tokens",
-        "2",
-        "--repeat",
-        "1",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("naive"));
-    let doc = read_json(&json);
+    let (stdout, doc) = bench_json(&["--tokens", "2", "--repeat", "1"]);
+    assert!(!stdout.contains("naive"));
     assert!(doc.get("naive_ms_per_token").is_none(), "{doc}");
     ms(&doc, "traced_over_plain");
 }
@@ -113,19 +109,14 @@ fn a_saved_synthetic_checkpoint_loads_as_a_model() {
         serde_json::json!(["LlavaForConditionalGeneration"])
     );
     assert_eq!(config["text_config"]["intermediate_size"], 256);
-    let json = dir.path().join("bench.json");
-    let o = bench(&[
+    let (_, doc) = bench_json(&[
         "--model",
         ckpt.to_str().unwrap(),
         "--tokens",
         "2",
         "--repeat",
         "1",
-        "--json",
-        json.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let doc = read_json(&json);
     assert_eq!(doc["image_tokens"], 576);
     assert_eq!(doc["layers"], serde_json::json!([0]));
 }

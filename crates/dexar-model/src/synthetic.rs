@@ -97,7 +97,7 @@ pub fn synthetic_checkpoint(
     tokenizer: TextTokenizer,
     opts: &LoadOptions,
 ) -> Result<Checkpoint> {
-    synthetic_checkpoint_with_heads(spec, spec.hidden / 64, tokenizer, opts)
+    synthetic_model(spec, tokenizer, opts).map(|s| s.ckpt)
 }
 
 /// As [`synthetic_checkpoint`], with what it takes to write the checkpoint
