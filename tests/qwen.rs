@@ -158,7 +158,8 @@ fn eval_and_bench_run_on_qwen_models() {
     let (out, doc) = dexar_tests::bench_quick(&args, dir.path());
     // --max-pixels 224x224: 8x8 merged tokens (without it, about 672x672 pixels and 576 tokens)
     assert!(out.contains("64 image tokens"), "{out}");
-    assert!(doc["speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["schema"], "dexar.bench/2");
+    assert!(doc["traced_over_plain"].as_f64().unwrap() > 0.0);
 }
 
 #[cfg(unix)]

@@ -136,6 +136,12 @@ def cmd_compare(args):
 
 
 # ---- torch-decode -----------------------------------------------------------
+def llama_mlp_width(hidden):
+    """LLaMA's MLP width, as dexar's synthetic models have it: 8/3 of the
+    hidden size rounded up to a multiple of 256 (2816 for 1024, 11008 for 4096)."""
+    return ((hidden * 8 + 2) // 3 + 255) // 256 * 256
+
+
 def cmd_torch_decode(args):
     """Prefill and plain greedy decoding (KV cache) in transformers, on a
     randomly initialised LLaVA of the shape `dexar bench --synthetic` builds."""
@@ -157,7 +163,7 @@ def cmd_torch_decode(args):
         image_size=args.image_size, patch_size=args.patch_size,
     )
     text = LlamaConfig(
-        hidden_size=hidden, intermediate_size=hidden * 8 // 3, num_hidden_layers=args.layers,
+        hidden_size=hidden, intermediate_size=llama_mlp_width(hidden), num_hidden_layers=args.layers,
         num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64,
         vocab_size=args.vocab, max_position_embeddings=2048, tie_word_embeddings=True,
     )
@@ -213,7 +219,7 @@ def cmd_torch_decode(args):
     result = {
         "schema": "dexar.gpu-check.torch/1",
         "note": "randomly initialised LlavaForConditionalGeneration of the shape of dexar bench --synthetic "
-                "(dexar cannot write its synthetic checkpoint to disk yet)",
+                "(scripts/bench_vs_torch.py compares on the very same weights, written by dexar bench --save-checkpoint)",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
@@ -372,8 +378,8 @@ def main():
     p.add_argument("--prompt-tokens", type=int, required=True)
     p.add_argument("--vision-layers", type=int, default=4)
     p.add_argument("--vision-hidden", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=336)
-    p.add_argument("--patch-size", type=int, default=14)
+    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--patch-size", type=int, default=2)
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--dtype", choices=["f32", "f16", "bf16"], default="f16")

@@ -263,6 +263,9 @@ pub struct LayerProbe {
     pub output: Tensor,
     /// Values of every key position (cache included), `[H_kv, P, hd]`.
     pub values: Tensor,
+    /// The MLP's gate and up projections at q, `[I]` each, as the forward
+    /// computed them (the local backward needs both; `None`: recomputed).
+    pub mlp_gate_up: Option<(Tensor, Tensor)>,
 }
 
 /// Which internals a forward pass should hand back.
@@ -278,15 +281,103 @@ pub struct Capture {
     /// Return every layer's output `[B, T, D]` (implied by `full`), still
     /// connected to the graph: for losses on intermediate layers in training.
     pub layer_outputs: bool,
+    /// No gradient will be taken through this pass (decoding, prefill): the
+    /// key/value cache may be extended in place.
+    pub no_grad: bool,
 }
 
 /// Key/value cache, `[B, H_kv, T, hd]` per layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct KvCache {
     pub layers: Vec<Option<(Tensor, Tensor)>>,
+    /// No-grad passes: per layer, key and value buffers `[B, H_kv, capacity, hd]`
+    /// whose first `len` positions `layers` views, so that a step writes its
+    /// keys in place instead of copying the whole cache.
+    buffers: Vec<Option<KvBuffer>>,
+}
+
+#[derive(Debug)]
+struct KvBuffer {
+    keys: Tensor,
+    values: Tensor,
+    len: usize,
+}
+
+/// Buffers grow by this many positions at a time.
+const KV_GROWTH: usize = 256;
+
+/// A clone holds the same keys and values but no buffer: two caches must
+/// not write into one buffer.
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        Self::from_layers(self.layers.clone())
+    }
 }
 
 impl KvCache {
+    /// A cache holding these keys and values.
+    pub fn from_layers(layers: Vec<Option<(Tensor, Tensor)>>) -> Self {
+        Self {
+            layers,
+            buffers: Vec::new(),
+        }
+    }
+
+    /// Layer `l`'s keys and values with `k`, `v` (`[B, H_kv, T, hd]`)
+    /// appended: concatenated (differentiable), or written in place into
+    /// the layer's buffer when `in_place`.
+    fn append(
+        &mut self,
+        l: usize,
+        k: Tensor,
+        v: Tensor,
+        in_place: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        self.buffers.resize_with(self.layers.len(), || None);
+        let prev = self.layers[l].as_ref();
+        let (k, v) = if !in_place {
+            self.buffers[l] = None;
+            match prev {
+                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+                None => (k, v),
+            }
+        } else {
+            let len = prev.map_or(Ok(0), |(pk, _)| pk.dim(2))?;
+            let (b, kv, t, hd) = k.dims4()?;
+            let total = len + t;
+            let fits = self.buffers[l].as_ref().is_some_and(|buf| {
+                buf.len == len
+                    && buf
+                        .keys
+                        .dims4()
+                        .is_ok_and(|(bb, hh, cap, dd)| (bb, hh, dd) == (b, kv, hd) && cap >= total)
+                    && buf.keys.dtype() == k.dtype()
+            });
+            if !fits {
+                let cap = (total + KV_GROWTH).next_multiple_of(KV_GROWTH);
+                let keys = Tensor::zeros((b, kv, cap, hd), k.dtype(), k.device())?;
+                let values = Tensor::zeros((b, kv, cap, hd), v.dtype(), v.device())?;
+                if let Some((pk, pv)) = prev {
+                    keys.slice_set(&pk.contiguous()?, 2, 0)?;
+                    values.slice_set(&pv.contiguous()?, 2, 0)?;
+                }
+                self.buffers[l] = Some(KvBuffer { keys, values, len });
+            }
+            let Some(buf) = self.buffers[l].as_mut() else {
+                candle_core::bail!("key/value buffer of layer {l} missing");
+            };
+            buf.keys.slice_set(&k.contiguous()?, 2, len)?;
+            buf.values.slice_set(&v.contiguous()?, 2, len)?;
+            buf.len = total;
+            (
+                buf.keys.narrow(2, 0, total)?,
+                buf.values.narrow(2, 0, total)?,
+            )
+        };
+        self.layers[l] = Some((k.clone(), v.clone()));
+        Ok((k, v))
+    }
+
     /// How many positions the cache holds.
     pub fn cached_positions(&self) -> usize {
         self.layers
@@ -479,6 +570,11 @@ impl Decoder {
             candle_core::bail!("rotary positions do not match the chunk of {t} tokens");
         }
         let (cos, sin) = self.rope.cos_sin(&at.rope, t)?;
+        // Nothing is differentiated through this pass: the cache can be
+        // extended in place. (candle's fused softmax / RMSNorm / RoPE / SiLU
+        // were tried here too and left out: they moved the Qwen2-VL parity
+        // maps past their tolerance, see docs/bench.md.)
+        let no_grad = capture.no_grad && !capture.full;
         let cfg = &self.cfg;
         let (h, kv, hd) = (
             cfg.num_attention_heads,
@@ -507,11 +603,7 @@ impl Decoder {
             let mut k = Rope::apply(&k, &cos, &sin)?;
             let mut v = split(layer.v_proj.forward(&normed)?, kv)?;
             if let Some(c) = cache.as_deref_mut() {
-                if let Some((pk, pv)) = &c.layers[l] {
-                    k = Tensor::cat(&[pk, &k], 2)?;
-                    v = Tensor::cat(&[pv, &v], 2)?;
-                }
-                c.layers[l] = Some((k.clone(), v.clone()));
+                (k, v) = c.append(l, k, v, no_grad)?;
             }
             let (k_rep, v_rep) = (repeat_kv(&k, h / kv)?, repeat_kv(&v, h / kv)?);
             let scale = cfg.variant.query_pre_attn_scalar.unwrap_or(hd as f64);
@@ -536,15 +628,19 @@ impl Decoder {
                 None => (&x + &attn_out)?,
             };
             let mlp_in = layer.post_norm.forward(&resid_mid)?;
-            let act = self.mlp_act.apply(&layer.gate_proj.forward(&mlp_in)?)?;
+            let gate = layer.gate_proj.forward(&mlp_in)?;
+            let up = layer.up_proj.forward(&mlp_in)?;
             let mut mlp = layer
                 .down_proj
-                .forward(&(act * layer.up_proj.forward(&mlp_in)?)?)?;
+                .forward(&(self.mlp_act.apply(&gate)? * &up)?)?;
             if let Some(n) = &layer.mlp_out_norm {
                 mlp = n.forward(&mlp)?;
             }
             x = (&resid_mid + mlp)?;
             if capture.probes.contains(&l) {
+                let at_query = |y: &Tensor| -> Result<Tensor> {
+                    Ok(y.i((0, t - 1))?.to_dtype(DType::F32)?.detach())
+                };
                 out.probes.push((
                     l,
                     LayerProbe {
@@ -553,6 +649,7 @@ impl Decoder {
                         attn_out: attn_out.i((0, t - 1))?.detach(),
                         output: x.i((0, t - 1))?.detach(),
                         values: v.i(0)?.detach(),
+                        mlp_gate_up: Some((at_query(&gate)?, at_query(&up)?)),
                     },
                 ));
             }

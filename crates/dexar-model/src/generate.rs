@@ -7,7 +7,7 @@ use dexar_core::{PositionKind, StepTrace};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::Checkpoint;
 use crate::decoder::{Capture, KvCache};
@@ -23,7 +23,8 @@ pub struct GenerationSettings {
     pub temperature: f64,
     pub top_p: f64,
     pub seed: u64,
-    /// Decoder layers whose gradients are traced (see `dexar_core::LayerSelection`).
+    /// Decoder layers whose gradients are traced (see `dexar_core::LayerSelection`);
+    /// empty: plain decoding, the steps' traces hold no layer.
     pub layers: Range<usize>,
 }
 
@@ -88,6 +89,19 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub text: String,
     pub stop: StopReason,
+    pub times: GenerationTimes,
+}
+
+/// Where a generation's time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerationTimes {
+    /// The prompt through the decoder (the image already encoded).
+    pub prefill: Duration,
+    /// Everything after the prefill: logits, token choice, tracing, decode
+    /// steps, the caller's `on_step`.
+    pub steps: Duration,
+    /// The part of `steps` spent tracing (local backward, copies to the trace).
+    pub tracing: Duration,
 }
 
 /// Picks the next token: argmax at temperature 0, else top-p sampling.
@@ -162,7 +176,7 @@ pub fn generate_traced(
             max: max_pos,
         });
     }
-    if settings.layers.end > decoder.layers.len() || settings.layers.is_empty() {
+    if settings.layers.end > decoder.layers.len() {
         return Err(ModelError::Setting(format!(
             "traced layers {:?} are not within the model's {} layers",
             settings.layers,
@@ -172,6 +186,7 @@ pub fn generate_traced(
     let mut rng = StdRng::seed_from_u64(settings.seed);
     let capture = Capture {
         probes: settings.layers.clone(),
+        no_grad: true,
         ..Capture::default()
     };
     let mut cache = KvCache::default();
@@ -179,6 +194,11 @@ pub fn generate_traced(
     let input = model.sequence_input(&prompt.input_ids, &prompt.image_spans, image_features)?;
     let whole = model.whole_sequence(&input, &prompt.image_spans, image_features, p0);
     let mut out = decoder.forward_at(&input.embeds, &whole, Some(&mut cache), &capture)?;
+    let mut times = GenerationTimes {
+        prefill: prefill_start.elapsed(),
+        ..GenerationTimes::default()
+    };
+    let steps_start = Instant::now();
     tracing::debug!(
         prompt_tokens = p0,
         traced_layers = ?settings.layers,
@@ -261,6 +281,7 @@ pub fn generate_traced(
             kinds,
             regions: regions.clone(),
         };
+        times.tracing += backward_start.elapsed();
         tracing::debug!(
             step = t,
             token,
@@ -291,10 +312,12 @@ pub fn generate_traced(
         )?;
         decode_ms = crate::millis_since(decode_start);
     };
+    times.steps = steps_start.elapsed();
     Ok(Generation {
         text: ckpt.tokenizer.decode(&tokens),
         tokens,
         stop,
+        times,
     })
 }
 

@@ -36,7 +36,8 @@ pub use checkpoint::{Checkpoint, ImageMarker, ImageProcessing, MemoryCheckpoint}
 pub use config::{FeatureSelect, LlavaConfig, ParseError, TextConfig, VisionConfig};
 pub use error::{ModelError, Result};
 pub use generate::{
-    generate_traced, sample_token, Generation, GenerationSettings, Mode, StopReason, TracedStep,
+    generate_traced, sample_token, Generation, GenerationSettings, GenerationTimes, Mode,
+    StopReason, TracedStep,
 };
 pub use llava::{LlavaModel, WeightLayout};
 pub use models::paligemma::{PaliGemmaConfig, PaliGemmaModel};
@@ -50,12 +51,18 @@ pub use prompt::{PreparedPrompt, TextTokenizer, IMAGE_MARKER};
 pub use score::{answer_logprobs, masked_answer_logprobs};
 pub use spec::{HubEnv, ModelSource, ModelSpec};
 pub use synthetic::{
-    synthetic_checkpoint, synthetic_checkpoint_with_heads, SyntheticFamily, SyntheticSpec,
+    synthetic_checkpoint, synthetic_checkpoint_with_heads, synthetic_model, SyntheticCheckpoint,
+    SyntheticFamily, SyntheticSpec,
 };
 
 /// Loads an image file and turns it into image tokens.
 pub fn encode_image_file(ckpt: &Checkpoint, path: &std::path::Path) -> Result<ImageFeatures> {
     ckpt.encode_image(&load_image(path)?)
+}
+
+/// How many threads candle's CPU kernels use (RAYON_NUM_THREADS, else one per core).
+pub fn cpu_threads() -> usize {
+    candle_core::utils::get_num_threads()
 }
 
 /// Milliseconds since `start`, rounded to 0.01 ms, for debug logs.

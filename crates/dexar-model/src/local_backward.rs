@@ -93,9 +93,17 @@ impl Decoder {
         let u = self.lens_vjp(&probe.output, token)?;
         // ∂o/∂r = u + (∂ MLP(PostNorm(r)) / ∂r)^T u
         let r = probe.resid_mid.to_dtype(DType::F32)?;
-        let x = rms_norm_forward(&r, &layer.post_norm.weight, layer.post_norm.eps)?;
-        let a = vec_mat(&x, &layer.gate_proj.weight.t()?)?;
-        let b = vec_mat(&x, &layer.up_proj.weight.t()?)?;
+        // a, b: the MLP's gate and up projections at q, kept from the forward pass.
+        let (a, b) = match &probe.mlp_gate_up {
+            Some((a, b)) => (a.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?),
+            None => {
+                let x = rms_norm_forward(&r, &layer.post_norm.weight, layer.post_norm.eps)?;
+                (
+                    vec_mat(&x, &layer.gate_proj.weight.t()?)?,
+                    vec_mat(&x, &layer.up_proj.weight.t()?)?,
+                )
+            }
+        };
         let act = self.mlp_act.apply(&a)?;
         let dact = self.mlp_act.derivative(&a)?;
         // Gemma 2 normalises the MLP's output before adding it: back through that norm first
@@ -122,10 +130,13 @@ impl Decoder {
         let values = probe.values.to_dtype(DType::F32)?;
         let p = values.dim(1)?;
         let n_rep = h / kv;
-        let values = values
-            .unsqueeze(1)?
-            .broadcast_as((kv, n_rep, p, hd))?
-            .reshape((h, p, hd))?;
+        let values = match n_rep {
+            1 => values,
+            _ => values
+                .unsqueeze(1)?
+                .broadcast_as((kv, n_rep, p, hd))?
+                .reshape((h, p, hd))?,
+        };
         dc.matmul(&values.t()?)?.squeeze(1)
     }
 }

@@ -40,4 +40,4 @@ pub use recorder::{default_sessions_dir, Destination, Recorder};
 pub use records::TraceDtype;
 pub use selection::Selection;
 pub use shown::Shown;
-pub use state::{Answer, AppState, Ask, Recorded, Settings};
+pub use state::{Answer, AppState, Ask, Recorded, Settings, TraceLayers};

@@ -28,6 +28,53 @@ use crate::records::{EndRecord, TurnRecord, TurnSettings};
 use crate::selection::Selection;
 use crate::shown::Shown;
 
+/// Which decoder layers an answer traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceLayers {
+    /// Every layer for models of at most [`TraceLayers::AUTO_ALL_MAX`]
+    /// layer-heads (layers x heads), the maps' layers for larger ones.
+    #[default]
+    Auto,
+    /// The layers the maps use: cheaper, but maps of other layers need the
+    /// answer traced again.
+    Range,
+    /// Every layer: `/layers` changes the maps without tracing again.
+    All,
+}
+
+impl TraceLayers {
+    /// Up to this many layer-heads, `auto` traces every layer. Each traced
+    /// layer-head costs 8 bytes per position per token (gradients and
+    /// probabilities in f32) and one local backward per layer: a 8x1024
+    /// model (128 layer-heads) traces all its layers for about 0.6 MB per
+    /// token at 600 positions; LLaVA-1.5-7B (32 x 32 = 1024) would need
+    /// about 5 MB per token and 1.75x the time of a plain step instead of
+    /// about 1.2x for its last ten layers (docs/bench.md).
+    pub const AUTO_ALL_MAX: usize = 256;
+
+    /// Whether every layer of a model of `layers` x `heads` is traced.
+    pub fn traces_all(self, layers: usize, heads: usize) -> bool {
+        match self {
+            Self::All => true,
+            Self::Range => false,
+            Self::Auto => layers * heads <= Self::AUTO_ALL_MAX,
+        }
+    }
+}
+
+impl std::str::FromStr for TraceLayers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "range" => Ok(Self::Range),
+            "all" => Ok(Self::All),
+            other => Err(format!("`{other}`: expected auto, range or all")),
+        }
+    }
+}
+
 /// Decoding and explanation settings a user changes while exploring.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -35,13 +82,15 @@ pub struct Settings {
     pub temperature: f64,
     pub top_p: f64,
     pub seed: u64,
-    /// The layers the maps use (every layer is traced).
+    /// The layers the maps use (among the traced ones, see `trace_layers`).
     pub layers: LayerSelection,
     /// k of DEX-AR's top-k head scores.
     pub topk: usize,
     /// Which maps an image split into regions shows (SmolVLM): the tiles
     /// composed, the global view, or both side by side.
     pub region: RegionView,
+    /// Which layers answers trace.
+    pub trace_layers: TraceLayers,
 }
 
 impl Default for Settings {
@@ -54,6 +103,7 @@ impl Default for Settings {
             layers: LayerSelection::default(),
             topk: 1,
             region: RegionView::All,
+            trace_layers: TraceLayers::default(),
         }
     }
 }
@@ -203,6 +253,28 @@ impl AppState {
         self.settings.layers.layers(self.num_layers())
     }
 
+    /// The layers the next answer traces: every layer, or the maps' layers
+    /// (see [`TraceLayers`]).
+    pub fn layers_to_trace(&self) -> Range<usize> {
+        let n = self.num_layers();
+        match self
+            .settings
+            .trace_layers
+            .traces_all(n, self.identity.num_heads)
+        {
+            true => LayerSelection::all().layers(n),
+            false => self.layers(),
+        }
+    }
+
+    /// When the last answer's traces lack some of the layers the maps use:
+    /// the layers it traced.
+    pub fn untraced_layers_note(&self) -> Option<Range<usize>> {
+        let [start, end] = self.answer.as_ref()?.turn.settings.traced_layers;
+        let want = self.layers();
+        (want.start < start || want.end > end).then_some(start..end)
+    }
+
     /// A trace restricted to the layers the maps use.
     pub fn restricted(&self, trace: &StepTrace) -> StepTrace {
         self.settings.layers.restrict(trace, self.num_layers())
@@ -280,8 +352,9 @@ impl AppState {
 
     /// Prepares `question` for answering (or, with `target`, for explaining
     /// that answer to the last question): the conversation so far in the
-    /// model's chat template, tokenised with the image expanded. Every layer
-    /// is traced; the layer selection picks among them afterwards.
+    /// model's chat template, tokenised with the image expanded. The layers
+    /// of [`AppState::layers_to_trace`] are traced; the layer selection
+    /// picks among them afterwards.
     pub fn prepare_ask(&self, question: &str, target: Option<&str>) -> Result<Ask, StateError> {
         if question.contains(dexar_model::IMAGE_MARKER) {
             return Err(StateError::ImageInPrompt);
@@ -310,7 +383,7 @@ impl AppState {
                 temperature: s.temperature,
                 top_p: s.top_p,
                 seed: s.seed,
-                layers: LayerSelection::all().layers(self.num_layers()),
+                layers: self.layers_to_trace(),
             },
         })
     }
@@ -531,6 +604,35 @@ pub(crate) mod tests {
         assert!(s.answer.as_ref().unwrap().teacher_forced);
         s.clear();
         assert!(s.turns.is_empty() && s.answer.is_none());
+    }
+
+    #[test]
+    fn traced_layers_follow_the_setting() {
+        assert_eq!("range".parse(), Ok(TraceLayers::Range));
+        assert!("some"
+            .parse::<TraceLayers>()
+            .unwrap_err()
+            .contains("auto, range or all"));
+        // 32 x 32 layer-heads (LLaVA-1.5-7B) trace the maps' range under auto.
+        assert!(!TraceLayers::Auto.traces_all(32, 32));
+        assert!(TraceLayers::Auto.traces_all(8, 16));
+        let mut s = state();
+        s.settings.layers = LayerSelection::new(-1);
+        // The bundled model (3 layers x 4 heads): auto traces every layer.
+        assert_eq!(s.layers_to_trace(), 0..3);
+        s.settings.trace_layers = TraceLayers::Range;
+        assert_eq!(s.layers_to_trace(), 2..3);
+        answer(&mut s, "describe the image", None);
+        let steps = &s.answer.as_ref().unwrap().steps;
+        assert!(steps.iter().all(|t| t.layers == [2]));
+        assert_eq!(s.untraced_layers_note(), None);
+        s.settings.layers = LayerSelection::new(0);
+        assert_eq!(s.untraced_layers_note(), Some(2..3));
+        // The maps use the traced layers among those asked for.
+        assert!(s.shown("dexar", &Selection::Token(0)).is_ok());
+        s.settings.trace_layers = TraceLayers::All;
+        answer(&mut s, "describe the image", None);
+        assert_eq!(s.untraced_layers_note(), None);
     }
 
     #[test]

@@ -219,8 +219,15 @@ impl Repl {
                     .clamp_note(self.state.num_layers())
                     .map(|note| format!("{}\n", paint.warning(&note)))
                     .unwrap_or_default();
+                let traced = match self.state.untraced_layers_note() {
+                    Some(traced) => paint.warning(&format!(
+                        "the last answer traced only {}: its maps use those; ask again (or start with --trace-layers all) for the others",
+                        dexar_core::layers::describe(&traced)
+                    )),
+                    None => "no need to regenerate, /show re-explains".into(),
+                };
                 Ok(format!(
-                    "{clamped}maps now use {} (layer index {k}); no need to regenerate, /show re-explains\n",
+                    "{clamped}maps now use {} (layer index {k}); {traced}\n",
                     self.layers_text()
                 ))
             }

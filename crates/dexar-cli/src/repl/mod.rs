@@ -20,7 +20,7 @@ pub use show::{number, window_cell_pixels};
 
 use clap::Args;
 use dexar_render::term::{CellSize, Graphics, Terminal};
-use dexar_session::{AppState, LoadedImage, Settings};
+use dexar_session::{AppState, LoadedImage, Settings, TraceLayers};
 use reedline::{
     default_emacs_keybindings, ColumnarMenu, Emacs, FileBackedHistory, History, KeyCode,
     KeyModifiers, MenuBuilder, Reedline, ReedlineEvent, ReedlineMenu, Signal,
@@ -62,6 +62,13 @@ pub struct ReplArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub record: RecordArgs,
+    /// Which decoder layers each answer traces: all (`/layers` then changes
+    /// the maps at once), range (only the --layer-index layers: cheaper;
+    /// other layers need the answer traced again) or auto (all for models of
+    /// at most 256 layer-heads, layers x heads; range above, as for 7B
+    /// models). See docs/bench.md for the cost.
+    #[arg(long, value_name = "auto|range|all", default_value = "auto")]
+    pub trace_layers: TraceLayers,
 }
 
 /// The state both front ends start from, and how to draw for this terminal.
@@ -111,6 +118,7 @@ impl ReplArgs {
             layers: self.layers.selection(),
             topk,
             region: Default::default(),
+            trace_layers: self.trace_layers,
         };
         let mut state = AppState::new(model, image, settings, plugins);
         let (recorder, record_note) = self.record.recorder(record_to, &state.identity)?;

@@ -269,13 +269,13 @@ pub(crate) fn batch_loss(
                 kv.1.index_select(&group.owner, 0)?,
             ))
         };
-        let mut cache = KvCache {
-            layers: prefix_cache
+        let mut cache = KvCache::from_layers(
+            prefix_cache
                 .layers
                 .iter()
                 .map(|layer| layer.as_ref().map(fan_out).transpose())
                 .collect::<Result<_, _>>()?,
-        };
+        );
         let suffix = decoder.embed(&group.ids)?; // [B, S, D]
         let (b, s, _) = suffix.dims3()?;
         let out = decoder.forward(&suffix, prefix_len, Some(&mut cache), &capture)?;

@@ -25,6 +25,7 @@ fn repl() -> Repl {
         layers: LayerSelection::new(0),
         topk: 1,
         region: Default::default(),
+        trace_layers: Default::default(),
     };
     let state = AppState::new(model, image, settings, Default::default());
     let display = Display::new(
