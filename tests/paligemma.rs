@@ -193,7 +193,8 @@ fn eval_and_bench_run_on_paligemma() {
     let m = model();
     let args = ["--model", s(&m), "--prompt", "caption en"];
     let (_, doc) = dexar_tests::bench_quick(&args, dir.path());
-    assert!(doc["speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(doc["schema"], "dexar.bench/2");
+    assert!(doc["traced_over_plain"].as_f64().unwrap() > 0.0);
 }
 
 #[cfg(unix)]

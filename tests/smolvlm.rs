@@ -249,7 +249,9 @@ fn eval_and_bench_run_on_smolvlm() {
         "{}",
         text(&o.stdout)
     );
-    assert!(json(&bench)["speedup"].as_f64().unwrap() > 0.0);
+    let doc = json(&bench);
+    assert_eq!(doc["schema"], "dexar.bench/2");
+    assert!(doc["traced_over_plain"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod common;
 
 use common::{fixtures, ids_of, rel_err, Fixture, Report, StepMaps};
 use dexar_core::{Grid, LayerSelection};
-use dexar_model::{load_image, ImageFeatures, ImageProcessing, Mode, VlModel};
+use dexar_model::{load_image, ImageFeatures, ImageProcessing, VlModel};
 use serde_json::Value;
 
 const FAMILIES: [&str; 3] = ["tiny-qwen2-vl", "tiny-qwen2.5-vl", "tiny-qwen3-vl"];
@@ -207,13 +207,7 @@ fn check_traces(mode_key: &str) {
         let num_layers = fx.ckpt.text_config().num_hidden_layers;
         let lim2_start = LayerSelection::new(-2).layers(num_layers).start;
         for image in IMAGES {
-            let runinfo = &fx.json["runs"][image];
-            let (mode, want) = if mode_key == "gen" {
-                (Mode::Generate, ids_of(&runinfo["generated_ids"]))
-            } else {
-                let t = ids_of(&fx.json["target_ids"]);
-                (Mode::TeacherForced(t.clone()), t)
-            };
+            let (mode, want) = common::mode_of(&fx, image, mode_key);
             let feats = reference_features(&fx, image);
             let (steps, tokens) = common::run_question(&fx, image, &mode, &feats, want.len());
             assert_eq!(tokens, want, "{name} {image} {mode_key}: tokens");
@@ -258,16 +252,7 @@ fn incremental_matches_naive_for_every_family() {
         let fx = Fixture::load(name);
         for image in IMAGES {
             let feats = reference_features(&fx, image);
-            let (steps, _) = common::run_question(&fx, image, &Mode::Generate, &feats, 4);
-            common::check_against_naive(
-                &fx.ckpt.model,
-                &steps,
-                &ids_of(&fx.json["runs"][image]["input_ids"]),
-                &[pair(&fx.json["runs"][image]["image_span"])],
-                &feats,
-                name,
-                &mut report,
-            );
+            common::check_incremental(&fx, image, &feats, &mut report, name);
         }
         report.print(&format!("incremental vs naive ({name})"));
     }

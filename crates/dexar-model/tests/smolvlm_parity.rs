@@ -15,7 +15,7 @@ use common::{cells, fixtures, ids_of, max_abs, mean_abs, rel_err, Fixture, Repor
 use dexar_core::{
     builtin_strategy, minmax, Grid, ImageRegion, LayerSelection, RegionKind, TokenMap,
 };
-use dexar_model::{load_image, Checkpoint, ImageFeatures, LoadOptions, Mode, ModelError, VlModel};
+use dexar_model::{load_image, Checkpoint, ImageFeatures, LoadOptions, ModelError, VlModel};
 use serde_json::Value;
 
 const NAME: &str = "tiny-smolvlm";
@@ -254,12 +254,7 @@ fn check_traces(mode_key: &str) {
     let lim2_start = LayerSelection::new(-2).layers(num_layers).start;
     for image in IMAGES {
         let runinfo = &fx.json["runs"][image];
-        let (mode, want) = if mode_key == "gen" {
-            (Mode::Generate, ids_of(&runinfo["generated_ids"]))
-        } else {
-            let t = ids_of(&fx.json["target_ids"]);
-            (Mode::TeacherForced(t.clone()), t)
-        };
+        let (mode, want) = common::mode_of(&fx, image, mode_key);
         let feats = reference_features(&fx, image);
         let (steps, tokens) = common::run_question(&fx, image, &mode, &feats, want.len());
         assert_eq!(tokens, want, "{image} {mode_key}: tokens");
@@ -312,17 +307,7 @@ fn incremental_matches_naive() {
     let fx = Fixture::load(NAME);
     for image in IMAGES {
         let feats = reference_features(&fx, image);
-        let (steps, _) = common::run_question(&fx, image, &Mode::Generate, &feats, 4);
-        let spans: Vec<(usize, usize)> = steps[0].trace.regions.iter().map(|r| r.span).collect();
-        common::check_against_naive(
-            &fx.ckpt.model,
-            &steps,
-            &ids_of(&fx.json["runs"][image]["input_ids"]),
-            &spans,
-            &feats,
-            image,
-            &mut report,
-        );
+        common::check_incremental(&fx, image, &feats, &mut report, image);
     }
     report.print("incremental vs naive (smolvlm)");
 }

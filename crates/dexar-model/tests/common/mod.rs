@@ -158,6 +158,42 @@ pub fn check_templates<'a>(fx: &'a Fixture, name: &str) -> (&'a str, Vec<Turn>) 
     (question, turns)
 }
 
+/// The mode of a fixture run and the tokens it must give: greedy (`gen`,
+/// the run's generated ids) or teacher-forced (`tf`, the fixture's target).
+pub fn mode_of(fx: &Fixture, image: &str, mode_key: &str) -> (Mode, Vec<u32>) {
+    if mode_key == "gen" {
+        (
+            Mode::Generate,
+            ids_of(&fx.json["runs"][image]["generated_ids"]),
+        )
+    } else {
+        let t = ids_of(&fx.json["target_ids"]);
+        (Mode::TeacherForced(t.clone()), t)
+    }
+}
+
+/// Four greedy steps of the fixture's question about `image`, each against
+/// the naive path (full recompute and autograd) on the same image regions.
+pub fn check_incremental(
+    fx: &Fixture,
+    image: &str,
+    feats: &ImageFeatures,
+    report: &mut Report,
+    what: &str,
+) {
+    let (steps, _) = run_question(fx, image, &Mode::Generate, feats, 4);
+    let spans: Vec<(usize, usize)> = steps[0].trace.regions.iter().map(|r| r.span).collect();
+    check_against_naive(
+        &fx.ckpt.model,
+        &steps,
+        &ids_of(&fx.json["runs"][image]["input_ids"]),
+        &spans,
+        feats,
+        what,
+        report,
+    );
+}
+
 /// Token ids of a JSON array.
 pub fn ids_of(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
