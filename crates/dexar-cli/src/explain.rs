@@ -303,7 +303,7 @@ pub fn run(args: &ExplainArgs) -> CliResult<()> {
         prompt: PromptInfo {
             text: prompt.text.clone(),
             input_ids: prompt.input_ids.clone(),
-            image_span: [prompt.image_span.0, prompt.image_span.1],
+            image_span: [prompt.image_span().0, prompt.image_span().1],
             image: image.label.clone(),
         },
         traces: &steps,

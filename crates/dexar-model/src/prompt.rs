@@ -14,11 +14,18 @@ pub struct PreparedPrompt {
     /// The text before `<image>` expansion.
     pub text: String,
     pub input_ids: Vec<u32>,
-    /// Half-open span of the (first block of) image tokens in `input_ids`.
-    pub image_span: (usize, usize),
-    /// Every block of image tokens in order (SmolVLM: one per tile and the
-    /// global view); `[image_span]` for a single block.
+    /// Every block of image tokens in `input_ids`, half-open, in order
+    /// (SmolVLM: one per tile and the global view; one block otherwise).
+    /// Never empty.
     pub image_spans: Vec<(usize, usize)>,
+}
+
+impl PreparedPrompt {
+    /// The span of the first block of image tokens (the only one but for
+    /// an image split into regions).
+    pub fn image_span(&self) -> (usize, usize) {
+        self.image_spans[0]
+    }
 }
 
 /// A Hugging Face `tokenizer.json` with what dexar needs of it.
@@ -145,7 +152,7 @@ impl TextTokenizer {
         let count = input_ids.iter().filter(|&&t| t == image_token).count();
         match start {
             Some(s) if count == num_image_tokens && input_ids[s..s + count].iter().all(|&t| t == image_token) => {
-                Ok(PreparedPrompt { text: text.to_string(), input_ids, image_span: (s, s + count), image_spans: vec![(s, s + count)] })
+                Ok(PreparedPrompt { text: text.to_string(), input_ids, image_spans: vec![(s, s + count)] })
             }
             _ => Err(ModelError::Prompt(format!(
                 "the tokenizer produced {count} image tokens where {num_image_tokens} contiguous ones were expected"
@@ -204,7 +211,6 @@ impl TextTokenizer {
         Ok(PreparedPrompt {
             text: text.to_string(),
             input_ids,
-            image_span: spans[0],
             image_spans: spans,
         })
     }

@@ -47,7 +47,7 @@ fn prompts_match_the_paligemma_processor_of(name: &str) {
         let p = ckpt.prepare_chat(&[], prefix, &feats).unwrap();
         let want: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
         assert_eq!(p.input_ids, want, "ids of `{prefix}`");
-        assert_eq!(p.image_span, (0, 16), "image span of `{prefix}`");
+        assert_eq!(p.image_span(), (0, 16), "image span of `{prefix}`");
     }
     assert_eq!(
         ckpt.prepare_chat(&[], fx.json["prompt"].as_str().unwrap(), &feats)

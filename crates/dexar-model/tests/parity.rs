@@ -25,7 +25,7 @@ fn input_ids_match_transformers() {
         let image_token = fx.ckpt.llava_config().unwrap().image_token_index;
         let p = tok.prepare(&prompt_text(&fx), image_token, n).unwrap();
         assert_eq!(p.input_ids, fx.ids("input_ids"), "{name}: chat prompt ids");
-        assert_eq!(p.image_span, fx.span("image_span"), "{name}: image span");
+        assert_eq!(p.image_span(), fx.span("image_span"), "{name}: image span");
         let templated = fx
             .ckpt
             .template
@@ -44,7 +44,7 @@ fn input_ids_match_transformers() {
             fx.ids("raw_prompt_input_ids"),
             "{name}: raw prompt ids"
         );
-        assert_eq!(raw.image_span, fx.span("raw_prompt_image_span"));
+        assert_eq!(raw.image_span(), fx.span("raw_prompt_image_span"));
         let target = tok
             .encode(fx.json["target_text"].as_str().unwrap(), false)
             .unwrap();

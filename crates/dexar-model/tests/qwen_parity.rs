@@ -77,7 +77,7 @@ fn prompts_match_transformers_chat_templates_and_processors() {
                 "{name} {image}: ids"
             );
             assert_eq!(
-                p.image_span,
+                p.image_span(),
                 pair(&run["image_span"]),
                 "{name} {image}: span"
             );
@@ -88,7 +88,7 @@ fn prompts_match_transformers_chat_templates_and_processors() {
                 ids_of(&run["raw_prompt_input_ids"]),
                 "{name} {image}: raw ids"
             );
-            assert_eq!(r.image_span, pair(&run["raw_prompt_image_span"]));
+            assert_eq!(r.image_span(), pair(&run["raw_prompt_image_span"]));
             // `<image>` in a raw prompt stands for the vision block
             let short = raw.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>");
             assert_eq!(

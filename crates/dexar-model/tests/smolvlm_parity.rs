@@ -92,7 +92,7 @@ fn prompts_match_the_chat_template_and_the_image_splitting() {
         let want = fixture_regions(&run["regions"]);
         let got = feats.regions(&p.image_spans);
         assert_eq!(got, want, "{image}: regions");
-        assert_eq!(p.image_span, want[0].span);
+        assert_eq!(p.image_span(), want[0].span);
         let raw = fx.json["raw_prompt"].as_str().unwrap();
         let r = ckpt.prepare_prompt(raw, &feats).unwrap();
         assert_eq!(

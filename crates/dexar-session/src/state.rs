@@ -413,7 +413,7 @@ impl AppState {
             target: ask.target.clone(),
             prompt: ask.prompt.text.clone(),
             input_ids: ask.prompt.input_ids.clone(),
-            image_span: [ask.prompt.image_span.0, ask.prompt.image_span.1],
+            image_span: [ask.prompt.image_span().0, ask.prompt.image_span().1],
             settings: TurnSettings {
                 max_tokens: ask.settings.max_tokens,
                 temperature: ask.settings.temperature,

@@ -93,7 +93,8 @@ impl BatchMaker {
         let prepared =
             self.tokenizer
                 .prepare(&chat_prompt(prompt), IMAGE_ID, self.num_image_tokens)?;
-        Ok((prepared.input_ids, prepared.image_span))
+        let span = prepared.image_span();
+        Ok((prepared.input_ids, span))
     }
 
     /// Pixels `[I, 3, H, W]` and patch targets of scenes `indices`, for the
